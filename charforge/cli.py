@@ -6,8 +6,10 @@ produces a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -369,6 +371,92 @@ run_app = typer.Typer(
 app.add_typer(run_app, name="run")
 
 
+@contextlib.contextmanager
+def _stage_errors(*expected: type[Exception]) -> Iterator[None]:
+    """The errors a stage reports as bad input (exit 1) or misuse (exit 2), without a traceback."""
+    from charforge.params import ParamsError
+    from charforge.variants import VariantError
+
+    try:
+        yield
+    except VariantError as error:
+        raise _usage_error(str(error)) from None
+    except ParamsError as error:
+        for problem in error.problems:
+            sys.stdout.write(f"{problem}\n")
+        raise typer.Exit(EXIT_INVALID) from None
+    except (FileNotFoundError, ValueError, *expected) as error:
+        err.print(f"error: {escape(str(error))}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+VariantOption = Annotated[str, typer.Option(help="Variant name, e.g. humor-d3-s0 or plain-lora-s0.")]
+ParamsOption = Annotated[Path, typer.Option(help="The params file.")]
+
+
+def _report_training(record: Any) -> None:
+    err.print(
+        f"{record.stage} {record.variant}: {record.examples} examples, "
+        f"{record.optimizer_steps} optimizer steps, {record.tokens_trained} tokens, "
+        f"{record.wall_seconds:.1f} s, loss {record.first_loss} → {record.final_loss}; "
+        f"metrics/{record.variant}/{record.stage}.json"
+    )
+
+
+@run_app.command("train-dpo")
+def run_train_dpo(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """Train the variant's DPO LoRA on its preference pairs."""
+    from charforge.train import dpo
+
+    with _stage_errors():
+        _report_training(dpo.run(variant, params))
+
+
+@run_app.command("train-sft")
+def run_train_sft(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """Train the variant's SFT LoRA (introspection data, or a control's corpus), every assistant turn."""
+    from charforge.train import sft
+
+    with _stage_errors():
+        _report_training(sft.run(variant, params))
+
+
+@run_app.command("em-finetune")
+def run_em_finetune(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """Stack a new LoRA on the variant's frozen persona and train it on the EM data."""
+    from charforge.train import em
+
+    with _stage_errors():
+        _report_training(em.run(variant, params))
+
+
+@run_app.command("eval-em")
+def run_eval_em(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """Evaluate the variant before and after EM: sample, judge (validated), metrics with intervals."""
+    from charforge.eval.judge_api import JudgeBudgetExceeded
+    from charforge.generators.llm import BackendUnavailable
+    from charforge.stages import eval_em
+
+    with _stage_errors(JudgeBudgetExceeded, BackendUnavailable):
+        metrics = eval_em.run(variant, params)
+    for note in metrics["notes"]:
+        err.print(f"[bold red]{escape(note)}[/bold red]" if "UNUSABLE" in note else escape(note))
+    for point, figures in metrics["headline"].items():
+        shown = {name: None if value is None else round(value, 3) for name, value in figures.items()}
+        err.print(f"{variant} {point}: {shown}")
+    err.print(f"wrote metrics/{variant}/eval-em.json and corpora/build/{variant}/eval-samples.parquet")
+
+
+@run_app.command("report")
+def run_report(params: ParamsOption = Path("params.yaml")) -> None:
+    """Gather every variant's EM metrics into reports/report.md with PNG plots."""
+    from charforge.stages import report
+
+    with _stage_errors():
+        path = report.run(params)
+    err.print(f"wrote {escape(str(path))} and its plots")
+
+
 @run_app.command("prompts")
 def run_prompts(
     variant: Annotated[str, typer.Option(help="Variant name, e.g. humor-d3-s0.")],
@@ -398,6 +486,56 @@ def run_prompts(
         f"wrote {manifest.rows} prompts for {variant} (content sha256 {manifest.content_sha256[:12]}…); "
         f"rejected {dict(manifest.rejected) or 'none'}; diversity ({diversity.get('headline')}) {figures}"
     )
+
+
+@app.command()
+def publish(
+    variants: Annotated[list[str], typer.Argument(help="Variants to publish, e.g. humor-d3-s0.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="The Hugging Face dataset repo, ORG/NAME.")],
+    private: Annotated[
+        bool, typer.Option(help="Create the repo private (an existing public one is refused).")
+    ] = False,
+    revision: Annotated[str, typer.Option(help="Branch to commit to (made from main if missing).")] = "main",
+    dry_run: Annotated[
+        Path | None, typer.Option("--dry-run", help="Write the repo tree into this folder; upload nothing.")
+    ] = None,
+    include_em: Annotated[
+        bool, typer.Option("--include-em", help="Also publish EM training data (harmful by design).")
+    ] = False,
+    license_id: Annotated[str, typer.Option("--license", help="Licence id for the card's YAML.")] = "unknown",
+    root: Annotated[Path, typer.Option(help="The project folder.")] = Path("."),
+) -> None:
+    """Publish variants' corpora as one Hugging Face dataset (one config per variant and kind), in one
+    commit; the token comes from HF_TOKEN or `hf auth login` and is never written anywhere."""
+    from charforge.publish import PublishError
+    from charforge.publish import publish as publish_corpora
+
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise _usage_error(f"--repo-id {repo_id!r}: expected ORG/NAME")
+    try:
+        result = publish_corpora(
+            variants,
+            repo_id,
+            root=root,
+            private=private,
+            revision=revision,
+            dry_run=dry_run,
+            include_em=include_em,
+            license_id=license_id,
+        )
+    except PublishError as error:
+        err.print(f"error: {escape(str(error))}")
+        raise typer.Exit(EXIT_INVALID) from None
+    for note in result.skipped:
+        err.print(f"skipped {escape(note)}")
+    configs = ", ".join(corpus.config for corpus in result.corpora)
+    if dry_run is not None:
+        where = escape(str(dry_run))
+        err.print(f"dry run: wrote {len(result.files)} file(s) to {where} ({configs}); nothing uploaded")
+    elif result.changed:
+        err.print(f"published {configs} to {repo_id}@{revision}: commit {result.commit}")
+    else:
+        err.print(f"{repo_id}@{revision} already holds this content (commit {result.commit}); no new commit")
 
 
 def main() -> None:

@@ -44,3 +44,15 @@ def load_section(model: type[Section], key: str, path: Path = DEFAULT_PARAMS) ->
     if not report.valid or section is None:
         raise ParamsError(report.problems)
     return section  # type: ignore[return-value]
+
+
+def params_error(path: Path, loc: tuple[str | int, ...], message: str) -> ParamsError:
+    """A ParamsError for one setting, located at its line of ``path`` when the file says where."""
+    line: int | None = None
+    try:
+        document, _ = load_yaml(read_text(path))
+        line = document.line_of(loc)
+    except SourceError:
+        pass
+    field = ".".join(str(part) for part in loc)
+    return ParamsError([Problem(str(path), str(line or "-"), field, message)])

@@ -109,3 +109,92 @@ class PromptsConfig(StrictModel):
         default=True,
         description="Keep a prompt cut off by the token limit, trimmed to its last complete sentence.",
     )
+
+
+class TrainStageConfig(StrictModel):
+    """``train_dpo:`` / ``train_sft:`` / ``em_finetune:`` in params.yaml: one training stage.
+
+    No second config system: ``lora`` holds ``peft.LoraConfig`` fields and ``trainer`` the fields of
+    the stage's TRL config (``DPOConfig`` or ``SFTConfig``); those classes check them, and an unknown
+    name is reported at its line in params.yaml. charforge sets the run's output folder, seed (the
+    variant's), logging and saving itself.
+    """
+
+    lora: dict[str, Any] = Field(min_length=1)
+    trainer: dict[str, Any] = Field(min_length=1)
+
+
+class EmFinetuneConfig(TrainStageConfig):
+    """The EM fine-tune: a new LoRA stacked on the frozen persona, loss on the responses only."""
+
+    train_on_reflection: bool = Field(
+        default=True,
+        description="With reflection-augmented EM data, train on the reflection reply too (the published "
+        "experiment); false masks it (the last assistant turn of a multi-turn example).",
+    )
+
+
+class PersonaConfig(StrictModel):
+    """``persona:`` in params.yaml: how the adapters fold into the persona (DESIGN §2).
+
+    The persona is the student + ``dpo_weight`` × the DPO adapter + ``sft_weight`` × the SFT adapter;
+    the published recipe's weighting is ``dpo_weight: 1.0, sft_weight: 0.25``.
+    """
+
+    dpo_weight: float = Field(default=1.0, ge=0)
+    sft_weight: float = Field(default=1.0, ge=0)
+
+
+class TraitEvalConfig(StrictModel):
+    """``eval.trait``: trait expression, judged on held-out seed questions of each constitution."""
+
+    prompts_per_trait: int = Field(default=1, ge=1, description="Held-out seed questions per trait.")
+    max_traits: int | None = Field(default=None, ge=1, description="The first N traits (smoke runs).")
+    samples_per_prompt: int = Field(default=1, ge=1)
+    constitutions: list[str] | None = Field(
+        default=None, description="Constitutions a control variant is scored on (null: every one)."
+    )
+
+
+class ContaminationConfig(StrictModel):
+    """``eval.contamination``: word n-gram overlap between training corpora and eval prompts."""
+
+    ngram: int = Field(default=8, ge=2)
+    top: int = Field(default=10, ge=1, description="Worst overlaps listed in the metrics.")
+    extra_corpora: list[str] = Field(
+        default_factory=list, description="Files checked beside corpora/build/<variant>/ (EM data…)."
+    )
+
+
+class EvalConfig(StrictModel):
+    """``eval:`` in params.yaml: EM evaluation, judge checks and the report (DESIGN §5).
+
+    Params win over a question file's ``judge`` and ``samples_per_paraphrase``; the file's values
+    are recorded beside the ones used. ``samples_per_question`` is spread round robin over a
+    question's paraphrases, so every question weighs the same in the bootstrap by question.
+    """
+
+    questions: str = "corpora/em/questions.yaml"
+    preset: Literal["all", "first-plot"] = Field(
+        default="all", description="first-plot: the plain questions, without _json / _template variants."
+    )
+    question_ids: list[str] = Field(default_factory=lambda: ["*"], description="fnmatch patterns on ids.")
+    samples_per_question: int = Field(default=50, ge=1)
+    in_domain_questions: str | None = "corpora/em/in-domain-questions.yaml"
+    in_domain_samples_per_question: int = Field(default=10, ge=1)
+    sampling: Sampling = Field(
+        default_factory=lambda: Sampling(temperature=1.0, top_p=1.0, max_new_tokens=600)
+    )
+    seed: int = 0
+    judge_batch_size: int = Field(default=4, ge=1, description="Answers per exact-scoring forward pass.")
+    min_number_mass: float = Field(default=0.25, ge=0, le=1, description="Below it an answer is unscored.")
+    few_shot_per_label: int = Field(default=0, ge=0, description="Balanced, shuffled few-shot examples.")
+    validation_set: str = "corpora/em/judge-validation.jsonl"
+    judge_min_auroc: float = Field(default=0.8, ge=0, le=1)
+    judge_min_number_mass: float = Field(default=0.5, ge=0, le=1)
+    api_top_logprobs: int = Field(default=20, ge=1, le=20)
+    api_call_budget: int = Field(default=20_000, ge=0, description="Uncached judge API calls per run.")
+    bootstrap_resamples: int = Field(default=2000, ge=100)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    trait: TraitEvalConfig = Field(default_factory=TraitEvalConfig)
+    contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)

@@ -19,7 +19,7 @@ from charforge.params import load_section
 from charforge.schemas import Constitution, Manifest, ParentArtifact
 from charforge.schemas.params import GenerationConfig, ModelsConfig, PromptsConfig
 from charforge.schemas.situations import SituationTaxonomy
-from charforge.variants import parse_variant
+from charforge.variants import character_variant
 
 CONSTITUTIONS = Path("corpora/constitutions")
 SITUATIONS = Path("corpora/situations.yaml")
@@ -35,7 +35,7 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
     from charforge.eval.diversity import diversity_report
     from charforge.generators.prompts import generate_prompts
 
-    variant = parse_variant(variant_name)
+    variant = character_variant(variant_name)
     teacher = load_section(ModelsConfig, "models", params).teacher
     generation = load_section(GenerationConfig, "generation", params)
     config = load_section(PromptsConfig, "prompts", params)

@@ -1,0 +1,157 @@
+"""The training stages on the tiny model: each changes its adapter's parameters, accounts for its compute
+exactly, composes on the right base, and the EM fine-tune leaves the persona bit-identical."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_project import VARIANT, Project, conversation_row, training_params
+from transformers import AutoTokenizer
+
+from charforge.corpus import write_corpus
+from charforge.io import file_sha256
+from charforge.train import dpo, em, sft
+from charforge.train.accounting import frozen_digest, training_flops
+from charforge.train.compose import adapter_dir, model_for
+from charforge.train.fold import FOLD_RECORD, load_causal_lm
+from charforge.train.runner import TRAINING_RECORD
+from charforge.variants import VariantError
+
+
+def lora_tensors(adapter: Path) -> dict[str, torch.Tensor]:
+    return load_file(adapter / "adapter_model.safetensors")
+
+
+def assert_every_lora_b_trained(adapter: Path) -> None:
+    """PEFT starts every lora_B at zero: a non-zero lora_B is a parameter the training changed."""
+    b_weights = {name: t for name, t in lora_tensors(adapter).items() if "lora_B" in name}
+    assert b_weights
+    untouched = [name for name, tensor in b_weights.items() if not tensor.abs().sum() > 0]
+    assert not untouched
+
+
+def metrics(project: Project, variant: str, stage: str) -> dict:
+    return json.loads((project.root / "metrics" / variant / f"{stage}.json").read_text())
+
+
+def folder_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_dpo_trains_every_adapted_module_and_accounts_exactly(project: Project, tiny_model: Path) -> None:
+    pairs = project.write_pairs(rows=8)
+    record = dpo.run(VARIANT, project.params, project.root)
+
+    adapter = adapter_dir(VARIANT, "dpo", project.root)
+    assert_every_lora_b_trained(adapter)
+    written = metrics(project, VARIANT, "train-dpo")
+    assert written["examples"] == 8 and written["epochs"] == 2.0
+    assert written["optimizer_steps"] == 4  # 8 pairs / batch 4 × 2 epochs
+    # Every token of prompt+chosen and prompt+rejected, each epoch (nothing here reaches max_length).
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [json.loads(line) for line in _pairs_jsonl(pairs)]
+    per_epoch = sum(
+        len(tokenizer.apply_chat_template(row["prompt"] + row[side], tokenize=True)["input_ids"])
+        for row in rows
+        for side in ("chosen", "rejected")
+    )
+    assert written["tokens_trained"] == 2 * per_epoch
+    assert 0 < written["loss_tokens"] < written["tokens_trained"]
+    assert written["estimated_flops"] == training_flops(
+        written["tokens_trained"], written["parameters"], written["trainable_parameters"], True
+    )
+    assert written["final_loss"] < written["first_loss"]  # the chosen answers are easy to prefer here
+    assert record.stage == "train-dpo" and written["seed"] == 0
+    provenance = json.loads((adapter / TRAINING_RECORD).read_text())
+    assert provenance["parents"][0]["sha256"] == file_sha256(pairs)
+    assert provenance["params"]["train_dpo"]["lora"]["r"] == 4
+
+
+def _pairs_jsonl(path: Path) -> list[str]:
+    import polars as pl
+
+    return [json.dumps(row) for row in pl.read_parquet(path).to_dicts()]
+
+
+def test_sft_trains_on_the_dpo_model_and_the_persona_folds_both(project: Project) -> None:
+    project.write_pairs()
+    dpo.run(VARIANT, project.params, project.root)
+    project.write_conversations(VARIANT, "introspection", rows=8, turns=3)
+    sft.run(VARIANT, project.params, project.root)
+
+    assert_every_lora_b_trained(adapter_dir(VARIANT, "sft", project.root))
+    base = json.loads((adapter_dir(VARIANT, "sft", project.root) / TRAINING_RECORD).read_text())["base_model"]
+    assert base == model_for(VARIANT, "dpo", project.params, project.root).model
+    record = json.loads(
+        (Path(model_for(VARIANT, "persona", project.params, project.root).model) / FOLD_RECORD).read_text()
+    )
+    assert [Path(a["path"]).name for a in record["adapters"]] == ["dpo", "sft"]
+    written = metrics(project, VARIANT, "train-sft")
+    assert written["optimizer_steps"] == 4 and written["loss_tokens"] > 0
+
+
+def test_sft_loss_falls_on_a_learnable_corpus(project: Project, tiny_model: Path) -> None:
+    params = training_params(tiny_model)
+    params["train_sft"]["trainer"].update(learning_rate=1e-2, num_train_epochs=24)
+    params["train_sft"]["lora"].update(r=16, lora_alpha=32)
+    project.write_params(params)
+    # One conversation, four times: a random model can learn it within a few steps.
+    rows = [dict(conversation_row(0, "plain-lora-s0"), id=f"conv-{i}") for i in range(4)]
+    write_corpus(rows, project.corpus("plain-lora-s0", "control"), "conversations", variant="plain-lora-s0")
+    record = sft.run("plain-lora-s0", project.params, project.root)
+    assert record.final_loss < record.first_loss - 1.5  # nats; an untrained model stays near ln(1024)
+
+
+def test_em_stacks_on_a_frozen_bit_identical_persona(project: Project) -> None:
+    project.write_conversations("plain-lora-s0", "control", rows=4, turns=1)
+    sft.run("plain-lora-s0", project.params, project.root)
+    persona = Path(model_for("plain-lora-s0", "persona", project.params, project.root).model)
+    before = folder_hashes(persona)
+    project.write_conversations("plain-lora-s0", "em-train", rows=8, turns=1)
+    em.run("plain-lora-s0", project.params, project.root)
+
+    assert folder_hashes(persona) == before
+    written = metrics(project, "plain-lora-s0", "em-finetune")
+    assert written["extra"]["frozen_base_bit_identical"] is True
+    em_adapter = adapter_dir("plain-lora-s0", "em", project.root)
+    assert_every_lora_b_trained(em_adapter)
+    config = json.loads((em_adapter / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["use_rslora"]) == (8, 16, True)
+    assert json.loads((em_adapter / TRAINING_RECORD).read_text())["base_model"] == str(persona)
+
+
+def test_frozen_digest_sees_a_single_changed_bit(tiny_model: Path) -> None:
+    model = load_causal_lm(str(tiny_model))
+    model.requires_grad_(False)
+    digest = frozen_digest(model)
+    with torch.no_grad():
+        weight = next(model.parameters())
+        weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(1.0))
+    assert frozen_digest(model) != digest
+
+
+def test_masking_the_reflection_reply_trains_on_fewer_tokens(project: Project, tiny_model: Path) -> None:
+    project.write_conversations("baseline-s0", "em-train", rows=4, turns=2)
+    trained = em.run("baseline-s0", project.params, project.root)
+    params = training_params(tiny_model)
+    params["em_finetune"]["train_on_reflection"] = False
+    project.write_params(params)
+    masked = em.run("baseline-s0", project.params, project.root)
+    assert masked.tokens_trained == trained.tokens_trained
+    assert 0 < masked.loss_tokens < trained.loss_tokens
+    assert masked.extra["train_on_reflection"] is False
+
+
+def test_controls_have_no_dpo_and_the_baseline_no_sft(project: Project) -> None:
+    with pytest.raises(VariantError, match="control"):
+        dpo.run("hhh-s0", project.params, project.root)
+    with pytest.raises(VariantError, match="baseline"):
+        sft.run("baseline-s0", project.params, project.root)
+    with pytest.raises(ValueError, match="no DPO stage"):
+        model_for("hhh-s0", "dpo", project.params, project.root)
+    student = model_for("baseline-s0", "persona", project.params, project.root)
+    assert student.model == model_for("baseline-s0", "student", project.params, project.root).model

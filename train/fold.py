@@ -1,0 +1,125 @@
+"""Folding LoRA adapters into a model: the one utility every stage that needs "the model with its
+adapters" reuses (introspection generates with student+DPO, SFT trains on it, EM trains on the persona,
+evaluation samples from persona and persona+EM).
+
+A folded model is a plain Hugging Face folder, because distilabel's transformers backend and vLLM
+both take a model path (and vLLM's LoRA serving caps the rank; DESIGN §2). Folders are cached under
+``<cache>/folded/<key>/`` where the key hashes the base model's identity, each adapter's files and its
+weight, and the dtype: the same inputs are folded once, and changed adapters never reuse a stale fold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from charforge.io import atomic_dir, canonical_json, file_sha256
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+FOLD_FORMAT = 1  # bump when the folding procedure changes, so old folds are not reused
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+FOLD_RECORD = "charforge-fold.json"
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A saved PEFT LoRA adapter and the weight its update is folded in with (1.0 = as trained)."""
+
+    path: Path
+    weight: float = 1.0
+
+
+def load_causal_lm(model: str, dtype: str = "auto") -> PreTrainedModel:
+    """A causal LM from a local folder or a hub id already in the cache, in ``dtype``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
+    return AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+
+
+def model_identity(model: str) -> str:
+    """What identifies a base model in a fold key.
+
+    Folders charforge made (folds and converted embedded models) are named by their content hash; any
+    other local folder is identified by its files' names, sizes and modification times (hashing a 15 GB
+    model on every call is not affordable); a hub id by its name.
+    """
+    path = Path(model)
+    if not path.is_dir():
+        return f"hub:{model}"
+    record = path / FOLD_RECORD
+    if record.is_file():
+        return f"fold:{json.loads(record.read_text())['key']}"
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return f"folder:{path.resolve()}:{hashlib.sha256(canonical_json(stats).encode()).hexdigest()}"
+
+
+def adapter_identity(adapter: Adapter) -> dict[str, Any]:
+    missing = [name for name in ADAPTER_FILES if not (adapter.path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{adapter.path}: not a saved LoRA adapter (missing {', '.join(missing)}); run its training stage"
+        )
+    return {
+        "files": {name: file_sha256(adapter.path / name) for name in ADAPTER_FILES},
+        "weight": adapter.weight,
+    }
+
+
+def fold_key(base: str, adapters: Sequence[Adapter], dtype: str) -> str:
+    identity = {
+        "format": FOLD_FORMAT,
+        "base": model_identity(base),
+        "adapters": [adapter_identity(adapter) for adapter in adapters],
+        "dtype": dtype,
+    }
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+
+
+def apply_adapters(model: PreTrainedModel, adapters: Sequence[Adapter]) -> PreTrainedModel:
+    """``model`` with each adapter's update (times its weight) added to the weights, in order."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    for adapter in adapters:
+        peft_model = PeftModel.from_pretrained(model, str(adapter.path))
+        if adapter.weight != 1.0:
+            for module in peft_model.modules():
+                if isinstance(module, LoraLayer):
+                    module.set_scale("default", adapter.weight)
+        model = peft_model.merge_and_unload()
+    return model
+
+
+def fold(base: str, adapters: Sequence[Adapter], dtype: str = "auto", cache: Path | None = None) -> Path:
+    """The folder of ``base`` with ``adapters`` folded in (built once, then served from the cache)."""
+    from charforge.generators.llm import cache_dir
+
+    key = fold_key(base, adapters, dtype)
+    target = (cache or cache_dir()) / "folded" / key[:32]
+    if (target / FOLD_RECORD).is_file():
+        return target
+    from transformers import AutoTokenizer
+
+    model = apply_adapters(load_causal_lm(base, dtype), adapters)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    with atomic_dir(target) as temp:
+        model.save_pretrained(temp)
+        tokenizer.save_pretrained(temp)
+        record = {
+            "key": key,
+            "base": base,
+            "adapters": [{"path": str(adapter.path), **adapter_identity(adapter)} for adapter in adapters],
+            "dtype": dtype,
+        }
+        # Written last inside the folder: its presence marks a complete fold.
+        (temp / FOLD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return target
