@@ -21,9 +21,11 @@ HASH_BATCH_ROWS = 50_000
 
 
 def _drop_nulls(value: Any) -> Any:
-    """Null map entries mean "absent": JSONL omits them, parquet structs read them back as null."""
+    """Null map entries mean "absent": JSONL omits them, parquet structs read them back as null.
+    An empty map is absent too: parquet cannot store a struct with no fields."""
     if isinstance(value, Mapping):
-        return {key: _drop_nulls(item) for key, item in value.items() if item is not None}
+        kept = {key: _drop_nulls(item) for key, item in value.items() if item is not None}
+        return {key: item for key, item in kept.items() if not (isinstance(item, Mapping) and not item)}
     if isinstance(value, list | tuple):
         return [_drop_nulls(item) for item in value]
     return value
@@ -99,7 +101,7 @@ def write_corpus(
     spec = KINDS[kind]
     model = spec.row_model(charforge=True)
     records = [model.model_validate(row if isinstance(row, Mapping) else row.model_dump()) for row in rows]
-    dumped = [record.model_dump(mode="json", exclude_none=True) for record in records]
+    dumped = [_drop_nulls(record.model_dump(mode="json", exclude_none=True)) for record in records]
     dumped.sort(key=lambda row: _sort_key(row, canonical_row(row)))
     table = rows_to_table(dumped)
     with atomic_path(path) as temp:

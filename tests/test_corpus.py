@@ -49,3 +49,11 @@ def test_write_corpus_is_reproducible_and_records_provenance(tmp_path: Path) -> 
     frame = pl.read_parquet(tmp_path / "a" / "pairs.parquet")
     assert frame.get_column("id").to_list() == sorted(row["id"] for row in rows)
     assert (tmp_path / "a" / "pairs.parquet").stat().st_mode & 0o044  # readable like a normal file
+
+
+def test_an_empty_map_is_written_as_absent_and_hashes_the_same(tmp_path: Path) -> None:
+    row = pair_row(1, charforge=True)
+    row["provenance"] = {"generator": "g", "tool_version": "1", "models": {}, "sampling": {}}
+    manifest = write_corpus([row], tmp_path / "pairs.parquet", "pairs")
+    assert parquet_content_sha256(tmp_path / "pairs.parquet") == manifest.content_sha256
+    assert content_sha256([row]) == manifest.content_sha256
