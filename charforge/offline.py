@@ -21,10 +21,17 @@ OFFLINE_DEFAULTS: dict[str, str] = {
 }
 
 
+# The variables apply_offline_env set itself (not the user): a path that needs the network may lift
+# only these; a value the user exported stays the user's decision.
+SET_BY_CHARFORGE: set[str] = set()
+
+
 def apply_offline_env(project_root: Path | None = None) -> None:
     """Set offline defaults and project-local caches (HF_HOME, DISTILABEL_CACHE_DIR)."""
     for name, value in OFFLINE_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+        if name not in os.environ:
+            os.environ[name] = value
+            SET_BY_CHARFORGE.add(name)
     if project_root is not None:
         cache = project_root / "cache"
         os.environ.setdefault("HF_HOME", str(cache / "huggingface"))
