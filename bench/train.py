@@ -50,14 +50,15 @@ start = time.perf_counter()
 trainer.train()
 seconds = time.perf_counter() - start
 trainer.model.save_pretrained(root / "plain-adapter")
-print(json.dumps({"seconds": seconds, "steps": trainer.state.global_step}))
+Path(sys.argv[3]).write_text(json.dumps({"seconds": seconds, "steps": trainer.state.global_step}))
 """
 CHARFORGE = """
 import json, sys
 from pathlib import Path
 from charforge.train import dpo
 record = dpo.run("bench-d0-s0", Path(sys.argv[1]) / "params.yaml", Path(sys.argv[1]))
-print(json.dumps({"seconds": record.wall_seconds, "steps": record.optimizer_steps}))
+figures = {"seconds": record.wall_seconds, "steps": record.optimizer_steps}
+Path(sys.argv[3]).write_text(json.dumps(figures))
 """
 TOPICS = [
     "tides", "bread", "chess", "rain", "maps", "bees", "clocks", "glass", "kites", "salt", "moss", "ink",
@@ -100,12 +101,17 @@ def make_project(root: Path, model: str, pairs: int) -> None:
 
 
 def measure(script: str, root: Path, model_path: str) -> float:
+    figures_path = root / "figures.json"
+    figures_path.unlink(missing_ok=True)
     result = subprocess.run(
-        [sys.executable, "-c", script, str(root), model_path], capture_output=True, text=True, check=False
+        [sys.executable, "-c", script, str(root), model_path, str(figures_path)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    if result.returncode != 0:
+    if result.returncode != 0 or not figures_path.is_file():
         sys.exit(f"benchmark run failed:\n{result.stderr[-3000:]}")
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures = json.loads(figures_path.read_text())
     return figures["seconds"] / figures["steps"]
 
 
