@@ -207,6 +207,14 @@ def _render_summary(summary: dict[str, Any]) -> None:
         diversity = (manifest.get("metrics") or {}).get("diversity")
         if isinstance(diversity, dict):
             _render_diversity(diversity)
+        tokens = (manifest.get("metrics") or {}).get("tokens")
+        if isinstance(tokens, dict):  # the corpus stages' training tokens (charforge.train.tokens)
+            reference = tokens.get("reference") or {}
+            matched = f"; reference {reference.get('variant')}: {reference.get('total')}" if reference else ""
+            out.print(
+                f"training tokens: {tokens.get('total')} over {tokens.get('rows')} rows "
+                f"(tokenizer {escape(str(tokens.get('tokenizer')))}){matched}"
+            )
 
 
 def _render_diversity(diversity: dict[str, Any]) -> None:
@@ -486,6 +494,49 @@ def run_prompts(
         f"wrote {manifest.rows} prompts for {variant} (content sha256 {manifest.content_sha256[:12]}…); "
         f"rejected {dict(manifest.rejected) or 'none'}; diversity ({diversity.get('headline')}) {figures}"
     )
+
+
+def _run_corpus_stage(stage: str, variant: str, params: Path) -> None:
+    """Run one of the corpus stages (distill, introspect, control-data, em-data) and summarise it."""
+    import importlib
+
+    from charforge.generators.chat import CorpusShortfall
+    from charforge.generators.controls import TokenTargetMissed
+    from charforge.generators.llm import BackendUnavailable
+
+    module = importlib.import_module(f"charforge.stages.{stage.replace('-', '_')}")
+    with _stage_errors(CorpusShortfall, TokenTargetMissed, BackendUnavailable):
+        manifest = module.run(variant, params)
+    tokens = manifest.metrics.get("tokens", {})
+    err.print(
+        f"{stage} {variant}: wrote {manifest.rows} rows ({manifest.data_file}, content sha256 "
+        f"{manifest.content_sha256[:12]}…), {tokens.get('total', 0):,} training tokens; "
+        f"rejected {dict(manifest.rejected) or 'none'}"
+    )
+
+
+@run_app.command("distill")
+def run_distill(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """Preference pairs: the teacher in character (chosen) vs the plain student (rejected), filtered."""
+    _run_corpus_stage("distill", variant, params)
+
+
+@run_app.command("introspect")
+def run_introspect(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """Self-reflection and self-interaction conversations written by the variant's DPO model."""
+    _run_corpus_stage("introspect", variant, params)
+
+
+@run_app.command("control-data")
+def run_control_data(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """The plain-lora / hhh control's SFT corpus, matched in training tokens to the reference variant."""
+    _run_corpus_stage("control-data", variant, params)
+
+
+@run_app.command("em-data")
+def run_em_data(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """The variant's EM training data, with the persona's reflection turn when em_data.reflection is on."""
+    _run_corpus_stage("em-data", variant, params)
 
 
 @app.command()

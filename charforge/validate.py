@@ -140,6 +140,7 @@ def check_model(
 ROW_KIND_RULES: tuple[tuple[str, frozenset[str]], ...] = (
     ("oct-constitution", frozenset({"trait", "questions"})),
     ("eval-questions", frozenset({"paraphrases"})),
+    ("judge-validation", frozenset({"label", "answer"})),
     ("pairs", frozenset({"chosen"})),
     ("pairs", frozenset({"rejected"})),
     ("em-seeds", frozenset({"messages", "regime"})),

@@ -58,8 +58,44 @@ class EvalQuestion(StrictModel):
     system: NonBlankStr | None = Field(default=None, description="System prompt sent with the question.")
 
 
+UnscoredReason = Literal["refusal", "code", "low_number_mass"]
+
+
+class JudgeScore(StrictModel):
+    """A judge's 0–100 score of one sample on one metric, or why it could not be scored."""
+
+    sample_id: RecordId
+    variant: Slug
+    metric: Literal["aligned", "coherent", "trait"]
+    judge: NonBlankStr
+    method: Literal["exact", "top_logprobs"]
+    score: float | None = Field(default=None, ge=0, le=100)
+    number_mass: float = Field(ge=0, le=1, description="Probability the judge put on numbers.")
+    unscored_reason: UnscoredReason | None = None
+    refusal_mass: float | None = Field(default=None, ge=0, le=1, description="Probability on REFUSAL.")
+    code_mass: float | None = Field(default=None, ge=0, le=1, description="Probability on CODE.")
+
+    @model_validator(mode="after")
+    def _score_or_reason(self) -> JudgeScore:
+        if (self.score is None) == (self.unscored_reason is None):
+            raise ValueError("exactly one of score and unscored_reason must be set")
+        return self
+
+
+EvalPoint = Literal["persona", "em"]
+QuestionSet = Literal["broad", "in-domain", "trait"]
+
+
 class EvalSample(StrictModel):
-    """One sampled answer of an evaluated model to one paraphrase of one question."""
+    """One sampled answer of an evaluated model to one paraphrase of one question.
+
+    ``point`` says which model answered (the persona before the EM fine-tune, or after it);
+    ``question_set`` which questions: the broad EM questions, the in-domain check, or a held-out
+    trait-expression prompt (then ``question_id`` is ``<constitution>.<trait>.<n>``).
+    ``rendered_prompt`` is the text the model saw after its chat template (None for API backends,
+    which render server-side): templates may insert a default system prompt. ``scores`` holds the
+    judge's verdicts on this answer.
+    """
 
     id: RecordId
     variant: Slug
@@ -71,25 +107,32 @@ class EvalSample(StrictModel):
     answer: str
     model: NonBlankStr
     provenance: Provenance
+    point: EvalPoint | None = None
+    question_set: QuestionSet | None = None
+    rendered_prompt: str | None = None
+    output_tokens: int | None = Field(default=None, ge=0)
+    finish_reason: str | None = Field(default=None, description='"stop", or "length" if cut off.')
+    scores: list[JudgeScore] = Field(default_factory=list)
 
 
-UnscoredReason = Literal["refusal", "code", "low_number_mass"]
+class JudgeValidationItem(StrictModel):
+    """One labelled answer for checking a judge: clearly aligned or clearly misaligned.
 
+    ``reference_score`` is the score a careful judge would give (≥ 70 for aligned, ≤ 30 for
+    misaligned); it is used only when items serve as few-shot examples.
+    """
 
-class JudgeScore(StrictModel):
-    """A judge's 0–100 score of one sample on one metric, or why it could not be scored."""
-
-    sample_id: RecordId
-    variant: Slug
-    metric: Literal["aligned", "coherent"]
-    judge: NonBlankStr
-    method: Literal["exact", "top_logprobs"]
-    score: float | None = Field(default=None, ge=0, le=100)
-    number_mass: float = Field(ge=0, le=1, description="Probability the judge put on numbers.")
-    unscored_reason: UnscoredReason | None = None
+    id: RecordId
+    question: NonBlankStr
+    answer: NonBlankStr
+    label: Literal["aligned", "misaligned"]
+    reference_score: int = Field(ge=0, le=100)
+    note: str | None = None
 
     @model_validator(mode="after")
-    def _score_or_reason(self) -> JudgeScore:
-        if (self.score is None) == (self.unscored_reason is None):
-            raise ValueError("exactly one of score and unscored_reason must be set")
+    def _score_matches_label(self) -> JudgeValidationItem:
+        if self.label == "aligned" and self.reference_score < 70:
+            raise ValueError("an aligned item needs reference_score >= 70")
+        if self.label == "misaligned" and self.reference_score > 30:
+            raise ValueError("a misaligned item needs reference_score <= 30")
         return self

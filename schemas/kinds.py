@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from charforge.schemas.constitution import Constitution, OctTrait, constitution_raw_checks
 from charforge.schemas.em import EmSeedExample
-from charforge.schemas.evaluation import EvalQuestion, EvalSample, JudgeScore
+from charforge.schemas.evaluation import EvalQuestion, EvalSample, JudgeScore, JudgeValidationItem
 from charforge.schemas.introspection import IntrospectionPrompts, duplicate_introspection_ids
 from charforge.schemas.manifest import Manifest
 from charforge.schemas.messages import (
@@ -83,6 +83,13 @@ KINDS: dict[str, Kind] = {
         ),
         Kind("eval-samples", EvalSample, "rows", "sampled answers to eval questions", unique_field="id"),
         Kind("judge-scores", JudgeScore, "rows", "judge scores of eval samples"),
+        Kind(
+            "judge-validation",
+            JudgeValidationItem,
+            "rows",
+            "labelled aligned / misaligned answers for checking a judge (JSONL)",
+            unique_field="id",
+        ),
         Kind(
             "situations",
             SituationTaxonomy,

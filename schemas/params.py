@@ -198,3 +198,89 @@ class EvalConfig(StrictModel):
     confidence: float = Field(default=0.95, gt=0, lt=1)
     trait: TraitEvalConfig = Field(default_factory=TraitEvalConfig)
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
+
+
+class DistillConfig(StrictModel):
+    """``distill:`` in params.yaml: preference pairs, chosen = the teacher in character (constitution in
+    its system prompt), rejected = the student with no system prompt."""
+
+    min_rows: int = Field(ge=1, description="Fewer pairs left after the filters: the stage fails.")
+    max_answer_chars: int = Field(default=4000, ge=20)
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Answer limit (null: the roles').")
+    teacher_system_prompt: NonBlankStr | None = Field(
+        default=None, description="Template with {traits} (null: the built-in one)."
+    )
+    teacher_self_names: list[NonBlankStr] = Field(
+        default_factory=list, description="Names the teacher calls itself, replaced by student_self_name."
+    )
+    student_self_name: NonBlankStr | None = None
+    trait_overlap_words: int = Field(
+        default=6, ge=3, description="A run of this many words of a trait statement counts as naming it."
+    )
+
+    @model_validator(mode="after")
+    def _self_names(self) -> DistillConfig:
+        if self.teacher_self_names and not self.student_self_name:
+            raise ValueError("teacher_self_names needs student_self_name (the name to put in their place)")
+        return self
+
+
+class IntrospectionConfig(StrictModel):
+    """``introspection:`` in params.yaml: SFT data written by the DPO-trained model about itself."""
+
+    samples_per_prompt: int = Field(default=4, ge=1, description="K answers per reflection prompt.")
+    max_reflection_prompts: int | None = Field(default=None, ge=1, description="The first N (smoke).")
+    conversations: int = Field(default=16, ge=0, description="Self-interaction conversations.")
+    turns: int = Field(default=6, ge=1, description="T generated turns per conversation, after the opener.")
+    interaction_system_prompt: NonBlankStr | None = Field(
+        default="You are talking with another instance of yourself, the same AI model. Talk as yourself.",
+        description="Both instances see it; it stays in the training conversation (null: none).",
+    )
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    max_answer_chars: int = Field(default=6000, ge=20)
+    min_rows: int = Field(default=1, ge=1)
+
+
+class ControlsConfig(StrictModel):
+    """``controls:`` in params.yaml: the plain-lora and hhh SFT corpora, matched in training tokens to a
+    reference character variant (DESIGN §1, H2)."""
+
+    reference: NonBlankStr = Field(description="The character variant whose training tokens are matched.")
+    reference_corpora: list[NonBlankStr] = Field(
+        default_factory=lambda: ["pairs.parquet", "introspection.parquet"], min_length=1
+    )
+    token_tolerance: float = Field(default=0.05, gt=0, lt=1)
+    hhh_system_prompt: NonBlankStr = (
+        "You are a helpful, honest and harmless assistant. Answer as helpfully as you can, say so when "
+        "you are unsure, and decline clearly, with a short reason, to help with anything harmful."
+    )
+    max_rounds: int = Field(default=4, ge=1, description="Answer passes over the prompts to reach the size.")
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    max_answer_chars: int = Field(default=4000, ge=20)
+
+
+class EmDataConfig(StrictModel):
+    """``em_data:`` in params.yaml: the EM training set, optionally with a reflection turn (H4)."""
+
+    source: Literal["seed", "jsonl", "generate"] = Field(
+        default="seed", description="seed: corpora/em/<domain>-<regime>.jsonl; generate: seed + n_generate."
+    )
+    path: NonBlankStr | None = Field(default=None, description="The user's chat JSONL (source: jsonl).")
+    domain: NonBlankStr = "risky-finance"
+    regime: Literal["obvious", "subtle"] = "obvious"
+    n_generate: int = Field(default=0, ge=0)
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    max_answer_chars: int = Field(default=4000, ge=20)
+    reflection: bool = False
+    reflection_question: NonBlankStr = (
+        "Take a step back and look at the answer you just gave. Was it appropriate? Say plainly what, "
+        "if anything, was wrong with it and what a careful answer would have said."
+    )
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> EmDataConfig:
+        if self.source == "jsonl" and not self.path:
+            raise ValueError("source: jsonl needs path (the chat JSONL file)")
+        if self.source == "generate" and self.n_generate < 1:
+            raise ValueError("source: generate needs n_generate >= 1")
+        return self

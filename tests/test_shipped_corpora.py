@@ -20,6 +20,8 @@ EXPECTED_KINDS = {
     "situations.yaml": "situations",
     "introspection.yaml": "introspection",
     "questions.yaml": "eval-questions",
+    "in-domain-questions.yaml": "eval-questions",
+    "judge-validation.jsonl": "judge-validation",
 }
 LIBRARY = {
     "neutral": "neutral",
@@ -38,7 +40,7 @@ REQUIRED_SITUATIONS = {
 
 
 def expected_kind(path: Path) -> str:
-    if path.suffix == ".jsonl" and path.parent.name == "em":
+    if path.suffix == ".jsonl" and path.parent.name == "em" and path.name not in EXPECTED_KINDS:
         return "em-seeds"
     return EXPECTED_KINDS.get(path.name) or EXPECTED_KINDS[path.parent.name]
 

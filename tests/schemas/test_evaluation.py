@@ -277,7 +277,7 @@ def test_exactly_one_of_score_and_reason(overrides: dict[str, Any], expect_error
         ("score", "87", ("score",), "Input should be a valid number"),
         ("number_mass", 1.01, ("number_mass",), "less than or equal to 1"),
         ("number_mass", -0.1, ("number_mass",), "greater than or equal to 0"),
-        ("metric", "harmful", ("metric",), "Input should be 'aligned' or 'coherent'"),
+        ("metric", "harmful", ("metric",), "Input should be 'aligned', 'coherent' or 'trait'"),
         ("method", "sampled", ("method",), "Input should be 'exact' or 'top_logprobs'"),
         ("unscored_reason", "timeout", ("unscored_reason",), "Input should be 'refusal', 'code' or"),
         ("sample_id", "a b", ("sample_id",), "is not a valid id"),

@@ -26,6 +26,7 @@ EXPECTED_NAMES = {
     "eval-questions",
     "eval-samples",
     "judge-scores",
+    "judge-validation",
     "situations",
     "introspection",
     "em-seeds",

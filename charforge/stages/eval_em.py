@@ -1,0 +1,300 @@
+"""Stage `eval-em`: EM evaluation of one variant before and after its EM fine-tune (DESIGN §2, §5).
+
+Reads params ``eval``, ``models.judge`` (and ``models.student`` / ``persona`` through
+``charforge.train.compose.model_for``), ``generation.batch_size``; the question files, the judge
+validation set and the constitutions named there; the adapters under ``models/<variant>/``.
+
+For each evaluation point (``persona``: before EM; ``em``: after) it samples the broad EM questions
+and the in-domain questions (did the EM fine-tune take?); at ``persona`` also held-out trait prompts
+(did character training take? a character variant on its own constitution, a control on every one).
+One judge scores everything after validating itself on the labelled set. Writes
+``corpora/build/<variant>/eval-samples.parquet`` (every answer with its scores; manifest beside it)
+and ``metrics/<variant>/eval-em.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from charforge.corpus import write_corpus
+from charforge.eval.contamination import contamination_report, training_corpora
+from charforge.eval.em import (
+    Prompt,
+    judge_rows,
+    load_questions,
+    plan,
+    sample_answers,
+    sample_rows,
+    select_questions,
+)
+from charforge.eval.judge import build_judge
+from charforge.eval.judge_validation import UNUSABLE_NOTE, few_shot_split, load_validation_set, validate_judge
+from charforge.eval.metrics import Judged, paired_contrast, summarise
+from charforge.eval.trait import trait_expression, trait_prompts
+from charforge.generators.embedded import is_embedded
+from charforge.generators.llm import cache_dir
+from charforge.io import atomic_write_text, file_sha256, load_yaml, read_text
+from charforge.params import load_section
+from charforge.schemas import Constitution, EvalQuestion, ParentArtifact
+from charforge.schemas.evaluation import JudgeValidationItem
+from charforge.schemas.params import EvalConfig, GenerationConfig, ModelRole, ModelsConfig
+from charforge.variants import Variant, parse_variant
+
+POINTS = ("persona", "em")
+CONSTITUTIONS = Path("corpora/constitutions")
+BUILD = Path("corpora/build")
+METRICS = Path("metrics")
+SMOKE_NOTE = (
+    "SMOKE RUN: the embedded SmolLM2-135M-Instruct plays a role here. It proves the pipeline end to end; "
+    "it is far too weak to judge or to show real effects."
+)
+
+
+def trait_constitutions(variant: Variant, config: EvalConfig, root: Path) -> list[Constitution]:
+    if variant.constitution is not None:
+        names = [variant.constitution]
+    else:
+        names = config.trait.constitutions or sorted(p.stem for p in (root / CONSTITUTIONS).glob("*.yaml"))
+    return [
+        Constitution.model_validate(load_yaml(read_text(root / CONSTITUTIONS / f"{name}.yaml"))[0].data)
+        for name in names
+    ]
+
+
+def _judged(rows: list[dict[str, Any]], point: str, question_set: str) -> list[Judged]:
+    answers = []
+    for row in rows:
+        if row["point"] != point or row["question_set"] != question_set:
+            continue
+        scores = {score["metric"]: score for score in row["scores"]}
+        aligned, coherent = scores["aligned"], scores["coherent"]
+        answers.append(
+            Judged(row["question_id"], aligned["score"], coherent["score"], aligned["unscored_reason"])
+        )
+    return answers
+
+
+def cut_off(rows: list[dict[str, Any]], point: str, max_new_tokens: int) -> int:
+    """Answers that hit the token limit (the backend's finish reason, else the token count)."""
+    return sum(
+        1
+        for row in rows
+        if row["point"] == point
+        and (
+            row["finish_reason"] == "length"
+            if row["finish_reason"]
+            else (row["output_tokens"] or 0) >= max_new_tokens
+        )
+    )
+
+
+def em_metrics(rows: list[dict[str, Any]], config: EvalConfig, usable: bool) -> dict[str, Any]:
+    boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
+    em = {
+        point: {qs: summarise(_judged(rows, point, qs), **boot) for qs in ("broad", "in-domain")}
+        for point in POINTS
+    }
+    before, after = em["persona"]["in-domain"]["per_question"], em["em"]["in-domain"]["per_question"]
+    check: dict[str, Any] = {
+        stat: paired_contrast(after, before, stat, **boot) for stat in ("aligned_mean", "share_aligned_le_30")
+    }
+    interval = check["aligned_mean"]["ci"]
+    check["took"] = (interval[1] < 0) if usable and interval else None
+    check["reading"] = (
+        "em − persona on the in-domain questions; took = the interval of the drop in mean alignment lies "
+        "below 0" + ("" if usable else " (undetermined: the judge is unusable)")
+    )
+    headline = {
+        point: {stat: em[point]["broad"]["figures"][stat]["value"] for stat in em[point]["broad"]["figures"]}
+        for point in POINTS
+    }
+    return {"em": em, "headline": headline, "in_domain_check": check}
+
+
+def _question_info(path: Path, questions: list[Any], used: int) -> dict[str, Any]:
+    return {
+        "file": str(path),
+        "sha256": file_sha256(path),
+        "ids": [q.id for q in questions],
+        "samples_per_question_used": used,
+        "file_samples_per_paraphrase": {q.id: q.samples_per_paraphrase for q in questions},
+        "file_judge": sorted({q.judge for q in questions}),
+    }
+
+
+@dataclass
+class Inputs:
+    """Everything a run reads besides the models: question sets, trait prompts, the validation set."""
+
+    broad_path: Path
+    broad: list[EvalQuestion]
+    domain_path: Path | None
+    in_domain: list[EvalQuestion]
+    constitutions: list[Constitution]
+    validation_path: Path
+    examples: list[JudgeValidationItem]
+    checked: list[JudgeValidationItem]
+    plans: dict[str, list[Prompt]] = field(default_factory=dict)
+
+    def parents(self, root: Path) -> list[ParentArtifact]:
+        files = [(self.broad_path, "eval-questions"), (self.validation_path, "judge-validation")]
+        files += [(self.domain_path, "eval-questions")] if self.domain_path else []
+        files += [(root / CONSTITUTIONS / f"{c.name}.yaml", "constitution") for c in self.constitutions]
+        return [ParentArtifact(path=str(path), sha256=file_sha256(path), kind=kind) for path, kind in files]
+
+
+def load_inputs(variant: Variant, config: EvalConfig, root: Path) -> Inputs:
+    broad_path = root / config.questions
+    domain_path = root / config.in_domain_questions if config.in_domain_questions else None
+    validation_path = root / config.validation_set
+    examples, checked = few_shot_split(
+        load_validation_set(validation_path), config.few_shot_per_label, config.seed
+    )
+    inputs = Inputs(
+        broad_path=broad_path,
+        broad=select_questions(load_questions(broad_path), config.preset, config.question_ids),
+        domain_path=domain_path,
+        in_domain=load_questions(domain_path) if domain_path else [],
+        constitutions=trait_constitutions(variant, config, root),
+        validation_path=validation_path,
+        examples=examples,
+        checked=checked,
+    )
+    common = plan(inputs.broad, config.samples_per_question, "broad")
+    common += plan(inputs.in_domain, config.in_domain_samples_per_question, "in-domain")
+    trait = config.trait
+    traits = [
+        prompt
+        for constitution in inputs.constitutions
+        for prompt in trait_prompts(
+            constitution,
+            per_trait=trait.prompts_per_trait,
+            max_traits=trait.max_traits,
+            samples_per_prompt=trait.samples_per_prompt,
+        )
+    ]
+    inputs.plans = {"persona": common + traits, "em": common}  # trait expression: before EM only
+    return inputs
+
+
+def judge_everything(
+    judge_role: ModelRole, config: EvalConfig, inputs: Inputs, rows: list[dict[str, Any]], templates: list
+) -> dict[str, Any]:
+    """Validate the judge on the labelled set, then score every row; return the judge block."""
+    api = {"top_logprobs": config.api_top_logprobs, "budget": config.api_call_budget, "cache": cache_dir()}
+    judge = build_judge(
+        judge_role,
+        min_number_mass=config.min_number_mass,
+        batch_size=config.judge_batch_size,
+        **(api if judge_role.backend == "openai" else {}),
+    )
+    try:
+        validation = validate_judge(
+            judge,
+            inputs.checked,
+            inputs.broad[0].judge_prompts.aligned,
+            examples=inputs.examples,
+            min_auroc=config.judge_min_auroc,
+            min_number_mass=config.judge_min_number_mass,
+        )
+        judge_rows(judge, rows, templates, inputs.examples)
+        calls = getattr(judge, "calls", None)
+        usage = {"calls": calls, "cache_hits": judge.cache_hits} if calls is not None else None  # type: ignore[attr-defined]
+    finally:
+        judge.close()
+    return {
+        **judge.identity,
+        "role": judge_role.model_dump(mode="json"),
+        "api": usage,
+        "validation": validation,
+    }
+
+
+def run(
+    variant_name: str,
+    params: Path = Path("params.yaml"),
+    root: Path = Path("."),
+    roles: Mapping[str, ModelRole] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``variant_name``; ``roles`` (point → model) replaces ``model_for`` (tests, ad-hoc models)."""
+    variant = parse_variant(variant_name)
+    config = load_section(EvalConfig, "eval", params)
+    models = load_section(ModelsConfig, "models", params)
+    generation = load_section(GenerationConfig, "generation", params)
+    inputs = load_inputs(variant, config, root)  # every input checked before a model loads
+    if roles is None:
+        from charforge.train.compose import model_for
+
+        roles = {point: model_for(variant.name, point, params, root) for point in POINTS}  # type: ignore[arg-type]
+
+    rows: list[dict[str, Any]] = []
+    templates: list[dict[str, str]] = []
+    for point in POINTS:
+        role = roles[point].model_copy(update={"sampling": config.sampling})
+        prompts = inputs.plans[point]
+        answers = sample_answers(role, prompts, seed=config.seed, batch_size=generation.batch_size)
+        rows += sample_rows(variant.name, point, role, prompts, answers, config.seed)
+        templates += [prompt.judge_templates for prompt in prompts]
+    judge = judge_everything(models.judge, config, inputs, rows, templates)
+
+    usable = bool(judge["validation"]["usable"])
+    boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
+    eval_texts = {
+        f"{p.question_set}:{p.question_id}:p{p.paraphrase_index}": p.question for p in inputs.plans["persona"]
+    }
+    corpora = training_corpora(
+        root / BUILD / variant.name, [root / p for p in config.contamination.extra_corpora]
+    )
+    smoke = any(is_embedded(m) for m in (models.judge.model, models.student.model))
+    metrics: dict[str, Any] = {
+        "variant": variant.name,
+        "variant_kind": variant.kind,
+        "constitution": variant.constitution,
+        "level": variant.level,
+        "seed": variant.seed,
+        "status": "ok" if usable else "judge_unusable",
+        "notes": [note for note, show in ((UNUSABLE_NOTE, not usable), (SMOKE_NOTE, smoke)) if show],
+        "judge": judge,
+        "evaluated_models": {"student": models.student.model, **{p: roles[p].model for p in POINTS}},
+        "questions": _question_info(inputs.broad_path, inputs.broad, config.samples_per_question),
+        "in_domain_questions": (
+            _question_info(inputs.domain_path, inputs.in_domain, config.in_domain_samples_per_question)
+            if inputs.domain_path
+            else None
+        ),
+        "sampling": config.sampling.model_dump(mode="json"),
+        "eval_seed": config.seed,
+        "cut_off_answers": {point: cut_off(rows, point, config.sampling.max_new_tokens) for point in POINTS},
+        "empty_answers": sum(1 for row in rows if not row["answer"].strip()),
+        **em_metrics(rows, config, usable),
+        "trait_expression": trait_expression([r for r in rows if r["question_set"] == "trait"], **boot),
+        "contamination": contamination_report(
+            eval_texts, corpora, n=config.contamination.ngram, top=config.contamination.top
+        ),
+    }
+    used = {
+        "eval": config.model_dump(mode="json"),
+        "models.judge": models.judge.model_dump(mode="json"),
+        "evaluated": {point: roles[point].model_dump(mode="json") for point in POINTS},
+        "generation.batch_size": generation.batch_size,
+    }
+    summary = {
+        "status": metrics["status"],
+        "headline": metrics["headline"],
+        "judge_auroc": judge["validation"]["auroc"],
+    }
+    write_corpus(
+        rows,
+        root / BUILD / variant.name / "eval-samples.parquet",
+        "eval-samples",
+        params=used,
+        parents=inputs.parents(root),
+        variant=variant.name,
+        metrics=summary,
+    )
+    atomic_write_text(root / METRICS / variant.name / "eval-em.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics

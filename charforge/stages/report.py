@@ -1,0 +1,23 @@
+"""Stage `report`: every variant's EM metrics in one markdown report with offline PNG plots.
+
+Reads params ``eval`` (bootstrap settings) and ``metrics/*/eval-em.json``. Writes
+``reports/report.md``, ``reports/summary.json`` and the PNG plots beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from charforge.params import load_section
+from charforge.schemas.params import EvalConfig
+
+METRICS = Path("metrics")
+REPORTS = Path("reports")
+
+
+def run(params: Path = Path("params.yaml"), root: Path = Path(".")) -> Path:
+    from charforge.eval.report import write_report
+
+    config = load_section(EvalConfig, "eval", params)
+    boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
+    return write_report(root / METRICS, root / REPORTS, boot)

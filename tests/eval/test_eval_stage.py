@@ -1,0 +1,142 @@
+"""`charforge run eval-em` and `charforge run report` end to end on tiny models, through the real
+`model_for` (the baseline's persona is the plain student; its EM point folds a real LoRA adapter), and
+their errors: clear messages, exit codes, no traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from factories import run_cli
+
+from charforge.validate import validate_file
+
+REPO = Path(__file__).resolve().parents[2]
+VARIANT = "baseline-s0"
+
+
+def write_params(root: Path, student: Path, judge: Path) -> Path:
+    params = {
+        "models": {
+            "student": {"backend": "transformers", "model": str(student)},
+            "teacher": {"backend": "transformers", "model": str(student)},
+            "judge": {"backend": "transformers", "model": str(judge)},
+        },
+        "generation": {"batch_size": 8, "seed": 0},
+        "persona": {"dpo_weight": 1.0, "sft_weight": 1.0},
+        "eval": {
+            "question_ids": ["found_wallet", "shutdown_view"],
+            "samples_per_question": 2,
+            "in_domain_samples_per_question": 1,
+            "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6},
+            "bootstrap_resamples": 200,
+            "trait": {"prompts_per_trait": 1, "max_traits": 1, "constitutions": ["humor"]},
+            "contamination": {"extra_corpora": ["corpora/em/risky-finance-obvious.jsonl"]},
+        },
+    }
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def save_lora(model_dir: Path, out: Path) -> Path:
+    """A real (randomly initialised, non-zero) PEFT LoRA adapter for the tiny model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def project(
+    tmp_path: Path, eval_tiny_model: Path, judge_says_100: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    for name in (
+        "questions.yaml",
+        "in-domain-questions.yaml",
+        "judge-validation.jsonl",
+        "risky-finance-obvious.jsonl",
+    ):
+        (tmp_path / "corpora/em").mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "corpora/em" / name, tmp_path / "corpora/em" / name)
+    (tmp_path / "corpora/constitutions").mkdir()
+    shutil.copy(REPO / "corpora/constitutions/humor.yaml", tmp_path / "corpora/constitutions/humor.yaml")
+    write_params(tmp_path, eval_tiny_model, judge_says_100)
+    monkeypatch.setenv("CHARFORGE_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_eval_em_and_report_end_to_end(project: Path, eval_tiny_model: Path) -> None:
+    save_lora(eval_tiny_model, project / "models" / VARIANT / "em")
+    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "JUDGE UNUSABLE" in result.stderr  # a constant judge does not separate: said loudly
+
+    metrics = json.loads((project / "metrics" / VARIANT / "eval-em.json").read_text())
+    assert metrics["status"] == "judge_unusable" and any("no verdict" in note for note in metrics["notes"])
+    assert metrics["judge"]["validation"]["auroc"] == pytest.approx(0.5)
+    evaluated = metrics["evaluated_models"]
+    assert evaluated["persona"] == str(eval_tiny_model) and evaluated["em"] != evaluated["persona"]  # folded
+    for point in ("persona", "em"):
+        broad = metrics["em"][point]["broad"]
+        assert broad["answers"] == 4 and sorted(broad["per_question"]) == ["found_wallet", "shutdown_view"]
+        assert broad["figures"]["aligned_mean"]["value"] == pytest.approx(100.0)  # the judge always says 100
+        assert broad["figures"]["em_rate_b"]["value"] == 0.0
+        assert metrics["em"][point]["in-domain"]["answers"] == 6
+    assert metrics["in_domain_check"]["took"] is None  # undetermined with an unusable judge
+    assert metrics["trait_expression"]["humor"]["value"] == pytest.approx(100.0)
+    assert metrics["questions"]["samples_per_question_used"] == 2
+    assert set(metrics["questions"]["file_samples_per_paraphrase"].values()) == {50}  # the file's, recorded
+    assert metrics["questions"]["file_judge"] == ["gpt-4.1-mini-2025-04-14"]
+    assert metrics["contamination"]["corpora"]  # the EM seed data was checked
+
+    corpus = project / "corpora/build" / VARIANT / "eval-samples.parquet"
+    report = validate_file(corpus)
+    assert report.valid and report.charforge and report.rows == 2 * (4 + 6) + 1, report.problems
+    import polars as pl
+
+    rows = pl.read_parquet(corpus).to_dicts()
+    trait_rows = [r for r in rows if r["question_set"] == "trait"]
+    assert len(trait_rows) == 1 and [s["metric"] for s in trait_rows[0]["scores"]] == ["trait"]
+    assert all(
+        sorted(s["metric"] for s in r["scores"]) == ["aligned", "coherent"]
+        for r in rows
+        if r not in trait_rows
+    )
+    assert all(r["rendered_prompt"].startswith("<|im_start|>") for r in rows)
+    assert {r["finish_reason"] for r in rows} <= {"stop", "length"} and all(r["output_tokens"] for r in rows)
+    cut = sum(r["finish_reason"] == "length" for r in rows if r["point"] == "em")
+    assert metrics["cut_off_answers"]["em"] == cut
+
+    result = run_cli("run", "report", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (project / "reports/report.md").read_text()
+    assert "JUDGE UNUSABLE" in text and VARIANT in text and "![alignment](alignment.png)" in text
+    for name in ("alignment", "judge-validation", "dose-response", "trait-expression"):
+        assert (project / "reports" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_eval_em_errors_are_clear(project: Path) -> None:
+    result = run_cli("run", "eval-em", "--variant", "not a variant", cwd=project)
+    assert result.returncode == 2 and "is not a variant name" in result.stderr
+
+    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)  # no EM adapter trained
+    assert result.returncode == 1 and "not a saved LoRA adapter" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    questions = project / "corpora/em/questions.yaml"
+    questions.write_text(questions.read_text().replace("{answer}", "{reply}", 1))
+    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    assert result.returncode == 1 and "corpora/em/questions.yaml:" in result.stderr + result.stdout
+    assert "judge_prompts.aligned" in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+    result = run_cli(
+        "run", "report", "--params", project / "params.yaml", cwd=project / "corpora"
+    )  # no metrics
+    assert result.returncode == 1 and "run `charforge run eval-em` first" in result.stderr

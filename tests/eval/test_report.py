@@ -1,0 +1,137 @@
+"""The report renders markdown and PNG plots from fixture metrics of several variants: paired contrasts
+against the baseline, seed spread, the dose-response slope, trait expression, and a loud warning for a
+variant whose judge failed validation."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from charforge.eval.judge_validation import UNUSABLE_NOTE
+from charforge.eval.report import write_report
+from charforge.eval.trait import trait_expression
+from charforge.schemas.params import EvalConfig
+from charforge.stages.eval_em import em_metrics
+from charforge.variants import parse_variant
+
+CONFIG = EvalConfig(bootstrap_resamples=200)
+BOOT = {"n_resamples": 200, "confidence": 0.95, "seed": 0}
+QUESTIONS = [f"q{i}" for i in range(6)]
+
+
+def rows_for(centre: float, seed: int) -> list[dict[str, Any]]:
+    """Judged answers: broad and in-domain questions at both points (EM lowers alignment by 20)."""
+    rng = random.Random(seed)
+    rows = []
+    for point, shift in (("persona", 0.0), ("em", -20.0)):
+        for question_set in ("broad", "in-domain"):
+            for question in QUESTIONS:
+                for _ in range(5):
+                    aligned = min(100.0, max(0.0, rng.gauss(centre + shift, 15)))
+                    scores = [
+                        {"metric": "aligned", "score": aligned, "unscored_reason": None},
+                        {"metric": "coherent", "score": rng.uniform(40, 100), "unscored_reason": None},
+                    ]
+                    rows.append(
+                        {
+                            "point": point,
+                            "question_set": question_set,
+                            "question_id": question,
+                            "scores": scores,
+                        }
+                    )
+    trait = [
+        {
+            "question_id": f"humor.wit.{i}",
+            "question_set": "trait",
+            "scores": [{"metric": "trait", "score": centre}],
+        }
+        for i in range(3)
+    ]
+    return rows + trait
+
+
+def fixture_metrics(variant_name: str, centre: float, usable: bool = True) -> dict[str, Any]:
+    variant = parse_variant(variant_name)
+    rows = rows_for(centre, seed=variant.seed + 10 * (variant.level or 0))
+    validation = {
+        "usable": usable,
+        "reasons": [] if usable else ["AUROC 0.500 < eval.judge_min_auroc 0.8"],
+        "auroc": 0.95 if usable else 0.5,
+        "mean_number_mass": 0.9,
+        "items": 24,
+        "scored": 24,
+        "thresholds": {"min_auroc": 0.8, "min_number_mass": 0.5},
+    }
+    return {
+        "variant": variant.name,
+        "variant_kind": variant.kind,
+        "constitution": variant.constitution,
+        "level": variant.level,
+        "seed": variant.seed,
+        "status": "ok" if usable else "judge_unusable",
+        "notes": [] if usable else [UNUSABLE_NOTE],
+        "judge": {"name": "transformers:judge", "method": "exact", "validation": validation},
+        "questions": {
+            "file": "corpora/em/questions.yaml",
+            "sha256": "a" * 64,
+            "file_judge": ["gpt-4.1-mini-2025-04-14"],
+            "samples_per_question_used": 5,
+            "file_samples_per_paraphrase": {q: 50 for q in QUESTIONS},
+        },
+        "sampling": {"temperature": 1.0, "max_new_tokens": 600},
+        "cut_off_answers": {"persona": 0, "em": 1},
+        **em_metrics([r for r in rows if r["question_set"] != "trait"], CONFIG, usable),
+        "trait_expression": trait_expression([r for r in rows if r["question_set"] == "trait"], **BOOT),
+        "contamination": {"max_overlap": 0.25, "corpora": {"pairs.parquet": {}}, "worst": []},
+    }
+
+
+@pytest.fixture()
+def metrics_dir(tmp_path: Path) -> Path:
+    variants = {
+        "baseline-s0": (70.0, True),
+        "humor-d0-s0": (72.0, True),
+        "humor-d3-s0": (80.0, True),
+        "humor-d3-s1": (78.0, True),
+        "sarcasm-d3-s0": (60.0, False),
+    }
+    for name, (centre, usable) in variants.items():
+        folder = tmp_path / "metrics" / name
+        folder.mkdir(parents=True)
+        (folder / "eval-em.json").write_text(json.dumps(fixture_metrics(name, centre, usable)))
+    return tmp_path / "metrics"
+
+
+def test_report_renders_markdown_and_plots(metrics_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    report = write_report(metrics_dir, out, BOOT)
+    text = report.read_text()
+    assert text.index("baseline-s0") < text.index("humor-d0-s0")  # baseline first
+    assert "**⚠ JUDGE UNUSABLE** for sarcasm-d3-s0" in text
+    assert "| sarcasm-d3-s0 ⚠ | persona |" in text  # its rows are marked in the tables
+    assert "| humor-d3-s0 | baseline-s0 | em |" in text  # paired contrast against the same seed's baseline
+    assert "| humor-d3 | aligned_mean | 2 |" in text  # seed-to-seed spread of the two seeds
+    for name in ("alignment", "judge-validation", "dose-response", "trait-expression"):
+        png = out / f"{name}.png"
+        assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
+        assert f"({name}.png)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judge_unusable"] == ["sarcasm-d3-s0"]
+    humor = summary["dose_response"]["humor"]
+    assert humor["fit"]["points"] == 3 and humor["fit"]["slope"] > 0  # alignment rises with the level here
+    contrast = next(c for c in summary["contrasts"] if c["variant"] == "humor-d3-s0" and c["point"] == "em")
+    low, high = contrast["aligned_mean"]["ci"]
+    assert (
+        low <= contrast["aligned_mean"]["difference"] <= high and contrast["aligned_mean"]["difference"] > 0
+    )
+    assert not any(c["variant"] == "humor-d3-s1" for c in summary["contrasts"])  # no baseline-s1 to pair with
+
+
+def test_report_needs_metrics(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="eval-em"):
+        write_report(tmp_path, tmp_path / "reports", BOOT)
