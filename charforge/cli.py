@@ -589,6 +589,26 @@ def publish(
         err.print(f"{repo_id}@{revision} already holds this content (commit {result.commit}); no new commit")
 
 
+@run_app.command("prepare-models")
+def run_prepare_models(params: ParamsOption = Path("params.yaml")) -> None:
+    """Make every role's model ready offline (convert embedded models once) and record them."""
+    from charforge.stages import models as prepare
+
+    with _stage_errors(prepare.ModelNotAvailable):
+        path = prepare.run(params)
+    err.print(f"models ready; wrote {escape(str(path))}")
+
+
+@run_app.command("persona")
+def run_persona(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """Fold the variant's persona (the model before EM) and record which model it is."""
+    from charforge.train import persona
+
+    with _stage_errors():
+        path = persona.run(variant, params)
+    err.print(f"persona of {variant} ready; wrote {escape(str(path))}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,52 @@
+"""Stage `persona`: fold the variant's persona (DESIGN §2) and record which model it is.
+
+The folded weights go to the content-addressed fold cache (``charforge.train.fold``), not into DVC:
+the stage's output is ``models/<variant>/persona.json``, a small record of the base model, each
+adapter's file hashes and weight, and the fold key. It changes exactly when the persona does, so every
+later stage (EM data with reflection, the EM fine-tune, evaluation) depends on that one file whatever
+the variant's kind — a character variant (DPO + SFT), an SFT control, or the baseline (the student).
+
+Reads params ``models.student`` and ``persona``; the adapters under ``models/<variant>/``.
+Writes ``models/<variant>/persona.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from charforge import __version__
+from charforge.io import atomic_write_text
+from charforge.params import load_section
+from charforge.schemas.params import ModelsConfig, PersonaConfig
+from charforge.train.compose import MODELS, adapters_for, model_for
+from charforge.train.fold import FOLD_RECORD, adapter_identity
+from charforge.variants import parse_variant
+
+
+def persona_record(variant_name: str, params: Path, root: Path) -> dict[str, Any]:
+    """What the persona is: the student, the adapters folded in, and the folded folder's key."""
+    variant = parse_variant(variant_name)
+    student = load_section(ModelsConfig, "models", params).student
+    persona = load_section(PersonaConfig, "persona", params)
+    adapters = adapters_for(variant, "persona", persona, root)
+    role = model_for(variant.name, "persona", params, root)  # folds (once) when there are adapters
+    folded = Path(role.model) / FOLD_RECORD
+    return {
+        "variant": variant.name,
+        "kind": variant.kind,
+        "student": student.model_dump(mode="json", include={"backend", "model", "dtype"}),
+        "adapters": [
+            {"path": str(adapter.path.relative_to(root)), **adapter_identity(adapter)} for adapter in adapters
+        ],
+        "fold_key": json.loads(folded.read_text())["key"] if adapters else None,
+        "tool_version": __version__,
+    }
+
+
+def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")) -> Path:
+    record = persona_record(variant_name, params, root)
+    path = root / MODELS / variant_name / "persona.json"
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
