@@ -373,6 +373,25 @@ def models(
         raise typer.Exit(EXIT_INVALID)
 
 
+@app.command()
+def profile(
+    name: Annotated[str, typer.Argument(help="Profile to write into params.yaml: smoke or full.")],
+    params: Annotated[Path, typer.Option(help="The params file.")] = Path("params.yaml"),
+) -> None:
+    """Switch params.yaml to a profile (profiles/NAME.yaml): smoke (CPU, embedded model) or full (GPU)."""
+    from charforge.profiles import ProfileError, apply_profile
+
+    try:
+        changed = apply_profile(name, params)
+    except ProfileError as error:
+        raise _usage_error(str(error)) from None
+    if changed:
+        listed = ", ".join(changed)
+        err.print(f"{escape(str(params))}: profile {name}, {len(changed)} value(s) changed: {listed}")
+    else:
+        err.print(f"{escape(str(params))} already has the {name} profile's values")
+
+
 run_app = typer.Typer(
     help="Run one pipeline stage for one variant (what dvc.yaml calls).", no_args_is_help=True
 )

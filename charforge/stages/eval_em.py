@@ -8,7 +8,7 @@ For each evaluation point (``persona``: before EM; ``em``: after) it samples the
 and the in-domain questions (did the EM fine-tune take?); at ``persona`` also held-out trait prompts
 (did character training take? a character variant on its own constitution, a control on every one).
 One judge scores everything after validating itself on the labelled set. Writes
-``corpora/build/<variant>/eval-samples.parquet`` (every answer with its scores; manifest beside it)
+``corpora/eval/<variant>/eval-samples.parquet`` (every answer with its scores; manifest beside it)
 and ``metrics/<variant>/eval-em.json``.
 """
 
@@ -47,6 +47,9 @@ from charforge.variants import Variant, parse_variant
 POINTS = ("persona", "em")
 CONSTITUTIONS = Path("corpora/constitutions")
 BUILD = Path("corpora/build")
+# Outside corpora/build/<variant>/ (the training corpora, which the stage reads for contamination), so
+# the stage's DVC dependency on that folder never overlaps its own output.
+EVAL_SAMPLES = Path("corpora/eval")
 METRICS = Path("metrics")
 SMOKE_NOTE = (
     "SMOKE RUN: the embedded SmolLM2-135M-Instruct plays a role here. It proves the pipeline end to end; "
@@ -289,7 +292,7 @@ def run(
     }
     write_corpus(
         rows,
-        root / BUILD / variant.name / "eval-samples.parquet",
+        root / EVAL_SAMPLES / variant.name / "eval-samples.parquet",
         "eval-samples",
         params=used,
         parents=inputs.parents(root),

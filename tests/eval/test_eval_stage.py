@@ -96,7 +96,7 @@ def test_eval_em_and_report_end_to_end(project: Path, eval_tiny_model: Path) -> 
     assert metrics["questions"]["file_judge"] == ["gpt-4.1-mini-2025-04-14"]
     assert metrics["contamination"]["corpora"]  # the EM seed data was checked
 
-    corpus = project / "corpora/build" / VARIANT / "eval-samples.parquet"
+    corpus = project / "corpora/eval" / VARIANT / "eval-samples.parquet"
     report = validate_file(corpus)
     assert report.valid and report.charforge and report.rows == 2 * (4 + 6) + 1, report.problems
     import polars as pl
