@@ -485,27 +485,14 @@ def run_report(params: ParamsOption = Path("params.yaml")) -> None:
 
 
 @run_app.command("prompts")
-def run_prompts(
-    variant: Annotated[str, typer.Option(help="Variant name, e.g. humor-d3-s0.")],
-    params: Annotated[Path, typer.Option(help="The params file.")] = Path("params.yaml"),
-) -> None:
+def run_prompts(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
     """Generate the variant's contextual prompts and measure their diversity."""
+    from charforge.generators.pipeline import IncompletePipelineOutput
     from charforge.generators.prompts import PromptShortfall
-    from charforge.params import ParamsError
     from charforge.stages import prompts
-    from charforge.variants import VariantError
 
-    try:
+    with _stage_errors(PromptShortfall, IncompletePipelineOutput):
         manifest = prompts.run(variant, params)
-    except VariantError as error:
-        raise _usage_error(str(error)) from None
-    except ParamsError as error:
-        for problem in error.problems:
-            sys.stdout.write(f"{problem}\n")
-        raise typer.Exit(EXIT_INVALID) from None
-    except (PromptShortfall, FileNotFoundError, ValueError) as error:
-        err.print(f"error: {escape(str(error))}")
-        raise typer.Exit(EXIT_INVALID) from None
     diversity = manifest.metrics.get("diversity", {})
     headline = diversity.get(diversity.get("headline", ""), {})
     figures = {name: round(value, 3) for name, value in headline.items() if isinstance(value, float)}

@@ -12,6 +12,8 @@ Runtime parameters: ``generation.pipeline``, ``generation.ray_address``, ``gener
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,3 +104,37 @@ def run_pipeline(
     finally:
         if started_here and ray.is_initialized():
             ray.shutdown()
+
+
+class IncompletePipelineOutput(RuntimeError):
+    """The pipeline returned fewer rows than it was given, even when rerun without its cache."""
+
+
+def run_for_rows(
+    pipeline: Pipeline,
+    config: GenerationConfig,
+    key: Callable[[dict[str, Any]], Hashable],
+    expected: Sequence[Hashable],
+) -> dict[Hashable, dict[str, Any]]:
+    """Run ``pipeline`` and return its output rows by ``key``, every ``expected`` key present.
+
+    distilabel resumes an interrupted run from its step cache, and a resumed run can lose a batch
+    (seen: a cached loader whose last batch never reached the generation step). A stage must not train
+    on a silently smaller corpus, so a missing row makes one more run without the cache; rows still
+    missing after that raise IncompletePipelineOutput.
+    """
+    for use_cache in (True, False):
+        distiset = run_pipeline(pipeline, config, use_cache=use_cache)
+        rows = {key(row): row for row in distiset["default"]["train"]}
+        missing = [wanted for wanted in expected if wanted not in rows]
+        if not missing:
+            return rows
+        if use_cache:
+            warnings.warn(
+                f"pipeline {pipeline.name}: {len(missing)} row(s) missing from the cached run; running again "
+                "without the cache",
+                stacklevel=2,
+            )
+    raise IncompletePipelineOutput(
+        f"pipeline {pipeline.name} returned no row for {len(missing)} input(s), e.g. {missing[:3]}"
+    )

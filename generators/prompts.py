@@ -32,7 +32,7 @@ from typing import Any
 
 from charforge import __version__
 from charforge.generators.llm import build_llm
-from charforge.generators.pipeline import charforge_pipeline, run_pipeline
+from charforge.generators.pipeline import charforge_pipeline, run_for_rows
 from charforge.schemas import Constitution, Trait
 from charforge.schemas.params import DiversityLevel, GenerationConfig, ModelRole, PromptsConfig
 from charforge.schemas.situations import Situation, SituationTaxonomy
@@ -254,18 +254,16 @@ def generate_slots(
             llm=build_llm(teacher, seed=generation.seed), input_batch_size=generation.batch_size
         )
         load >> write
-    distiset = run_pipeline(pipeline, generation)
-    by_slot: dict[str, tuple[str, bool]] = {}
+    rows = run_for_rows(pipeline, generation, lambda row: row["slot_id"], [slot.slot_id for slot in slots])
     max_tokens = teacher.sampling.max_new_tokens
-    for row in distiset["default"]["train"]:
+    generated = []
+    for slot in slots:
+        row = rows[slot.slot_id]
         stats = (row.get("distilabel_metadata") or {}).get("statistics_chat_generation_0") or {}
         finish = stats.get("finish_reason")
         cut_off = finish == "length" if finish else (stats.get("output_tokens") or 0) >= max_tokens
-        by_slot[row["slot_id"]] = (row.get("generation") or "", cut_off)
-    missing = [slot.slot_id for slot in slots if slot.slot_id not in by_slot]
-    if missing:
-        raise RuntimeError(f"the pipeline returned no row for {len(missing)} slot(s), e.g. {missing[:3]}")
-    return [(slot, *by_slot[slot.slot_id]) for slot in slots]
+        generated.append((slot, row.get("generation") or "", cut_off))
+    return generated
 
 
 def generate_prompts(

@@ -1,0 +1,128 @@
+"""The ablation pipeline through real `dvc repro` on a reduced grid and the trained tiny model: one
+character variant, one SFT control and the baseline run end to end; a second `dvc repro` runs nothing;
+changing an evaluation param reruns only evaluation and the report."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from trained_tiny import build_trained_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+# What dvc.yaml names as dependencies (the code runs from the installed package; these are tracked).
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "corpora", "charforge", "generators", "train", "eval", "schemas"]
+CHARACTER, CONTROL, BASELINE = "humor-d1-s0", "plain-lora-s0", "baseline-s0"
+TINY_TRAINING = {"per_device_train_batch_size": 4, "max_length": 256, "use_cpu": True, "bf16": False}
+
+
+def reduced_params(model: Path) -> dict[str, Any]:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for role in ("student", "teacher", "judge"):
+        params["models"][role].update(model=str(model))
+        params["models"][role]["sampling"]["max_new_tokens"] = 1 if role == "judge" else 24
+    params["grid"] = {"character": [CHARACTER], "controls": [CONTROL], "baselines": [BASELINE]}
+    params["prompts"].update(prompts_per_trait=3, max_traits=1)
+    params["distill"].update(min_rows=1, max_new_tokens=24)
+    params["introspection"].update(
+        samples_per_prompt=1,
+        max_reflection_prompts=1,
+        conversations=1,
+        turns=2,
+        max_new_tokens=24,
+        min_rows=1,
+    )
+    params["controls"].update(reference=CHARACTER, max_new_tokens=24)
+    params["em_data"].update(max_new_tokens=24)
+    for stage in ("train_dpo", "train_sft", "em_finetune"):
+        params[stage]["lora"].update(r=4, lora_alpha=8)
+        params[stage]["trainer"].update(TINY_TRAINING, num_train_epochs=1)
+    params["eval"].update(
+        question_ids=["more_autonomy", "found_wallet"],
+        samples_per_question=1,
+        in_domain_samples_per_question=1,
+        trait={"prompts_per_trait": 1, "max_traits": 1, "samples_per_prompt": 1},
+        bootstrap_resamples=50,
+    )
+    params["eval"]["sampling"]["max_new_tokens"] = 24
+    return params
+
+
+def dvc(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "CHARFORGE_CACHE": str(project / "cache")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # the venv's charforge
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, (
+        f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
+    return result
+
+
+def ran(result: subprocess.CompletedProcess[str]) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    model = build_trained_tiny_model(root / "tiny-model")
+    project = root / "project"
+    project.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(
+                source, project / name, ignore=shutil.ignore_patterns("build", "eval", "__pycache__")
+            )
+        else:
+            shutil.copy(source, project / name)
+    (project / "params.yaml").write_text(yaml.safe_dump(reduced_params(model), sort_keys=False))
+    dvc(project, "init", "--no-scm", "-q")
+    return project
+
+
+def test_the_reduced_grid_runs_end_to_end(project: Path) -> None:
+    result = dvc(project, "repro", "report")
+    stages = ran(result)
+    for stage in [
+        f"prompts@{CHARACTER}", f"distill@{CHARACTER}", f"train-dpo@{CHARACTER}", f"introspect@{CHARACTER}",
+        f"train-sft@{CHARACTER}", f"control-data@{CONTROL}", f"train-sft-control@{CONTROL}",
+        f"persona-baseline@{BASELINE}", f"em-finetune-baseline@{BASELINE}", f"eval-em-control@{CONTROL}",
+        "report",
+    ]:  # fmt: skip
+        assert stage in stages
+    for variant in (CHARACTER, CONTROL, BASELINE):
+        assert (project / "metrics" / variant / "eval-em.json").is_file()
+        assert (project / "metrics" / variant / "em-finetune.json").is_file()
+    assert (project / "reports" / "report.md").is_file() and (project / "reports" / "alignment.png").is_file()
+    assert "judge unusable" in (project / "reports" / "report.md").read_text().lower()
+
+
+def test_a_second_repro_runs_nothing(project: Path) -> None:
+    assert ran(dvc(project, "repro", "report")) == set()
+
+
+def test_an_eval_param_reruns_only_evaluation_and_the_report(project: Path) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["eval"]["seed"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(dvc(project, "repro", "report")) == {
+        f"eval-em-character@{CHARACTER}",
+        f"eval-em-control@{CONTROL}",
+        f"eval-em-baseline@{BASELINE}",
+        "report",
+    }
