@@ -422,6 +422,8 @@ ParamsOption = Annotated[Path, typer.Option(help="The params file.")]
 
 
 def _report_training(record: Any) -> None:
+    if record is None:  # not the main process of a multi-process run
+        return
     err.print(
         f"{record.stage} {record.variant}: {record.examples} examples, "
         f"{record.optimizer_steps} optimizer steps, {record.tokens_trained} tokens, "

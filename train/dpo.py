@@ -23,7 +23,9 @@ from charforge.variants import character_variant
 STAGE, PARAMS_KEY = "train-dpo", "train_dpo"
 
 
-def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")) -> ComputeRecord:
+def run(
+    variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")
+) -> ComputeRecord | None:
     from trl import DPOConfig, DPOTrainer
 
     variant = character_variant(variant_name)

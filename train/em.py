@@ -27,7 +27,9 @@ from charforge.variants import parse_variant
 STAGE, PARAMS_KEY = "em-finetune", "em_finetune"
 
 
-def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")) -> ComputeRecord:
+def run(
+    variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")
+) -> ComputeRecord | None:
     from trl import SFTConfig, SFTTrainer
 
     variant = parse_variant(variant_name)

@@ -80,9 +80,10 @@ def train_adapter(
     config_class: type,
     build_dataset: Callable[[PreTrainedTokenizerBase], Dataset],
     root: Path = Path("."),
-) -> ComputeRecord:
+) -> ComputeRecord | None:
     """Train a new LoRA on ``run.base`` with ``trainer_class`` on the dataset ``build_dataset`` makes with
-    the base's tokenizer; save the adapter to ``run.adapter_dir`` and the compute to the metrics."""
+    the base's tokenizer; save the adapter to ``run.adapter_dir`` and the compute to the metrics.
+    Returns the compute record (None on the other processes of a multi-process `accelerate launch`)."""
     from transformers import AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback
     from trl.trainer.callbacks import RichProgressCallback
@@ -122,18 +123,23 @@ def train_adapter(
                 raise RuntimeError(f"{run.stage} {run.variant}: training changed the frozen base weights")
             run.extra["frozen_base_bit_identical"] = True
     logged = losses(trainer.state.log_history)
+    # Under `accelerate launch` every process counted its own batches: sum them; only process 0 writes.
+    tokens_seen = _summed(trainer, trainer.tokens_seen)
+    loss_tokens_seen = _summed(trainer, trainer.loss_tokens_seen)
+    if not trainer.is_world_process_zero():
+        return None
     record = ComputeRecord(
         stage=run.stage,
         variant=run.variant,
         examples=len(dataset),
         epochs=float(trainer.state.epoch or 0.0),
-        tokens_trained=trainer.tokens_seen,
-        loss_tokens=trainer.loss_tokens_seen,
+        tokens_trained=tokens_seen,
+        loss_tokens=loss_tokens_seen,
         optimizer_steps=int(trainer.state.global_step),
         wall_seconds=round(clock.seconds, 3),
         parameters=total,
         trainable_parameters=trainable,
-        estimated_flops=training_flops(trainer.tokens_seen, total, trainable, run.reference_forward),
+        estimated_flops=training_flops(tokens_seen, total, trainable, run.reference_forward),
         final_loss=logged[-1] if logged else None,
         first_loss=logged[0] if logged else None,
         seed=run.seed,
@@ -155,6 +161,13 @@ def train_adapter(
         (temp / TRAINING_RECORD).write_text(json.dumps(provenance, indent=2) + "\n")
     record.write(root)
     return record
+
+
+def _summed(trainer: Any, count: int) -> int:
+    import torch
+
+    accelerator = trainer.accelerator
+    return int(accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum").item())
 
 
 def corpus_parent(path: Path, kind: str) -> ParentArtifact:

@@ -26,7 +26,9 @@ STAGE, PARAMS_KEY = "train-sft", "train_sft"
 SFT_DEFAULT_MAX_LENGTH = 1024  # TRL's SFTConfig default, used when params do not set max_length
 
 
-def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")) -> ComputeRecord:
+def run(
+    variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")
+) -> ComputeRecord | None:
     from trl import SFTConfig, SFTTrainer
 
     variant = parse_variant(variant_name)
