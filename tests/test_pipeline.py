@@ -29,7 +29,7 @@ def reduced_params(model: Path) -> dict[str, Any]:
         params["models"][role].update(model=str(model))
         params["models"][role]["sampling"]["max_new_tokens"] = 1 if role == "judge" else 24
     params["grid"] = {"character": [CHARACTER], "controls": [CONTROL], "baselines": [BASELINE]}
-    params["prompts"].update(prompts_per_trait=3, max_traits=1)
+    params["prompts"].update(prompts_per_trait=6, max_traits=1)
     params["distill"].update(min_rows=1, max_new_tokens=24)
     params["introspection"].update(
         samples_per_prompt=1,
@@ -49,7 +49,7 @@ def reduced_params(model: Path) -> dict[str, Any]:
         samples_per_question=1,
         in_domain_samples_per_question=1,
         trait={"prompts_per_trait": 1, "max_traits": 1, "samples_per_prompt": 1},
-        bootstrap_resamples=50,
+        bootstrap_resamples=100,
     )
     params["eval"]["sampling"]["max_new_tokens"] = 24
     return params
