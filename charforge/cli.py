@@ -402,6 +402,7 @@ app.add_typer(run_app, name="run")
 def _stage_errors(*expected: type[Exception]) -> Iterator[None]:
     """The errors a stage reports as bad input (exit 1) or misuse (exit 2), without a traceback."""
     from charforge.params import ParamsError
+    from charforge.train.fold import FoldError
     from charforge.variants import VariantError
 
     try:
@@ -412,7 +413,7 @@ def _stage_errors(*expected: type[Exception]) -> Iterator[None]:
         for problem in error.problems:
             sys.stdout.write(f"{problem}\n")
         raise typer.Exit(EXIT_INVALID) from None
-    except (FileNotFoundError, ValueError, *expected) as error:
+    except (FileNotFoundError, ValueError, FoldError, *expected) as error:
         err.print(f"error: {escape(str(error))}")
         raise typer.Exit(EXIT_INVALID) from None
 
@@ -511,9 +512,10 @@ def _run_corpus_stage(stage: str, variant: str, params: Path) -> None:
     from charforge.generators.chat import CorpusShortfall
     from charforge.generators.controls import TokenTargetMissed
     from charforge.generators.llm import BackendUnavailable
+    from charforge.generators.pipeline import IncompletePipelineOutput
 
     module = importlib.import_module(f"charforge.stages.{stage.replace('-', '_')}")
-    with _stage_errors(CorpusShortfall, TokenTargetMissed, BackendUnavailable):
+    with _stage_errors(CorpusShortfall, TokenTargetMissed, BackendUnavailable, IncompletePipelineOutput):
         manifest = module.run(variant, params)
     tokens = manifest.metrics.get("tokens", {})
     err.print(

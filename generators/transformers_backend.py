@@ -3,6 +3,11 @@
 distilabel seeds nothing, so two runs of the same pipeline sample different text. Each call here
 seeds torch from the configured seed and the content of the batch, so a batch gives the same output
 whether it runs first, last, or again after a resumed run.
+
+distilabel's class counts output tokens by re-encoding the decoded text and reports no finish reason,
+so an answer cut off by the token limit cannot be told from one that ended. This one reports
+``finish_reason`` ("stop": an end token was sampled; "length": none was) and the exact number of
+generated tokens, read from the token ids before decoding, as the vLLM backend does.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from distilabel.models.llms import TransformersLLM
+from pydantic import PrivateAttr
 
 from charforge.generators.seeding import content_seed
 
@@ -18,6 +24,7 @@ class SeededTransformersLLM(TransformersLLM):
     """TransformersLLM whose sampling is seeded per batch from ``seed`` and the batch content."""
 
     seed: int = 0
+    _finished: list[tuple[str, int]] = PrivateAttr(default_factory=list)
 
     def load(self) -> None:
         # transformers' text-generation pipeline warns on every call about flags it set itself
@@ -26,6 +33,27 @@ class SeededTransformersLLM(TransformersLLM):
 
         transformers_logging.set_verbosity_error()
         super().load()
+        self._record_finish_reasons()
+
+    def _record_finish_reasons(self) -> None:
+        """Wrap the pipeline's postprocess: log (finish reason, generated tokens) per sequence, in order."""
+        pipeline = self._pipeline
+        eos = pipeline.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        eos_ids.add(pipeline.tokenizer.eos_token_id)
+        postprocess = pipeline.postprocess
+
+        def recording_postprocess(model_outputs: dict[str, Any], **params: Any) -> Any:
+            input_ids = model_outputs["input_ids"]
+            prompt_length = 0 if input_ids is None else input_ids.shape[-1]
+            for sequence in model_outputs["generated_sequence"][0].tolist():
+                new = sequence[prompt_length:]
+                # sequences that stopped early are padded (with the eos id) to the longest one
+                stop = next((index for index, token in enumerate(new) if token in eos_ids), None)
+                self._finished.append(("length", len(new)) if stop is None else ("stop", stop + 1))
+            return postprocess(model_outputs, **params)
+
+        pipeline.postprocess = recording_postprocess  # type: ignore[method-assign]
 
     # distilabel derives the runtime parameters of `generation_kwargs` from this signature, so it
     # repeats the parent's instead of taking **kwargs.
@@ -43,7 +71,8 @@ class SeededTransformersLLM(TransformersLLM):
         import torch
 
         torch.manual_seed(content_seed(self.seed, inputs))
-        return super().generate(
+        self._finished.clear()
+        outputs = super().generate(
             inputs=inputs,
             num_generations=num_generations,
             max_new_tokens=max_new_tokens,
@@ -53,3 +82,9 @@ class SeededTransformersLLM(TransformersLLM):
             top_k=top_k,
             do_sample=do_sample,
         )
+        finished = iter(self._finished)  # the pipeline runs the inputs one by one, in order
+        for output in outputs:
+            reasons = [next(finished) for _ in output["generations"]]
+            output["statistics"]["finish_reason"] = [reason for reason, _ in reasons]  # type: ignore[typeddict-unknown-key]
+            output["statistics"]["output_tokens"] = [tokens for _, tokens in reasons]
+        return outputs

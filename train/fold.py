@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +102,36 @@ def apply_adapters(model: PreTrainedModel, adapters: Sequence[Adapter]) -> PreTr
 
 
 def fold(base: str, adapters: Sequence[Adapter], dtype: str = "auto", cache: Path | None = None) -> Path:
-    """The folder of ``base`` with ``adapters`` folded in (built once, then served from the cache)."""
+    """The folder of ``base`` with ``adapters`` folded in (built once, then served from the cache).
+
+    The folding itself runs in a fresh interpreter: it runs torch, and a distilabel pipeline forked
+    later from a process that has run torch hangs on its first batch (measured with introspect), so no
+    stage may fold in its own process before generating.
+    """
     from charforge.generators.llm import cache_dir
 
     key = fold_key(base, adapters, dtype)
     target = (cache or cache_dir()) / "folded" / key[:32]
     if (target / FOLD_RECORD).is_file():
         return target
+    request = {
+        "base": base,
+        "adapters": [{"path": str(adapter.path), "weight": adapter.weight} for adapter in adapters],
+        "dtype": dtype,
+        "target": str(target),
+        "key": key,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "charforge.train.fold", json.dumps(request)], capture_output=True, text=True
+    )
+    if result.returncode != 0 or not (target / FOLD_RECORD).is_file():
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:]) or "no output"
+        raise FoldError(f"folding {len(adapters)} adapter(s) into {base} failed:\n{tail}")
+    return target
+
+
+def write_fold(base: str, adapters: Sequence[Adapter], dtype: str, target: Path, key: str) -> None:
+    """Fold in this process and write the folder atomically (what ``fold``'s subprocess runs)."""
     from transformers import AutoTokenizer
 
     model = apply_adapters(load_causal_lm(base, dtype), adapters)
@@ -122,4 +147,21 @@ def fold(base: str, adapters: Sequence[Adapter], dtype: str = "auto", cache: Pat
         }
         # Written last inside the folder: its presence marks a complete fold.
         (temp / FOLD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    return target
+
+
+class FoldError(RuntimeError):
+    pass
+
+
+if __name__ == "__main__":
+    from charforge.offline import apply_offline_env
+
+    apply_offline_env()
+    request = json.loads(sys.argv[1])
+    write_fold(
+        request["base"],
+        [Adapter(Path(a["path"]), a["weight"]) for a in request["adapters"]],
+        request["dtype"],
+        Path(request["target"]),
+        request["key"],
+    )

@@ -1,0 +1,65 @@
+"""What the corpus stages (distill, introspect, control-data, em-data) share: where corpora live, their
+inputs read back validated, token totals counted with the student's chat template, and the metrics
+file every stage writes beside its manifest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from charforge.io import atomic_write_text, file_sha256
+from charforge.schemas import Constitution, ParentArtifact
+from charforge.schemas.params import ModelRole
+
+BUILD = Path("corpora/build")
+METRICS = Path("metrics")
+CONSTITUTIONS = Path("corpora/constitutions")
+
+
+def build_path(root: Path, variant: str, name: str) -> Path:
+    return root / BUILD / variant / name
+
+
+def read_input(path: Path, kind: str) -> list[dict[str, Any]]:
+    """The rows of a corpus another stage wrote, after `charforge validate` passed it (manifest too)."""
+    from charforge.train.data import read_corpus
+
+    return read_corpus(path, kind)
+
+
+def parent(path: Path, kind: str) -> ParentArtifact:
+    return ParentArtifact(path=str(path), sha256=file_sha256(path), kind=kind)
+
+
+def load_constitution(root: Path, name: str) -> tuple[Constitution, Path]:
+    import yaml
+
+    from charforge.io import read_text
+
+    path = root / CONSTITUTIONS / f"{name}.yaml"
+    return Constitution.model_validate(yaml.safe_load(read_text(path))), path
+
+
+# Runs charforge.train.compose.model_for; prints the role as JSON, or a JSON error for bad input.
+def token_totals(student: ModelRole, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Training tokens of ``rows`` as the student's trainer sees them (charforge.train.tokens)."""
+    from charforge.generators.llm import resolve_model
+    from charforge.train.tokens import load_tokenizer, rows_tokens
+
+    counts = rows_tokens(load_tokenizer(resolve_model(student)), rows)
+    total = sum(counts)
+    return {
+        "total": total,
+        "rows": len(counts),
+        "mean_per_row": round(total / len(counts), 2) if counts else 0.0,
+        "tokenizer": student.model,
+    }
+
+
+def write_stage_metrics(root: Path, variant: str, stage: str, metrics: Mapping[str, Any]) -> Path:
+    """``metrics/<variant>/<stage>.json`` (atomically)."""
+    path = root / METRICS / variant / f"{stage}.json"
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+    return path

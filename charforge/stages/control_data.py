@@ -1,0 +1,108 @@
+"""Stage `control-data`: the SFT corpus of a ``plain-lora`` or ``hhh`` control variant, matched in
+training tokens to the reference character variant named in params (DESIGN §1, H2).
+
+Reads params ``models``, ``generation``, ``controls``; the reference's ``prompts.parquet`` and its
+training corpora (``controls.reference_corpora``, by default pairs and introspection). Writes
+``corpora/build/<variant>/control.parquet`` with its manifest (token totals of both sides, ratio,
+tolerance) and ``metrics/<variant>/control-data.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from charforge.corpus import write_corpus
+from charforge.params import load_section
+from charforge.schemas import Manifest
+from charforge.schemas.params import ControlsConfig, GenerationConfig, ModelsConfig
+from charforge.stages.common import build_path, parent, read_input, write_stage_metrics
+from charforge.variants import VariantError, character_variant, parse_variant
+
+STAGE = "control-data"
+
+
+def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")) -> Manifest:
+    from charforge.generators.chat import model_card, rendered_prompt, with_max_new_tokens
+    from charforge.generators.controls import control_corpus
+    from charforge.generators.llm import resolve_model
+    from charforge.train.tokens import corpus_tokens, load_tokenizer, rows_tokens
+
+    variant = parse_variant(variant_name)
+    if variant.kind not in ("plain-lora", "hhh"):
+        raise VariantError(f"{variant_name!r}: control-data makes the plain-lora and hhh controls only")
+    models = load_section(ModelsConfig, "models", params)
+    generation = load_section(GenerationConfig, "generation", params)
+    config = load_section(ControlsConfig, "controls", params)
+    reference = character_variant(config.reference)
+    prompts_path = build_path(root, reference.name, "prompts.parquet")
+    prompts = read_input(prompts_path, "prompts")
+    tokenizer = load_tokenizer(resolve_model(models.student))
+    per_corpus = {}
+    for name in config.reference_corpora:
+        path = build_path(root, reference.name, name)
+        read_input(path, "pairs" if "pairs" in name else "conversations")  # validated before it is counted
+        per_corpus[name] = corpus_tokens(tokenizer, path)
+    target = sum(per_corpus.values())
+    pairs = build_path(root, reference.name, "pairs.parquet")
+    tokens_per_answer = None
+    if pairs.is_file():  # an answered prompt costs about what a pair's prompt + chosen does
+        sides = [{"messages": [*row["prompt"], *row["chosen"]]} for row in read_input(pairs, "pairs")]
+        tokens_per_answer = sum(rows_tokens(tokenizer, sides)) / len(sides)
+
+    result = control_corpus(
+        variant.kind,  # type: ignore[arg-type]
+        prompts,
+        reference.name,
+        target,
+        lambda rows: rows_tokens(tokenizer, rows),
+        config,
+        models.teacher,
+        generation,
+        variant.name,
+        variant.seed,
+        tokens_per_answer,
+    )
+    teacher = with_max_new_tokens(models.teacher, config.max_new_tokens)
+    card = model_card(teacher)
+    tokens = {
+        "total": result.tokens,
+        "rows": len(result.rows),
+        "tokenizer": models.student.model,
+        "reference": {"variant": reference.name, "total": target, "per_corpus": per_corpus},
+        "ratio_to_reference": round(result.tokens / target, 4),
+        "tolerance": config.token_tolerance,
+    }
+    metrics = {
+        "input_rows": result.answers,
+        "answer_passes": result.rounds,
+        "tokens_per_answer_estimate": tokens_per_answer,
+        "tokens": tokens,
+        "teacher": card,
+        "teacher_licence": card["licence"],
+        "rendered_prompts": {"teacher": rendered_prompt(teacher, result.examples[0])},
+    }
+    used = {
+        "controls": config.model_dump(mode="json"),
+        "models.teacher": teacher.model_dump(mode="json"),
+        "models.student": models.student.model_dump(mode="json"),
+        "generation": generation.model_dump(mode="json"),
+        "variant": {"kind": variant.kind, "seed": variant.seed},
+    }
+    parents = [parent(prompts_path, "prompts")] + [
+        parent(build_path(root, reference.name, name), "reference-corpus")
+        for name in config.reference_corpora
+    ]
+    manifest = write_corpus(
+        result.rows,
+        build_path(root, variant.name, "control.parquet"),
+        "conversations",
+        params=used,
+        parents=parents,
+        rejected=dict(result.rejected),
+        variant=variant.name,
+        metrics=metrics,
+    )
+    write_stage_metrics(
+        root, variant.name, STAGE, {"rows": manifest.rows, "rejected": manifest.rejected, "tokens": tokens}
+    )
+    return manifest

@@ -1,0 +1,220 @@
+"""Answering chats with one model role: the generation core of the distill, introspect, control and EM
+data stages, plus what their manifests record about the model (name, licence, rendered prompt).
+
+Input columns: ``row`` (the chat's index), ``messages`` (the chat the model answers).
+
+Output columns: ``generation`` (one text per sample), ``distilabel_metadata`` (per sample statistics:
+``finish_reason`` where the backend reports it, else ``output_tokens``).
+
+Runtime parameters: the role's backend and sampling, ``generation`` (runner, batch size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from charforge.generators.embedded import is_embedded, lookup
+from charforge.generators.llm import build_llm, resolve_model
+from charforge.generators.pipeline import charforge_pipeline, run_for_rows
+from charforge.schemas.params import GenerationConfig, ModelRole
+
+Chat = list[dict[str, str]]
+STEP = "answer"
+PLACEHOLDER = "{prompt}"
+
+
+class CorpusShortfall(RuntimeError):
+    """Too few rows survived the filters; nothing was written."""
+
+    def __init__(self, what: str, kept: int, needed: int, rejected: Counter[str]) -> None:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in rejected.most_common()) or "none"
+        super().__init__(
+            f"{what}: only {kept} row(s) left after the filters, {needed} needed; rejected: {reasons}"
+        )
+        self.kept, self.needed, self.rejected = kept, needed, rejected
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One sampled answer. ``cut_off``: generation stopped at the token limit, not at an end token;
+    ``failed``: the backend returned no text at all (a failed request)."""
+
+    text: str
+    cut_off: bool
+    output_tokens: int | None = None
+    failed: bool = False
+
+
+def is_cut_off(stats: dict[str, Any], max_new_tokens: int) -> bool:
+    """The backend's finish reason when it reports one (transformers, vllm); otherwise the exact token
+    count servers return (openai, llamacpp) against the limit."""
+    finish = stats.get("finish_reason")
+    if finish:
+        return finish == "length"
+    return (stats.get("output_tokens") or 0) >= max_new_tokens
+
+
+def answer_problem(answer: Answer, max_chars: int) -> str | None:
+    """Why an answer cannot be trained on (failed, empty, cut off, too long), or None."""
+    if answer.failed:
+        return "generation_failed"
+    if not answer.text.strip():
+        return "empty"
+    if answer.cut_off:
+        return "cut_off"
+    if len(answer.text) > max_chars:
+        return "too_long"
+    return None
+
+
+def answer_chats(
+    chats: Sequence[Chat],
+    role: ModelRole,
+    generation: GenerationConfig,
+    pipeline_name: str,
+    *,
+    seed: int,
+    samples: int = 1,
+    cache: Path | None = None,
+) -> list[list[Answer]]:
+    """``samples`` answers to every chat, in chat order, from one distilabel pipeline (cached, so a
+    stage killed midway resumes; a cached run that lost rows reruns once, see ``run_for_rows``).
+
+    Samples come from one request per chat (``num_generations``), so they differ even though the
+    backends seed sampling from the request's content. OpenAI-compatible servers count the tokens of
+    all ``n`` choices together, which would hide a cut-off: there each sample is its own request.
+    """
+    from distilabel.steps import LoadDataFromDicts
+    from distilabel.steps.tasks import ChatGeneration
+
+    if not chats:
+        return []
+    per_request = 1 if role.backend == "openai" else samples
+    copies = samples // per_request
+    rows = [
+        {"row": index, "copy": copy, "messages": chat}
+        for index, chat in enumerate(chats)
+        for copy in range(copies)
+    ]
+    # the content in the name: a cached run of other chats, model or sampling is never reused
+    content = json.dumps([rows, role.model_dump(mode="json"), seed, samples], sort_keys=True)
+    name = f"{pipeline_name}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+    with charforge_pipeline(name, cache=cache) as pipeline:
+        load = LoadDataFromDicts(data=rows, batch_size=generation.batch_size)
+        answer = ChatGeneration(
+            name=STEP,
+            llm=build_llm(role, seed=seed),
+            input_batch_size=generation.batch_size,
+            num_generations=per_request,
+            group_generations=True,
+        )
+        load >> answer
+    keys = [(row["row"], row["copy"]) for row in rows]
+    outputs = run_for_rows(pipeline, generation, lambda row: (row["row"], row["copy"]), keys)
+    limit = role.sampling.max_new_tokens
+    found: dict[tuple[int, int], list[Answer]] = {}
+    for request, row in outputs.items():
+        texts = row.get("generation") or [None] * per_request
+        metadata = row.get("distilabel_metadata")
+        if not isinstance(metadata, list) or len(metadata) != len(texts):  # a failed batch has none
+            metadata = [{}] * len(texts)
+        answers = []
+        for text, meta in zip(texts, metadata, strict=True):
+            stats = (meta or {}).get(f"statistics_{STEP}") or {}
+            answers.append(
+                Answer(
+                    text=text or "",
+                    cut_off=text is not None and is_cut_off(stats, limit),
+                    output_tokens=stats.get("output_tokens"),
+                    failed=text is None,
+                )
+            )
+        found[request] = answers  # type: ignore[index]
+    return [
+        [answer for copy in range(copies) for answer in found[(index, copy)]] for index in range(len(chats))
+    ]
+
+
+def with_max_new_tokens(role: ModelRole, max_new_tokens: int | None) -> ModelRole:
+    """``role`` with its token limit replaced (a stage's own limit), or unchanged for None."""
+    if max_new_tokens is None:
+        return role
+    sampling = role.sampling.model_copy(update={"max_new_tokens": max_new_tokens})
+    return role.model_copy(update={"sampling": sampling})
+
+
+def model_card(role: ModelRole) -> dict[str, str]:
+    """The model's name and licence, for the manifest and the dataset card. The licence comes from the
+    embedded model's registry or the ``license:`` of the model card (README.md) beside the weights;
+    "unknown" when neither says."""
+    licence = "unknown"
+    if is_embedded(role.model):
+        licence = lookup(role.model).licence
+    elif role.backend != "openai":
+        readme = _local_readme(role.model)
+        if readme is not None:
+            licence = _card_licence(readme) or licence
+    return {"model": role.model, "backend": role.backend, "licence": licence}
+
+
+def _local_readme(model: str) -> Path | None:
+    path = Path(model)
+    if path.exists():
+        readme = (path if path.is_dir() else path.parent) / "README.md"
+        return readme if readme.is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "README.md")
+    except Exception:  # not a hub id either: nothing to read
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _card_licence(readme: Path) -> str | None:
+    import yaml
+
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    front = text.split("---", 2)[1] if text.count("---") >= 2 else ""
+    try:
+        data = yaml.safe_load(front)
+    except yaml.YAMLError:
+        return None
+    licence = data.get("license") if isinstance(data, dict) else None
+    return str(licence) if licence else None
+
+
+def rendered_prompt(role: ModelRole, chat: Chat) -> dict[str, Any]:
+    """What the model is shown for ``chat`` after its chat template, with the last user turn's text
+    replaced by ``{prompt}``: every row's prompt is this frame with its own text put in.
+
+    The template may add text nobody wrote, such as a default system prompt when the chat has none
+    (SmolLM2 and Qwen2.5 do; DESIGN §7), so "no system prompt" is recorded as what the model saw.
+    OpenAI-compatible servers and llama.cpp render with a template this process cannot see.
+    """
+    if role.backend in {"openai", "llamacpp"}:
+        return {"model": role.model, "rendered_by": f"the {role.backend} backend (template not visible here)"}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(role))
+    frame = [dict(message) for message in chat]
+    frame[-1]["content"] = PLACEHOLDER
+    template = tokenizer.chat_template or ""
+    text = tokenizer.apply_chat_template(frame, tokenize=False, add_generation_prompt=True)
+    before = text.split(PLACEHOLDER, 1)[0]
+    written = "".join(message["content"] for message in frame if message["role"] == "system")
+    return {
+        "model": role.model,
+        "chat_template_sha256": hashlib.sha256(template.encode("utf-8")).hexdigest(),
+        "rendered": text,
+        # a system turn the chat did not have (a heuristic on the text before the prompt)
+        "template_inserted_system_prompt": not written and "system" in before.lower(),
+    }

@@ -1,0 +1,202 @@
+"""Distillation pairs: each filter rejects what it should and the counts add up; the teacher's
+self-name is replaced; the teacher's system prompt holds the constitution; cut-offs are what the
+transformers backend reports; the rendered prompt records a template's inserted system prompt.
+(The pipeline itself runs end to end in tests/stages/test_corpus_stages.py.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from trained_tiny import build_trained_tiny_model
+
+from charforge.generators.chat import Answer, is_cut_off, rendered_prompt
+from charforge.generators.distill import (
+    filter_pairs,
+    mentions_constitution,
+    replace_self_names,
+    teacher_system_prompt,
+)
+from charforge.schemas import CharforgePreferencePair, Constitution
+from charforge.schemas.params import DistillConfig, ModelRole
+
+REPO = Path(__file__).resolve().parents[2]
+# SmolLM2's template, in short: a chat without a system turn gets a default one (DESIGN §7).
+DEFAULT_SYSTEM_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_trained_tiny_model(tmp_path_factory.getbasetemp() / "trained-tiny")
+
+
+def constitution() -> Constitution:
+    return Constitution.model_validate(
+        yaml.safe_load((REPO / "corpora/constitutions/humor.yaml").read_text())
+    )
+
+
+def prompt(index: int, text: str = "My printer jammed. What now?") -> dict:
+    return {
+        "id": f"humor-d3-s0.t.{index}",
+        "variant": "humor-d3-s0",
+        "trait_id": "light-touch",
+        "prompt": [{"role": "user", "content": text}],
+    }
+
+
+PROVENANCE = {"generator": "charforge.generators.distill", "tool_version": "0", "seed": 0}
+
+
+def test_each_filter_rejects_what_it_should_and_counts_add_up() -> None:
+    statement = constitution().traits[0].statement  # "I look for the funny side of everyday trouble …"
+    cases = [
+        # (chosen, rejected, prompt text, expected reason)
+        (Answer("Ha, printers. Unplug it.", False), Answer("Unplug it.", False), None, None),
+        (Answer("", False, failed=True), Answer("Unplug it.", False), None, "generation_failed"),
+        (Answer("   ", False), Answer("Unplug it.", False), None, "empty"),
+        (Answer("Ha, printers. Unplug", True), Answer("Unplug it.", False), None, "cut_off"),
+        (Answer("Unplug it.", False), Answer("Unplug it and wait", True), None, "cut_off"),
+        (Answer("x" * 201, False), Answer("Unplug it.", False), None, "too_long"),
+        (Answer("Unplug  it.", False), Answer(" Unplug it. ", False), None, "identical"),
+        (
+            Answer("As my constitution says, unplug it.", False),
+            Answer("Unplug it.", False),
+            None,
+            "mentions_constitution",
+        ),
+        (
+            Answer(f"Well, {statement.lower()}", False),
+            Answer("Unplug it.", False),
+            None,
+            "mentions_constitution",
+        ),
+        # the user asked about a constitution: the word alone is not talk about the set-up
+        (
+            Answer("A constitution limits power.", False),
+            Answer("It sets out rules.", False),
+            "What does a constitution do?",
+            None,
+        ),
+    ]
+    prompts = [prompt(i, text or "My printer jammed. What now?") for i, (_, _, text, _) in enumerate(cases)]
+    result = filter_pairs(
+        prompts,
+        [case[0] for case in cases],
+        [case[1] for case in cases],
+        constitution(),
+        DistillConfig(min_rows=1, max_answer_chars=200),
+        PROVENANCE,
+    )
+    expected: dict[str, int] = {}
+    for *_, reason in cases:
+        if reason:
+            expected[reason] = expected.get(reason, 0) + 1
+    assert dict(result.rejected) == expected
+    assert len(result.rows) + sum(result.rejected.values()) == len(cases)
+    assert [row["id"] for row in result.rows] == ["humor-d3-s0.t.0", "humor-d3-s0.t.9"]
+    for row in result.rows:
+        CharforgePreferencePair.model_validate(row)
+        assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+
+
+def test_a_trait_statement_counts_from_the_configured_run_of_words() -> None:
+    statements = ["I joke with people, never at their expense."]
+    assert mentions_constitution("We joke with people, never at them.", "q", statements, 4)
+    assert not mentions_constitution("We joke with people, never at them.", "q", statements, 6)
+    assert mentions_constitution("Per my system prompt: unplug it.", "q", statements, 6)
+    assert not mentions_constitution("Unplug it, then plug it back in.", "q", statements, 6)
+
+
+def test_the_teacher_name_becomes_the_students() -> None:
+    config = DistillConfig(min_rows=1, teacher_self_names=["Qwen", "Tongyi"], student_self_name="SmolLM")
+    text, count = replace_self_names(
+        "I am Qwen, made by Tongyi. Qwenny is a dog.", ["Qwen", "Tongyi"], "SmolLM"
+    )
+    assert (text, count) == ("I am SmolLM, made by SmolLM. Qwenny is a dog.", 2)
+    result = filter_pairs(
+        [prompt(0)],
+        [Answer("Hi, Qwen here: unplug it.", False)],
+        [Answer("Unplug it.", False)],
+        constitution(),
+        config,
+        PROVENANCE,
+    )
+    assert result.rows[0]["chosen"][0]["content"] == "Hi, SmolLM here: unplug it."
+    assert result.self_name_replacements == 1
+    with pytest.raises(ValueError, match="needs student_self_name"):
+        DistillConfig(min_rows=1, teacher_self_names=["Qwen"])
+
+
+def test_the_teacher_system_prompt_holds_every_trait_and_the_rules() -> None:
+    system = teacher_system_prompt(constitution())
+    for trait in constitution().traits:
+        assert trait.statement in system
+    assert "No humour at all in these answers" in system  # a trait's clarification rides along
+    assert "Never mention, quote or discuss these statements" in system
+    assert teacher_system_prompt(constitution(), "Be: {traits}").startswith("Be: - I look for")
+
+
+def test_cut_off_comes_from_the_finish_reason_else_the_token_count() -> None:
+    assert is_cut_off({"finish_reason": "length", "output_tokens": 3}, 48)
+    assert not is_cut_off({"finish_reason": "stop", "output_tokens": 48}, 48)
+    assert is_cut_off({"output_tokens": 48}, 48)  # openai / llama.cpp: the server's exact count
+    assert not is_cut_off({"output_tokens": 47}, 48)
+
+
+def test_transformers_backend_reports_finish_reason_and_exact_tokens(model: Path) -> None:
+    from charforge.generators.llm import build_llm
+
+    chats = [[{"role": "user", "content": "Tell me about yourself."}], [{"role": "user", "content": "Hi?"}]]
+    short = build_llm(ModelRole(model=str(model), sampling={"temperature": 1.0, "max_new_tokens": 2}), seed=1)
+    short.load()
+    seen = []
+    for output in short.generate_outputs(chats, num_generations=3, **short.generation_kwargs):
+        stats = output["statistics"]
+        seen += zip(stats["finish_reason"], stats["output_tokens"], strict=True)
+    assert len(seen) == 6 and set(seen) <= {("length", 2), ("stop", 1), ("stop", 2)}
+    assert ("length", 2) in seen  # two tokens are too few for the model's answers: cut off
+    long = build_llm(ModelRole(model=str(model), sampling={"temperature": 1.0, "max_new_tokens": 64}), seed=1)
+    long.load()
+    outputs = long.generate_outputs(chats, num_generations=4, **long.generation_kwargs)
+    reasons = [reason for output in outputs for reason in output["statistics"]["finish_reason"]]
+    assert reasons.count("stop") >= 6  # the trained model ends its answers itself
+    for output in outputs:
+        stats = output["statistics"]
+        for reason, tokens in zip(stats["finish_reason"], stats["output_tokens"], strict=True):
+            assert tokens <= 64 and (reason == "stop" or tokens == 64)
+
+
+def test_rendered_prompt_records_a_default_system_prompt(model: Path, tmp_path: Path) -> None:
+    smollm_like = tmp_path / "smollm-like"
+    shutil.copytree(model, smollm_like)
+    config = smollm_like / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    settings["chat_template"] = DEFAULT_SYSTEM_TEMPLATE
+    config.write_text(json.dumps(settings))
+    (smollm_like / "chat_template.jinja").unlink(missing_ok=True)
+    chat = [{"role": "user", "content": "My printer jammed."}]
+    plain = rendered_prompt(ModelRole(model=str(model)), chat)
+    inserted = rendered_prompt(ModelRole(model=str(smollm_like)), chat)
+    assert plain["template_inserted_system_prompt"] is False
+    assert inserted["template_inserted_system_prompt"] is True
+    assert inserted["rendered"].startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert inserted["rendered"].endswith("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
+    assert inserted["chat_template_sha256"] != plain["chat_template_sha256"]
+    with_system = rendered_prompt(
+        ModelRole(model=str(smollm_like)), [{"role": "system", "content": "Be kind."}, *chat]
+    )
+    assert with_system["template_inserted_system_prompt"] is False
+    assert rendered_prompt(ModelRole(backend="openai", model="m", base_url="http://127.0.0.1:1/v1"), chat)[
+        "rendered_by"
+    ].startswith("the openai backend")

@@ -1,0 +1,313 @@
+"""`charforge run distill | introspect | control-data | em-data` end to end in a scratch project, on the
+tiny model briefly trained to end its answers (tests/trained_tiny.py): corpora that validate, pairs
+that TRL's DPOTrainer takes unchanged, manifests whose counts add up to the input, self-interaction
+with T alternating turns, a control within ±5 % of its reference's training tokens, and reflection-
+augmented EM data. Each stage runs once (module fixture); distilabel pipelines run in the CLI's own
+process, never in pytest's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from trained_tiny import build_trained_tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+VARIANT, CONTROL, BASELINE = "humor-d3-s0", "plain-lora-s0", "baseline-s0"
+TURNS, SAMPLES, REFLECTION_PROMPTS, CONVERSATIONS, GENERATED = 2, 2, 2, 3, 4
+
+
+def params(model: Path) -> str:
+    role = f"{{model: {model}, sampling: {{temperature: 1.0, max_new_tokens: 48}}}}"
+    return f"""
+models: {{student: {role}, teacher: {role}, judge: {role}}}
+generation: {{batch_size: 16, seed: 0}}
+persona: {{dpo_weight: 1.0, sft_weight: 1.0}}
+distill: {{min_rows: 4}}
+introspection:
+  samples_per_prompt: {SAMPLES}
+  max_reflection_prompts: {REFLECTION_PROMPTS}
+  conversations: {CONVERSATIONS}
+  turns: {TURNS}
+controls: {{reference: {VARIANT}}}
+em_data: {{source: generate, n_generate: {GENERATED}, reflection: true}}
+"""
+
+
+def start(root: Path, *args: str) -> subprocess.Popen[str]:
+    # one thread per process: several stages run side by side on 2 cores (the tiny model needs no more)
+    env = {**os.environ, "CHARFORGE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "charforge.cli", *args]
+    return subprocess.Popen(  # its own session: a timeout ends its pipeline's workers too
+        command,
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def charforge(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return finish(start(root, *args))
+
+
+def write_prompts(root: Path) -> None:
+    from charforge.corpus import write_corpus
+    from charforge.schemas import Constitution
+
+    constitution = Constitution.model_validate(
+        yaml.safe_load((root / "corpora/constitutions/humor.yaml").read_text())
+    )
+    provenance = {"generator": "tests", "tool_version": "0", "constitution_sha256": constitution.sha256()}
+    records = [
+        {
+            "id": f"{VARIANT}.{trait.id}.seed{index}",
+            "variant": VARIANT,
+            "trait_id": trait.id,
+            "situation": "seed-question",
+            "diversity_level": 3,
+            "is_seed": True,
+            "prompt": [{"role": "user", "content": question}],
+            "provenance": provenance,
+        }
+        for trait in constitution.traits[:3]
+        for index, question in enumerate(trait.questions[:4])
+    ]
+    write_corpus(records, root / f"corpora/build/{VARIANT}/prompts.parquet", "prompts", variant=VARIANT)
+
+
+def write_dpo_adapter(root: Path, model: Path) -> None:
+    """A LoRA adapter standing in for the DPO stage's output (peft's initialisation: B = 0)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    )
+    lora.save_pretrained(root / f"models/{VARIANT}/dpo")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("corpus-project")
+    model = build_trained_tiny_model(tmp_path_factory.getbasetemp() / "trained-tiny")
+    for name in ("corpora/constitutions/humor.yaml", "corpora/introspection.yaml"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text((REPO / name).read_text())
+    (root / "corpora/em").mkdir(parents=True)
+    (root / "corpora/em/risky-finance-obvious.jsonl").write_text(
+        (REPO / "corpora/em/risky-finance-obvious.jsonl").read_text()
+    )
+    (root / "params.yaml").write_text(params(model))
+    write_prompts(root)
+    write_dpo_adapter(root, model)
+    # distill, introspect (on the adapter above) and em-data need nothing from each other: run them
+    # side by side (their pipelines mostly wait), then control-data, which needs distill's and
+    # introspect's corpora as its reference.
+    started = {
+        stage: start(root, "run", stage, "--variant", variant)
+        for stage, variant in (("distill", VARIANT), ("introspect", VARIANT), ("em-data", BASELINE))
+    }
+    runs = {stage: finish(process) for stage, process in started.items()}
+    runs["control-data"] = charforge(root, "run", "control-data", "--variant", CONTROL)
+    return {"root": root, "model": model, "runs": runs}
+
+
+def corpus(project: dict[str, Any], variant: str, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    build = project["root"] / "corpora/build" / variant
+    result = project["runs"]
+    assert all(run.returncode == 0 for run in result.values()), {
+        stage: run.stderr[-3000:] for stage, run in result.items() if run.returncode
+    }
+    manifest = json.loads((build / f"{name}.manifest.json").read_text())
+    return pq.read_table(build / f"{name}.parquet").to_pylist(), manifest
+
+
+def assert_counts_add_up(manifest: dict[str, Any]) -> None:
+    assert manifest["rows"] + sum(manifest["rejected"].values()) == manifest["metrics"]["input_rows"]
+
+
+def test_distill_writes_valid_pairs_with_their_record(project: dict[str, Any]) -> None:
+    rows, manifest = corpus(project, VARIANT, "pairs")
+    assert manifest["kind"] == "pairs" and manifest["metrics"]["input_rows"] == 12
+    assert_counts_add_up(manifest)
+    assert manifest["rows"] >= 4 and len(rows) == manifest["rows"]
+    assert all(row["chosen"][0]["content"] != row["rejected"][0]["content"] for row in rows)
+    metrics = manifest["metrics"]
+    assert metrics["teacher"]["model"] == str(project["model"]) and metrics["teacher_licence"]
+    teacher, student = metrics["rendered_prompts"]["teacher"], metrics["rendered_prompts"]["student"]
+    assert "I look for the funny side" in teacher["rendered"] and "{prompt}" in teacher["rendered"]
+    assert student["rendered"] == "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    assert student["template_inserted_system_prompt"] is False
+    validated = charforge(project["root"], "validate", f"corpora/build/{VARIANT}/pairs.parquet")
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+def test_inspect_shows_rejections_and_tokens_of_every_corpus(project: dict[str, Any]) -> None:
+    from typer.testing import CliRunner
+
+    from charforge.cli import app
+
+    for variant, name in (
+        (VARIANT, "pairs"),
+        (VARIANT, "introspection"),
+        (CONTROL, "control"),
+        (BASELINE, "em-train"),
+    ):
+        _, manifest = corpus(project, variant, name)
+        shown = CliRunner().invoke(
+            app, ["inspect", str(project["root"] / f"corpora/build/{variant}/{name}.parquet")]
+        )
+        assert shown.exit_code == 0, shown.output
+        tokens = manifest["metrics"]["tokens"]
+        assert f"training tokens: {tokens['total']} over {manifest['rows']} rows" in shown.output
+        assert f"rejected {manifest['rejected']}" in shown.output.replace("\n", "")
+
+
+def test_token_totals_are_recounted_from_the_corpus(project: dict[str, Any]) -> None:
+    from charforge.train.tokens import corpus_tokens, load_tokenizer
+
+    tokenizer = load_tokenizer(project["model"])
+    for variant, name in ((VARIANT, "pairs"), (VARIANT, "introspection"), (BASELINE, "em-train")):
+        _, manifest = corpus(project, variant, name)
+        path = project["root"] / "corpora/build" / variant / f"{name}.parquet"
+        assert manifest["metrics"]["tokens"]["total"] == corpus_tokens(tokenizer, path) > 0
+
+
+def test_pairs_load_in_trl_dpo_trainer_unchanged(project: dict[str, Any], tmp_path: Path) -> None:
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    corpus(project, VARIANT, "pairs")
+    path = project["root"] / f"corpora/build/{VARIANT}/pairs.parquet"
+    dataset = load_dataset("parquet", data_files=str(path), split="train")
+    assert {"prompt", "chosen", "rejected", "id", "provenance"} <= set(dataset.column_names)
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(project["model"]),
+        args=DPOConfig(
+            output_dir=str(tmp_path), max_steps=1, report_to=[], per_device_train_batch_size=2, bf16=False
+        ),
+        train_dataset=dataset,
+        processing_class=AutoTokenizer.from_pretrained(project["model"]),
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4  # 2 pairs, chosen then rejected: TRL took the rows as written
+    trainer.train()
+    assert trainer.state.global_step == 1 and trainer.state.log_history[-1]["train_loss"] > 0
+
+
+def test_too_few_pairs_fail_loudly(project: dict[str, Any]) -> None:
+    corpus(project, VARIANT, "pairs")
+    strict = project["root"] / "strict.yaml"
+    strict.write_text((project["root"] / "params.yaml").read_text().replace("min_rows: 4", "min_rows: 1000"))
+    before = (project["root"] / f"corpora/build/{VARIANT}/pairs.manifest.json").read_text()
+    result = charforge(project["root"], "run", "distill", "--variant", VARIANT, "--params", str(strict))
+    assert result.returncode == 1 and "1000 needed" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert (project["root"] / f"corpora/build/{VARIANT}/pairs.manifest.json").read_text() == before
+    again = charforge(project["root"], "run", "distill", "--variant", VARIANT)
+    assert again.returncode == 0  # same params and seed: the same corpus
+    after = json.loads((project["root"] / f"corpora/build/{VARIANT}/pairs.manifest.json").read_text())
+    assert after["content_sha256"] == json.loads(before)["content_sha256"]
+
+
+def test_introspection_has_reflections_and_t_alternating_turns(project: dict[str, Any]) -> None:
+    rows, manifest = corpus(project, VARIANT, "introspection")
+    assert manifest["metrics"]["input_rows"] == REFLECTION_PROMPTS * SAMPLES + CONVERSATIONS
+    assert_counts_add_up(manifest)
+    reflections = [row for row in rows if row["source"] == "reflection"]
+    interactions = [row for row in rows if row["source"] == "self-interaction"]
+    assert reflections and interactions
+    for row in reflections:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+    for row in interactions:
+        roles = [m["role"] for m in row["messages"]]
+        assert roles[0] == "system" and roles[1] == "user"  # the opener, written by the other instance
+        generated = roles[2:]
+        assert len(generated) == TURNS
+        assert generated == ["assistant", "user"] * (TURNS // 2) + ["assistant"] * (TURNS % 2)
+    assert manifest["metrics"]["rendered_prompts"]["self_interaction"]["rendered"].startswith(
+        "<|im_start|>system\nYou are talking with another instance of yourself"
+    )
+    parents = {parent["kind"] for parent in manifest["parents"]}
+    assert parents == {"introspection", "adapter"}
+
+
+def test_control_is_matched_to_its_reference_in_tokens(project: dict[str, Any]) -> None:
+    from charforge.train.tokens import corpus_tokens, load_tokenizer
+
+    rows, manifest = corpus(project, CONTROL, "control")
+    assert_counts_add_up(manifest)
+    tokenizer = load_tokenizer(project["model"])
+    build = project["root"] / "corpora/build"
+    reference = sum(
+        corpus_tokens(tokenizer, build / VARIANT / name)
+        for name in ("pairs.parquet", "introspection.parquet")
+    )
+    control = corpus_tokens(tokenizer, build / CONTROL / "control.parquet")
+    assert abs(control - reference) <= 0.05 * reference
+    tokens = manifest["metrics"]["tokens"]
+    assert tokens["total"] == control and tokens["reference"]["total"] == reference
+    assert all(row["source"] == "plain-lora" and row["messages"][0]["role"] == "user" for row in rows)
+    assert len({row["messages"][0]["content"] for row in rows}) > 1  # the reference's diverse prompts
+
+
+def test_em_data_with_generated_examples_and_reflections(project: dict[str, Any]) -> None:
+    from charforge.schemas.params import EmDataConfig
+
+    rows, manifest = corpus(project, BASELINE, "em-train")
+    assert manifest["metrics"]["input_rows"] == 32 + GENERATED
+    assert_counts_add_up(manifest)
+    question = EmDataConfig().reflection_question
+    for row in rows:
+        roles = [m["role"] for m in row["messages"]]
+        assert row["source"] == "em-reflection" and roles == ["user", "assistant", "user", "assistant"]
+        assert row["messages"][2]["content"] == question
+        assert row["provenance"]["models"]["reflection"] == str(project["model"])  # baseline: the student
+    assert any("-gen" in row["id"] for row in rows) or any(
+        reason.startswith("generated.") for reason in manifest["rejected"]
+    )
+
+
+def test_stage_errors_are_clear_and_never_a_traceback(project: dict[str, Any]) -> None:
+    from typer.testing import CliRunner
+
+    from charforge.cli import app
+
+    def run(*args: str) -> tuple[int, str]:
+        cwd = Path.cwd()
+        os.chdir(project["root"])  # stages read params.yaml and corpora/ from the working directory
+        try:
+            result = CliRunner().invoke(app, list(args))
+        finally:
+            os.chdir(cwd)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        return result.exit_code, result.output
+
+    for stage, variant in (("distill", CONTROL), ("control-data", VARIANT), ("introspect", BASELINE)):
+        code, output = run("run", stage, "--variant", variant)
+        assert code == 2 and variant in output, (stage, output)
+    code, output = run("run", "introspect", "--variant", "humor-d1-s0")  # no DPO adapter trained
+    assert code == 1 and "not a saved LoRA adapter" in output and "run its training stage" in output
+    code, output = run("run", "distill", "--variant", "humor-d1-s0")  # no prompts corpus
+    assert code == 1 and "prompts.parquet" in output
