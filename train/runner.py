@@ -114,6 +114,10 @@ def train_adapter(
         )
         # With tqdm off the Trainer prints every log as a raw dict; the rich panel shows them instead.
         trainer.remove_callback(PrinterCallback)
+        # TRL drops examples that truncation leaves without a completion: count them, never lose them.
+        trained_examples = len(trainer.train_dataset)
+        if trained_examples < len(dataset):
+            run.extra["dropped_by_truncation"] = len(dataset) - trained_examples
         total, trainable = parameter_counts(trainer.model)
         before = frozen_digest(trainer.model) if run.verify_frozen else None
         with Stopwatch() as clock:
@@ -131,7 +135,7 @@ def train_adapter(
     record = ComputeRecord(
         stage=run.stage,
         variant=run.variant,
-        examples=len(dataset),
+        examples=trained_examples,
         epochs=float(trainer.state.epoch or 0.0),
         tokens_trained=tokens_seen,
         loss_tokens=loss_tokens_seen,
