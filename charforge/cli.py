@@ -474,7 +474,7 @@ def run_eval_em(variant: VariantOption, params: ParamsOption = Path("params.yaml
     for point, figures in metrics["headline"].items():
         shown = {name: None if value is None else round(value, 3) for name, value in figures.items()}
         err.print(f"{variant} {point}: {shown}")
-    err.print(f"wrote metrics/{variant}/eval-em.json and corpora/build/{variant}/eval-samples.parquet")
+    err.print(f"wrote metrics/{variant}/eval-em.json and corpora/eval/{variant}/eval-samples.parquet")
 
 
 @run_app.command("report")

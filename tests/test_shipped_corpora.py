@@ -14,7 +14,10 @@ from charforge.schemas.situations import SituationTaxonomy
 from charforge.validate import expand_paths, validate_file
 
 CORPORA = Path(__file__).resolve().parents[1] / "corpora"
-SHIPPED = sorted(path for path in expand_paths([CORPORA]) if "build" not in path.relative_to(CORPORA).parts)
+GENERATED = {"build", "eval"}  # DVC outputs (corpora/build/<variant>/, corpora/eval/<variant>/), not shipped
+SHIPPED = sorted(
+    path for path in expand_paths([CORPORA]) if not GENERATED & set(path.relative_to(CORPORA).parts)
+)
 EXPECTED_KINDS = {
     "constitutions": "constitution",
     "situations.yaml": "situations",
