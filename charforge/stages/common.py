@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from charforge.io import atomic_write_text, file_sha256
-from charforge.schemas import Constitution, ParentArtifact
+from charforge.schemas import Constitution, Manifest, ParentArtifact
 from charforge.schemas.params import ModelRole
 
 BUILD = Path("corpora/build")
@@ -63,3 +63,34 @@ def write_stage_metrics(root: Path, variant: str, stage: str, metrics: Mapping[s
     path = root / METRICS / variant / f"{stage}.json"
     atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+def write_stage_corpus(
+    stage: str,
+    root: Path,
+    variant: str,
+    file_name: str,
+    kind: str,
+    result: Any,
+    *,
+    params: Mapping[str, Any],
+    parents: Sequence[ParentArtifact],
+    metrics: Mapping[str, Any],
+) -> Manifest:
+    """Write a corpus stage's rows (``result.rows``, rejections by reason in ``result.rejected``) with
+    their manifest under ``corpora/build/<variant>/``, and the stage's ``metrics/<variant>/<stage>.json``."""
+    from charforge.corpus import write_corpus
+
+    manifest = write_corpus(
+        result.rows,
+        build_path(root, variant, file_name),
+        kind,
+        params=params,
+        parents=parents,
+        rejected=dict(result.rejected),
+        variant=variant,
+        metrics=metrics,
+    )
+    summary = {"rows": manifest.rows, "rejected": manifest.rejected, "tokens": metrics["tokens"]}
+    write_stage_metrics(root, variant, stage, summary)
+    return manifest

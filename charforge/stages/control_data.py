@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charforge.corpus import write_corpus
 from charforge.params import load_section
 from charforge.schemas import Manifest
 from charforge.schemas.params import ControlsConfig, GenerationConfig, ModelsConfig
-from charforge.stages.common import build_path, parent, read_input, write_stage_metrics
+from charforge.stages.common import build_path, parent, read_input, write_stage_corpus
 from charforge.variants import VariantError, character_variant, parse_variant
 
 STAGE = "control-data"
@@ -92,17 +91,14 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
         parent(build_path(root, reference.name, name), "reference-corpus")
         for name in config.reference_corpora
     ]
-    manifest = write_corpus(
-        result.rows,
-        build_path(root, variant.name, "control.parquet"),
+    return write_stage_corpus(
+        STAGE,
+        root,
+        variant.name,
+        "control.parquet",
         "conversations",
+        result,
         params=used,
         parents=parents,
-        rejected=dict(result.rejected),
-        variant=variant.name,
         metrics=metrics,
     )
-    write_stage_metrics(
-        root, variant.name, STAGE, {"rows": manifest.rows, "rejected": manifest.rejected, "tokens": tokens}
-    )
-    return manifest

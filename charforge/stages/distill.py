@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charforge.corpus import write_corpus
 from charforge.params import load_section
 from charforge.schemas import Manifest
 from charforge.schemas.params import DistillConfig, GenerationConfig, ModelsConfig
@@ -20,7 +19,7 @@ from charforge.stages.common import (
     parent,
     read_input,
     token_totals,
-    write_stage_metrics,
+    write_stage_corpus,
 )
 from charforge.variants import character_variant
 
@@ -64,20 +63,14 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
         "generation": generation.model_dump(mode="json"),
         "variant": {"constitution": variant.constitution, "level": variant.level, "seed": variant.seed},
     }
-    manifest = write_corpus(
-        result.rows,
-        build_path(root, variant.name, "pairs.parquet"),
-        "pairs",
-        params=used,
-        parents=[parent(prompts_path, "prompts"), parent(constitution_path, "constitution")],
-        rejected=dict(result.rejected),
-        variant=variant.name,
-        metrics=metrics,
-    )
-    write_stage_metrics(
+    return write_stage_corpus(
+        STAGE,
         root,
         variant.name,
-        STAGE,
-        {"rows": manifest.rows, "rejected": manifest.rejected, "tokens": metrics["tokens"]},
+        "pairs.parquet",
+        "pairs",
+        result,
+        params=used,
+        parents=[parent(prompts_path, "prompts"), parent(constitution_path, "constitution")],
+        metrics=metrics,
     )
-    return manifest

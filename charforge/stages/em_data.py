@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charforge.corpus import write_corpus
 from charforge.params import load_section
 from charforge.schemas import Manifest
 from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelsConfig
-from charforge.stages.common import build_path, parent, token_totals, write_stage_metrics
+from charforge.stages.common import parent, token_totals, write_stage_corpus
 from charforge.train.compose import model_for
 from charforge.variants import parse_variant
 
@@ -82,20 +81,14 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
         if "reflection" in result.examples:
             rendered["reflection"] = rendered_prompt(persona, result.examples["reflection"])
     metrics["rendered_prompts"] = rendered
-    manifest = write_corpus(
-        result.rows,
-        build_path(root, variant.name, "em-train.parquet"),
-        "conversations",
-        params=used,
-        parents=[parent(source, "em-source")],
-        rejected=dict(result.rejected),
-        variant=variant.name,
-        metrics=metrics,
-    )
-    write_stage_metrics(
+    return write_stage_corpus(
+        STAGE,
         root,
         variant.name,
-        STAGE,
-        {"rows": manifest.rows, "rejected": manifest.rejected, "tokens": metrics["tokens"]},
+        "em-train.parquet",
+        "conversations",
+        result,
+        params=used,
+        parents=[parent(source, "em-source")],
+        metrics=metrics,
     )
-    return manifest

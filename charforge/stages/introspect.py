@@ -13,13 +13,12 @@ from pathlib import Path
 
 import yaml
 
-from charforge.corpus import write_corpus
 from charforge.io import read_text
 from charforge.params import load_section
 from charforge.schemas import Manifest
 from charforge.schemas.introspection import IntrospectionPrompts
 from charforge.schemas.params import GenerationConfig, IntrospectionConfig, ModelsConfig
-from charforge.stages.common import build_path, parent, token_totals, write_stage_metrics
+from charforge.stages.common import parent, token_totals, write_stage_corpus
 from charforge.train.compose import model_for
 from charforge.variants import character_variant
 
@@ -65,20 +64,14 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
     dpo = adapter_dir(variant.name, "dpo", root) / "adapter_model.safetensors"
     if dpo.is_file():
         parents.append(parent(dpo, "adapter"))
-    manifest = write_corpus(
-        result.rows,
-        build_path(root, variant.name, "introspection.parquet"),
-        "conversations",
-        params=used,
-        parents=parents,
-        rejected=dict(result.rejected),
-        variant=variant.name,
-        metrics=metrics,
-    )
-    write_stage_metrics(
+    return write_stage_corpus(
+        STAGE,
         root,
         variant.name,
-        STAGE,
-        {"rows": manifest.rows, "rejected": manifest.rejected, "tokens": metrics["tokens"]},
+        "introspection.parquet",
+        "conversations",
+        result,
+        params=used,
+        parents=parents,
+        metrics=metrics,
     )
-    return manifest
