@@ -92,18 +92,36 @@ def run_pipeline(
 
     On Ray, a Ray that was not initialised before is shut down afterwards (the local instance's
     processes end; a cluster is only disconnected from). A Ray the caller initialised is left alone.
+
+    A run that was killed (SIGKILL, a lost machine) leaves a cache distilabel cannot resume from: its
+    batch manager was never saved, and resuming waits forever for the batch in flight at the kill
+    (measured: a hang, not an error). Every run therefore leaves a marker in its cache folder until it
+    returns; a run that finds the marker starts again without the cache, with a warning.
     """
+    unfinished = Path(pipeline._cache_location["pipeline"]).parent / "charforge-unfinished"
+    if use_cache and unfinished.exists():
+        warnings.warn(
+            f"pipeline {pipeline.name}: its last run was killed before it finished, and distilabel cannot "
+            "resume from that cache; generating again without it",
+            stacklevel=2,
+        )
+        use_cache = False
+    unfinished.parent.mkdir(parents=True, exist_ok=True)
+    unfinished.touch()
     runner = for_config(pipeline, config)
     if runner is pipeline:
-        return runner.run(parameters=parameters, use_cache=use_cache)
-    import ray
+        distiset = runner.run(parameters=parameters, use_cache=use_cache)
+    else:
+        import ray
 
-    started_here = not ray.is_initialized()
-    try:
-        return runner.run(parameters=parameters, use_cache=use_cache)
-    finally:
-        if started_here and ray.is_initialized():
-            ray.shutdown()
+        started_here = not ray.is_initialized()
+        try:
+            distiset = runner.run(parameters=parameters, use_cache=use_cache)
+        finally:
+            if started_here and ray.is_initialized():
+                ray.shutdown()
+    unfinished.unlink()
+    return distiset
 
 
 class IncompletePipelineOutput(RuntimeError):

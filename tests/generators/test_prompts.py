@@ -1,5 +1,5 @@
 """Prompt generation on a tiny random model: exact sizes per level, validation, the cache, backfill
-failing loudly, and a run killed with SIGKILL that resumes with every row exactly once."""
+failing loudly, and a run killed with SIGKILL whose rerun keeps every row exactly once."""
 
 from __future__ import annotations
 
@@ -166,30 +166,39 @@ def test_near_duplicates_are_measured_on_word_shingles() -> None:
     assert jaccard(a, b) == 1.0 and jaccard(a, c) == 0.0
 
 
-def _wait_for_cached_batch(cache: Path, deadline_s: float) -> None:
+def _wait_for_generated_batch(cache: Path, deadline_s: float) -> None:
+    """Until the generation step has cached its first batch (distilabel's per-batch step data)."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        if any(path.suffix == ".parquet" and "chat_generation" in str(path) for path in cache.rglob("*")):
+        if any("chat_generation" in str(path) for path in cache.rglob("steps_data/*/batch_*.json")):
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError("no generation batch was cached in time")
 
 
-def test_sigkill_and_resume_keeps_every_row_once(tiny_model: Path, tmp_path: Path) -> None:
+def test_sigkill_then_rerun_keeps_every_row_once(tiny_model: Path, tmp_path: Path) -> None:
+    # A killed run leaves a cache distilabel cannot resume from (it waited forever for the batch in
+    # flight); the rerun must notice, generate again, and give exactly the uninterrupted corpus.
+    # 80 slots (20 batches, plus backfill) leave most of the run after the first batch, so the kill
+    # lands mid-run even on a slow machine.
     cache, out = tmp_path / "cache", tmp_path / "rows.json"
-    argv = command(tiny_model, cache, out, level=3)
+    size = {"prompts_per_trait": 40}
+    argv = command(tiny_model, cache, out, level=3, **size)
     victim = subprocess.Popen(
         argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait_for_cached_batch(cache, 240)
+        _wait_for_generated_batch(cache, 240)
     finally:
         os.killpg(victim.pid, signal.SIGKILL)  # the runner and its distilabel workers, mid-run
         victim.wait()
     assert not out.exists()
-    subprocess.run(argv, check=True, timeout=600, capture_output=True)
+    assert list(cache.rglob("charforge-unfinished"))
+    rerun = subprocess.run(argv, check=True, timeout=600, capture_output=True, text=True)
+    assert "last run was killed" in rerun.stderr
+    assert not list(cache.rglob("charforge-unfinished"))
     resumed = json.loads(out.read_text())["records"]
-    uninterrupted, _ = run(tiny_model, tmp_path / "fresh-cache", 3)
+    uninterrupted, _ = run(tiny_model, tmp_path / "fresh-cache", 3, **size)
     assert [r["id"] for r in resumed] == [r["id"] for r in uninterrupted]
     assert resumed == uninterrupted
 
