@@ -177,6 +177,35 @@ def test_transformers_backend_reports_finish_reason_and_exact_tokens(model: Path
             assert tokens <= 64 and (reason == "stop" or tokens == 64)
 
 
+def test_a_call_runs_as_one_batch_with_the_same_answers_as_one_at_a_time(model: Path) -> None:
+    from charforge.generators.llm import build_llm
+
+    # prompts of different lengths, so the batch is left-padded
+    chats = [
+        [{"role": "user", "content": "Hi?"}],
+        [{"role": "user", "content": "Tell me about yourself, and about the things you like to do."}],
+        [{"role": "user", "content": "What is the weather like?"}],
+    ]
+    llm = build_llm(ModelRole(model=str(model), sampling={"temperature": 0, "max_new_tokens": 24}), seed=1)
+    llm.load()
+    calls: list[int] = []
+    forward = llm._pipeline._forward
+
+    def counting_forward(model_inputs: dict, **params: object) -> object:
+        calls.append(model_inputs["input_ids"].shape[0])
+        return forward(model_inputs, **params)
+
+    llm._pipeline._forward = counting_forward
+    batched = llm.generate_outputs(chats, **llm.generation_kwargs)
+    assert calls == [3]  # one forward pass of the pipeline for the whole call
+    alone = [llm.generate_outputs([chat], **llm.generation_kwargs)[0] for chat in chats]
+    assert calls == [3, 1, 1, 1]
+    for together, single in zip(batched, alone, strict=True):
+        assert together["generations"] == single["generations"]  # greedy: padding changes nothing
+        assert together["statistics"]["finish_reason"] == single["statistics"]["finish_reason"]
+        assert together["statistics"]["output_tokens"] == single["statistics"]["output_tokens"]
+
+
 def test_rendered_prompt_records_a_default_system_prompt(model: Path, tmp_path: Path) -> None:
     smollm_like = tmp_path / "smollm-like"
     shutil.copytree(model, smollm_like)
