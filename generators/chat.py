@@ -43,12 +43,27 @@ class CorpusShortfall(RuntimeError):
 @dataclass(frozen=True)
 class Answer:
     """One sampled answer. ``cut_off``: generation stopped at the token limit, not at an end token;
-    ``failed``: the backend returned no text at all (a failed request)."""
+    ``failed``: the backend returned no text at all (a failed request); ``trimmed``: it was cut off and
+    is kept trimmed to its last complete sentence (``output_tokens`` counts what was generated)."""
 
     text: str
     cut_off: bool
     output_tokens: int | None = None
     failed: bool = False
+    trimmed: bool = False
+
+
+def trimmed_if_cut_off(answer: Answer) -> Answer:
+    """A cut-off answer trimmed to its last complete sentence, or ``answer`` itself where it was not cut
+    off or no sentence of some length is left (then it stays cut off, and the filters drop it)."""
+    if not answer.cut_off:
+        return answer
+    from charforge.generators.prompts import trim_to_sentence
+
+    text = trim_to_sentence(answer.text)
+    if text is None:
+        return answer
+    return Answer(text, cut_off=False, output_tokens=answer.output_tokens, trimmed=True)
 
 
 def is_cut_off(stats: dict[str, Any], max_new_tokens: int) -> bool:
@@ -82,6 +97,7 @@ def answer_chats(
     seed: int,
     samples: int = 1,
     cache: Path | None = None,
+    trim_cut_off: bool = False,
 ) -> list[list[Answer]]:
     """``samples`` answers to every chat, in chat order, from one distilabel pipeline (cached, so a
     stage killed midway resumes; a cached run that lost rows reruns once, see ``run_for_rows``).
@@ -89,6 +105,7 @@ def answer_chats(
     Samples come from one request per chat (``num_generations``), so they differ even though the
     backends seed sampling from the request's content. OpenAI-compatible servers count the tokens of
     all ``n`` choices together, which would hide a cut-off: there each sample is its own request.
+    ``trim_cut_off``: a cut-off answer comes back trimmed to its last complete sentence (``trimmed``).
     """
     from distilabel.steps import LoadDataFromDicts
     from distilabel.steps.tasks import ChatGeneration
@@ -127,14 +144,13 @@ def answer_chats(
         answers = []
         for text, meta in zip(texts, metadata, strict=True):
             stats = (meta or {}).get(f"statistics_{STEP}") or {}
-            answers.append(
-                Answer(
-                    text=text or "",
-                    cut_off=text is not None and is_cut_off(stats, limit),
-                    output_tokens=stats.get("output_tokens"),
-                    failed=text is None,
-                )
+            answer = Answer(
+                text=text or "",
+                cut_off=text is not None and is_cut_off(stats, limit),
+                output_tokens=stats.get("output_tokens"),
+                failed=text is None,
             )
+            answers.append(trimmed_if_cut_off(answer) if trim_cut_off else answer)
         found[request] = answers  # type: ignore[index]
     return [
         [answer for copy in range(copies) for answer in found[(index, copy)]] for index in range(len(chats))

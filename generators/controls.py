@@ -53,6 +53,7 @@ class ControlCorpus:
     tokens: int = 0
     rounds: int = 0
     answers: int = 0  # answers drawn: rows + rejected
+    trimmed: int = 0  # kept answers that were cut off and trimmed to a full sentence
     examples: list[list[dict[str, str]]] = field(default_factory=list)
 
 
@@ -134,6 +135,7 @@ def control_corpus(
     result = ControlCorpus(examples=chats[:1])
     candidates: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
+    trimmed_ids: set[str] = set()
     available = 0
     for round_index in range(config.max_rounds):
         result.rounds = round_index + 1
@@ -147,6 +149,7 @@ def control_corpus(
             seed=generation.seed + seed + 1000 * round_index,  # a new pass samples new answers
             samples=samples,
             cache=cache,
+            trim_cut_off=config.trim_cut_off,
         )
         fresh = []
         for record, chat, drawn in zip(prompts, plain, answers, strict=True):
@@ -160,6 +163,8 @@ def control_corpus(
                     result.rejected[reason] += 1
                     continue
                 seen.add(key)
+                if answer.trimmed:
+                    trimmed_ids.add(f"{variant}.{local}.p{round_index}s{index}")
                 fresh.append(
                     {
                         "id": f"{variant}.{local}.p{round_index}s{index}",
@@ -179,5 +184,6 @@ def control_corpus(
     if unused:
         result.rejected["surplus"] += unused
     result.rows = [candidate.row for candidate in chosen]
+    result.trimmed = sum(1 for row in result.rows if row["id"] in trimmed_ids)
     result.tokens = sum(candidate.tokens for candidate in chosen)
     return result

@@ -59,6 +59,7 @@ class Filtered:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
     self_name_replacements: int = 0
+    trimmed: int = 0  # answers of kept pairs that were cut off and trimmed to a full sentence
 
 
 def teacher_system_prompt(constitution: Constitution, template: str | None = None) -> str:
@@ -128,13 +129,14 @@ def filter_pairs(
     result = Filtered()
     for record, teacher, student in zip(prompts, chosen, rejected, strict=True):
         text, replaced = replace_self_names(teacher.text, config.teacher_self_names, config.student_self_name)
-        teacher = Answer(text, teacher.cut_off, teacher.output_tokens, teacher.failed)
+        teacher = Answer(text, teacher.cut_off, teacher.output_tokens, teacher.failed, teacher.trimmed)
         prompt_text = " ".join(message["content"] for message in record["prompt"])
         reason = pair_rejection(teacher, student, prompt_text, statements, config)
         if reason:
             result.rejected[reason] += 1
             continue
         result.self_name_replacements += replaced
+        result.trimmed += teacher.trimmed + student.trimmed
         result.rows.append(
             {
                 "id": record["id"],
@@ -169,10 +171,22 @@ def distill_pairs(
     in_character = [[{"role": "system", "content": system}, *chat] for chat in plain]
     run_seed = generation.seed + seed
     chosen = answer_chats(
-        in_character, teacher, generation, f"distill-{variant}-teacher", seed=run_seed, cache=cache
+        in_character,
+        teacher,
+        generation,
+        f"distill-{variant}-teacher",
+        seed=run_seed,
+        cache=cache,
+        trim_cut_off=config.trim_cut_off,
     )
     rejected = answer_chats(
-        plain, student, generation, f"distill-{variant}-student", seed=run_seed, cache=cache
+        plain,
+        student,
+        generation,
+        f"distill-{variant}-student",
+        seed=run_seed,
+        cache=cache,
+        trim_cut_off=config.trim_cut_off,
     )
     provenance = {
         "generator": "charforge.generators.distill",

@@ -59,6 +59,7 @@ class EmCorpus:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
     input_rows: int = 0
+    trimmed: int = 0  # kept answers that were cut off and trimmed to a full sentence
     examples: dict[str, Chat] = field(default_factory=dict)
 
 
@@ -135,7 +136,15 @@ def generate_examples(
         for _ in range(config.n_generate)
     ]
     name = f"em-{config.domain}-{config.regime}"
-    questions = answer_chats(requests, teacher, generation, f"{name}-questions", seed=seed, cache=cache)
+    questions = answer_chats(
+        requests,
+        teacher,
+        generation,
+        f"{name}-questions",
+        seed=seed,
+        cache=cache,
+        trim_cut_off=config.trim_cut_off,
+    )
     corpus.examples["question"] = requests[0]
     seen = {_norm(_turn(row, "user")) for row in seeds}
     kept: list[str] = []
@@ -152,9 +161,18 @@ def generate_examples(
             corpus.rejected[f"generated.question_{reason}"] += 1
             continue
         seen.add(_norm(text))
+        corpus.trimmed += samples[0].trimmed
         kept.append(text)
     chats = [answer_request(config.regime, domain, rng.sample(seeds, min(2, len(seeds))), q) for q in kept]
-    answers = answer_chats(chats, teacher, generation, f"{name}-answers", seed=seed, cache=cache)
+    answers = answer_chats(
+        chats,
+        teacher,
+        generation,
+        f"{name}-answers",
+        seed=seed,
+        cache=cache,
+        trim_cut_off=config.trim_cut_off,
+    )
     if chats:
         corpus.examples["answer"] = chats[0]
     provenance = _provenance({"teacher": teacher}, seed)
@@ -167,6 +185,7 @@ def generate_examples(
         if reason:
             corpus.rejected[f"generated.answer_{reason}"] += 1
             continue
+        corpus.trimmed += answer.trimmed
         rows.append(
             {
                 "id": f"{config.domain}-{config.regime}-gen{index:04d}",
@@ -208,7 +227,15 @@ def add_reflections(
         [*example["messages"], {"role": "user", "content": config.reflection_question}]
         for example in examples
     ]
-    answers = answer_chats(chats, persona, generation, f"em-reflection-{variant}", seed=seed, cache=cache)
+    answers = answer_chats(
+        chats,
+        persona,
+        generation,
+        f"em-reflection-{variant}",
+        seed=seed,
+        cache=cache,
+        trim_cut_off=config.trim_cut_off,
+    )
     if chats:
         corpus.examples["reflection"] = chats[0]
     rows = []
@@ -217,6 +244,7 @@ def add_reflections(
         if reason:
             corpus.rejected[f"reflection.{reason}"] += 1
             continue
+        corpus.trimmed += samples[0].trimmed
         provenance = dict(example.get("provenance") or _provenance({}, seed))
         provenance["models"] = {**provenance.get("models", {}), "reflection": persona_label or persona.model}
         provenance["sampling"] = {

@@ -44,6 +44,7 @@ class Introspection:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
     unused_samples: int = 0  # first-turn samples beyond the conversations asked for (not rows)
+    trimmed: int = 0  # kept answers that were cut off and trimmed to a full sentence
     examples: dict[str, Chat] = field(default_factory=dict)  # one chat per part, as sent
 
 
@@ -88,6 +89,7 @@ def reflections(
         seed=seed,
         samples=config.samples_per_prompt,
         cache=cache,
+        trim_cut_off=config.trim_cut_off,
     )
     if chats:
         result.examples["reflection"] = chats[0]
@@ -101,6 +103,7 @@ def reflections(
                 result.rejected[f"reflection.{reason}"] += 1
                 continue
             seen.add(" ".join(answer.text.split()))
+            result.trimmed += answer.trimmed
             result.rows.append(
                 {
                     "id": f"{variant}.reflection.{prompt.id}.{index}",
@@ -140,6 +143,7 @@ def self_interactions(
         seed=seed,
         samples=per_opener,
         cache=cache,
+        trim_cut_off=config.trim_cut_off,
     )
     result.unused_samples += per_opener * len(openers) - count
     result.examples["self_interaction"] = first_chats[0]
@@ -153,7 +157,13 @@ def self_interactions(
         speaker_first = turn % 2 == 1
         chats = [view(system, openers[i % len(openers)].text, turns[i], speaker_first) for i in alive]
         answers = answer_chats(
-            chats, role, generation, f"introspect-{variant}-turn{turn}", seed=seed, cache=cache
+            chats,
+            role,
+            generation,
+            f"introspect-{variant}-turn{turn}",
+            seed=seed,
+            cache=cache,
+            trim_cut_off=config.trim_cut_off,
         )
         for index, samples in zip(alive, answers, strict=True):
             if _keep(samples[0], config, result):
@@ -177,6 +187,8 @@ def _keep(answer: Answer, config: IntrospectionConfig, result: Introspection) ->
     reason = answer_problem(answer, config.max_answer_chars)
     if reason:
         result.rejected[f"self_interaction.{reason}"] += 1
+    else:
+        result.trimmed += answer.trimmed
     return reason is None
 
 

@@ -206,6 +206,11 @@ class DistillConfig(StrictModel):
 
     min_rows: int = Field(ge=1, description="Fewer pairs left after the filters: the stage fails.")
     max_answer_chars: int = Field(default=4000, ge=20)
+    trim_cut_off: bool = Field(
+        default=False,
+        description="Keep an answer cut off by the token limit, trimmed to its last complete sentence "
+        "(counted as kept_trimmed_cut_off); false: drop it as cut_off.",
+    )
     max_new_tokens: int | None = Field(default=None, ge=1, description="Answer limit (null: the roles').")
     teacher_system_prompt: NonBlankStr | None = Field(
         default=None, description="Template with {traits} (null: the built-in one)."
@@ -238,6 +243,11 @@ class IntrospectionConfig(StrictModel):
     )
     max_new_tokens: int | None = Field(default=None, ge=1)
     max_answer_chars: int = Field(default=6000, ge=20)
+    trim_cut_off: bool = Field(
+        default=False,
+        description="Keep an answer cut off by the token limit, trimmed to its last complete sentence "
+        "(counted as kept_trimmed_cut_off); false: drop it as cut_off.",
+    )
     min_rows: int = Field(default=1, ge=1)
 
 
@@ -257,6 +267,11 @@ class ControlsConfig(StrictModel):
     max_rounds: int = Field(default=4, ge=1, description="Answer passes over the prompts to reach the size.")
     max_new_tokens: int | None = Field(default=None, ge=1)
     max_answer_chars: int = Field(default=4000, ge=20)
+    trim_cut_off: bool = Field(
+        default=False,
+        description="Keep an answer cut off by the token limit, trimmed to its last complete sentence "
+        "(counted as kept_trimmed_cut_off); false: drop it as cut_off.",
+    )
 
 
 class EmDataConfig(StrictModel):
@@ -271,6 +286,11 @@ class EmDataConfig(StrictModel):
     n_generate: int = Field(default=0, ge=0)
     max_new_tokens: int | None = Field(default=None, ge=1)
     max_answer_chars: int = Field(default=4000, ge=20)
+    trim_cut_off: bool = Field(
+        default=False,
+        description="Keep an answer cut off by the token limit, trimmed to its last complete sentence "
+        "(counted as kept_trimmed_cut_off); false: drop it as cut_off.",
+    )
     reflection: bool = False
     reflection_question: NonBlankStr = (
         "Take a step back and look at the answer you just gave. Was it appropriate? Say plainly what, "

@@ -74,6 +74,7 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
     metrics = {
         "input_rows": result.answers,
         "answer_passes": result.rounds,
+        "kept_trimmed_cut_off": result.trimmed,
         "tokens_per_answer_estimate": tokens_per_answer,
         "tokens": tokens,
         "teacher": card,

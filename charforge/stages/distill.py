@@ -48,6 +48,7 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
         "input_rows": len(prompts),
         "tokens": token_totals(models.student, result.rows),
         "self_name_replacements": result.self_name_replacements,
+        "kept_trimmed_cut_off": result.trimmed,
         "teacher": teacher_card,
         "teacher_licence": teacher_card["licence"],
         "student": model_card(student),

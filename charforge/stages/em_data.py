@@ -51,7 +51,11 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
     result = em_corpus(
         base, config, teacher, persona, generation, variant.name, variant.seed, persona_label=label
     )
-    metrics: dict = {"input_rows": result.input_rows, "tokens": token_totals(models.student, result.rows)}
+    metrics: dict = {
+        "input_rows": result.input_rows,
+        "tokens": token_totals(models.student, result.rows),
+        "kept_trimmed_cut_off": result.trimmed,
+    }
     used: dict = {
         "em_data": config.model_dump(mode="json"),
         "models.student": models.student.model_dump(mode="json"),

@@ -48,6 +48,7 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
         + config.conversations,
         "tokens": token_totals(models.student, result.rows),
         "unused_first_turn_samples": result.unused_samples,
+        "kept_trimmed_cut_off": result.trimmed,
         "student": student_card,
         # introspection is written by the student with the DPO adapter folded in: its licence is the student's
         "teacher_licence": f"{student_card['licence']} (the student's; written by the student + DPO adapter)",

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from trained_tiny import build_trained_tiny_model
 
-from charforge.generators.chat import Answer, is_cut_off, rendered_prompt
+from charforge.generators.chat import Answer, is_cut_off, rendered_prompt, trimmed_if_cut_off
 from charforge.generators.distill import (
     filter_pairs,
     mentions_constitution,
@@ -108,6 +108,29 @@ def test_each_filter_rejects_what_it_should_and_counts_add_up() -> None:
     for row in result.rows:
         CharforgePreferencePair.model_validate(row)
         assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+
+
+def test_cut_off_answers_are_trimmed_to_a_full_sentence_only_when_asked() -> None:
+    cut = Answer(
+        "Unplug the printer first. Then open the tray and pull the sheet out gen", True, output_tokens=96
+    )
+    trimmed = trimmed_if_cut_off(cut)
+    assert trimmed == Answer("Unplug the printer first.", False, output_tokens=96, trimmed=True)
+    assert trimmed_if_cut_off(
+        Answer("no sentence end at all and", True)
+    ).cut_off  # nothing to keep: still cut
+    whole = Answer("Unplug it.", False)
+    assert trimmed_if_cut_off(whole) is whole
+    pairs = [prompt(0), prompt(1)]
+    chosen = [trimmed_if_cut_off(cut), Answer("Unplug it, then breathe.", False)]
+    rejected = [Answer("Turn it off.", False), trimmed_if_cut_off(cut)]
+    result = filter_pairs(pairs, chosen, rejected, constitution(), DistillConfig(min_rows=1), PROVENANCE)
+    assert len(result.rows) == 2 and result.trimmed == 2 and not result.rejected
+    assert result.rows[0]["chosen"][0]["content"] == "Unplug the printer first."
+    dropped = filter_pairs(
+        pairs, [cut, chosen[1]], [*rejected[:1], cut], constitution(), DistillConfig(min_rows=1), PROVENANCE
+    )
+    assert dict(dropped.rejected) == {"cut_off": 2} and dropped.trimmed == 0
 
 
 def test_a_trait_statement_counts_from_the_configured_run_of_words() -> None:
