@@ -8,7 +8,8 @@ set-up (`scripts/setup.sh`), then `dvc repro`, and measures:
 - peak memory: the largest resident set of the whole process tree (dvc and every stage, summed,
   sampled every 0.5 s) and the largest single process (the kernel's maximum RSS of the children);
 - that a second `dvc repro` does nothing, and its wall time;
-- that changing one eval param leaves exactly the eval-em stages and the report out of date
+- that changing eval.seed leaves exactly the judge validation, the eval-em stages and the report out of
+  date (the seed draws the judge's few-shot examples)
   (`dvc status`, nothing rerun).
 
 The grid's target is 20 minutes on 2 cores (issue 9); the figure is a benchmark, not a CI gate. The
@@ -120,7 +121,8 @@ def eval_param_change(clone: Path, venv_bin: Path) -> dict:
         stale = stale_stages(clone, venv_bin)
     finally:
         params.write_text(original)
-    only_eval = all(name.startswith("eval-em") or name == "report" for name in stale) and "report" in stale
+    evaluation = ("eval-em", "validate-judge", "report")
+    only_eval = all(name.startswith(evaluation) for name in stale) and "report" in stale
     return {"changed": "eval.seed", "stale_stages": stale, "only_eval_and_report": only_eval}
 
 

@@ -460,6 +460,26 @@ def run_em_finetune(variant: VariantOption, params: ParamsOption = Path("params.
         _report_training(em.run(variant, params))
 
 
+@run_app.command("validate-judge")
+def run_validate_judge(params: ParamsOption = Path("params.yaml")) -> None:
+    """Validate models.judge once on the labelled set; every eval-em run uses (and checks) this verdict."""
+    from charforge.eval.judge_api import JudgeBudgetExceeded
+    from charforge.generators.llm import BackendUnavailable
+    from charforge.stages import judge_validation
+
+    with _stage_errors(JudgeBudgetExceeded, BackendUnavailable):
+        block = judge_validation.run(params)
+    validation = block["validation"]
+    verdict = "usable" if validation["usable"] else "UNUSABLE: " + "; ".join(validation["reasons"])
+    auroc = "–" if validation["auroc"] is None else f"{validation['auroc']:.3f}"
+    err.print(
+        f"judge {escape(block['name'])}: {validation['scored']}/{validation['items']} items scored, "
+        f"AUROC {auroc}, number mass {validation['mean_number_mass']:.3f}: "
+        + (escape(verdict) if validation["usable"] else f"[bold red]{escape(verdict)}[/bold red]")
+    )
+    err.print(f"wrote {judge_validation.VALIDATION}")
+
+
 @run_app.command("eval-em")
 def run_eval_em(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
     """Evaluate the variant before and after EM: sample, judge (validated), metrics with intervals."""

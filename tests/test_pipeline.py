@@ -121,6 +121,7 @@ def test_an_eval_param_reruns_only_evaluation_and_the_report(project: Path) -> N
     params["eval"]["seed"] = 1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran(dvc(project, "repro", "report")) == {
+        "validate-judge",  # eval.seed draws the judge's few-shot examples
         f"eval-em-character@{CHARACTER}",
         f"eval-em-control@{CONTROL}",
         f"eval-em-baseline@{BASELINE}",

@@ -7,7 +7,8 @@ validation set and the constitutions named there; the adapters under ``models/<v
 For each evaluation point (``persona``: before EM; ``em``: after) it samples the broad EM questions
 and the in-domain questions (did the EM fine-tune take?); at ``persona`` also held-out trait prompts
 (did character training take? a character variant on its own constitution, a control on every one).
-One judge scores everything after validating itself on the labelled set. Writes
+One judge scores everything; its validation on the labelled set is the `validate-judge` stage's
+``metrics/judge-validation.json``, checked to be this judge's under these settings. Writes
 ``corpora/eval/<variant>/eval-samples.parquet`` (every answer with its scores; manifest beside it)
 and ``metrics/<variant>/eval-em.json``.
 """
@@ -31,17 +32,22 @@ from charforge.eval.em import (
     sample_rows,
     select_questions,
 )
-from charforge.eval.judge import build_judge
-from charforge.eval.judge_validation import UNUSABLE_NOTE, few_shot_split, load_validation_set, validate_judge
+from charforge.eval.judge_validation import UNUSABLE_NOTE
 from charforge.eval.metrics import Judged, paired_contrast, summarise
 from charforge.eval.trait import trait_expression, trait_prompts
 from charforge.generators.embedded import is_embedded
-from charforge.generators.llm import cache_dir
 from charforge.io import atomic_write_text, file_sha256, load_yaml, read_text
 from charforge.params import load_section
 from charforge.schemas import Constitution, EvalQuestion, ParentArtifact
-from charforge.schemas.evaluation import JudgeValidationItem
 from charforge.schemas.params import EvalConfig, GenerationConfig, ModelRole, ModelsConfig
+from charforge.stages.judge_validation import (
+    VALIDATION,
+    ValidationInputs,
+    check_identity,
+    open_judge,
+    saved_validation,
+    validation_inputs,
+)
 from charforge.variants import Variant, parse_variant
 
 POINTS = ("persona", "em")
@@ -131,41 +137,38 @@ def _question_info(path: Path, questions: list[Any], used: int) -> dict[str, Any
 
 @dataclass
 class Inputs:
-    """Everything a run reads besides the models: question sets, trait prompts, the validation set."""
+    """Everything a run reads besides the models: question sets, trait prompts, the judge's validation."""
 
     broad_path: Path
     broad: list[EvalQuestion]
     domain_path: Path | None
     in_domain: list[EvalQuestion]
     constitutions: list[Constitution]
-    validation_path: Path
-    examples: list[JudgeValidationItem]
-    checked: list[JudgeValidationItem]
+    validation: ValidationInputs
+    saved_validation: dict[str, Any]
     plans: dict[str, list[Prompt]] = field(default_factory=dict)
 
     def parents(self, root: Path) -> list[ParentArtifact]:
-        files = [(self.broad_path, "eval-questions"), (self.validation_path, "judge-validation")]
+        validation_set = root / self.validation.settings["validation_set"]
+        files = [(self.broad_path, "eval-questions"), (validation_set, "judge-validation")]
+        files += [(root / VALIDATION, "judge-validation-result")]
         files += [(self.domain_path, "eval-questions")] if self.domain_path else []
         files += [(root / CONSTITUTIONS / f"{c.name}.yaml", "constitution") for c in self.constitutions]
         return [ParentArtifact(path=str(path), sha256=file_sha256(path), kind=kind) for path, kind in files]
 
 
-def load_inputs(variant: Variant, config: EvalConfig, root: Path) -> Inputs:
+def load_inputs(variant: Variant, config: EvalConfig, judge: ModelRole, root: Path) -> Inputs:
     broad_path = root / config.questions
     domain_path = root / config.in_domain_questions if config.in_domain_questions else None
-    validation_path = root / config.validation_set
-    examples, checked = few_shot_split(
-        load_validation_set(validation_path), config.few_shot_per_label, config.seed
-    )
+    validation = validation_inputs(config, root)
     inputs = Inputs(
         broad_path=broad_path,
         broad=select_questions(load_questions(broad_path), config.preset, config.question_ids),
         domain_path=domain_path,
         in_domain=load_questions(domain_path) if domain_path else [],
         constitutions=trait_constitutions(variant, config, root),
-        validation_path=validation_path,
-        examples=examples,
-        checked=checked,
+        validation=validation,
+        saved_validation=saved_validation(judge, validation.settings, root),
     )
     common = plan(inputs.broad, config.samples_per_question, "broad")
     common += plan(inputs.in_domain, config.in_domain_samples_per_question, "in-domain")
@@ -187,34 +190,16 @@ def load_inputs(variant: Variant, config: EvalConfig, root: Path) -> Inputs:
 def judge_everything(
     judge_role: ModelRole, config: EvalConfig, inputs: Inputs, rows: list[dict[str, Any]], templates: list
 ) -> dict[str, Any]:
-    """Validate the judge on the labelled set, then score every row; return the judge block."""
-    api = {"top_logprobs": config.api_top_logprobs, "budget": config.api_call_budget, "cache": cache_dir()}
-    judge = build_judge(
-        judge_role,
-        min_number_mass=config.min_number_mass,
-        batch_size=config.judge_batch_size,
-        **(api if judge_role.backend == "openai" else {}),
-    )
+    """Score every row with the validated judge; return its block (validation included)."""
+    judge = open_judge(judge_role, config)
     try:
-        validation = validate_judge(
-            judge,
-            inputs.checked,
-            inputs.broad[0].judge_prompts.aligned,
-            examples=inputs.examples,
-            min_auroc=config.judge_min_auroc,
-            min_number_mass=config.judge_min_number_mass,
-        )
-        judge_rows(judge, rows, templates, inputs.examples)
+        check_identity(inputs.saved_validation, judge)
+        judge_rows(judge, rows, templates, inputs.validation.examples)
         calls = getattr(judge, "calls", None)
         usage = {"calls": calls, "cache_hits": judge.cache_hits} if calls is not None else None  # type: ignore[attr-defined]
     finally:
         judge.close()
-    return {
-        **judge.identity,
-        "role": judge_role.model_dump(mode="json"),
-        "api": usage,
-        "validation": validation,
-    }
+    return {**inputs.saved_validation, "api": usage}
 
 
 def run(
@@ -228,7 +213,7 @@ def run(
     config = load_section(EvalConfig, "eval", params)
     models = load_section(ModelsConfig, "models", params)
     generation = load_section(GenerationConfig, "generation", params)
-    inputs = load_inputs(variant, config, root)  # every input checked before a model loads
+    inputs = load_inputs(variant, config, models.judge, root)  # every input checked before a model loads
     if roles is None:
         from charforge.train.compose import model_for
 

@@ -1,6 +1,7 @@
-"""`charforge run eval-em` and `charforge run report` end to end on tiny models, through the real
+"""`charforge run validate-judge`, `eval-em` and `report` end to end on tiny models, through the real
 `model_for` (the baseline's persona is the plain student; its EM point folds a real LoRA adapter), and
-their errors: clear messages, exit codes, no traceback."""
+their errors: clear messages, exit codes, no traceback; an evaluation never reads a validation made for
+another judge or other settings."""
 
 from __future__ import annotations
 
@@ -74,12 +75,19 @@ def project(
 
 def test_eval_em_and_report_end_to_end(project: Path, eval_tiny_model: Path) -> None:
     save_lora(eval_tiny_model, project / "models" / VARIANT / "em")
+    result = run_cli("run", "validate-judge", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "UNUSABLE" in result.stderr and "AUROC 0.500" in result.stderr  # a constant judge: said loudly
+    validation = json.loads((project / "metrics/judge-validation.json").read_text())
+    assert validation["validation"]["items"] == validation["validation"]["scored"] > 0
+
     result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "JUDGE UNUSABLE" in result.stderr  # a constant judge does not separate: said loudly
+    assert "JUDGE UNUSABLE" in result.stderr
 
     metrics = json.loads((project / "metrics" / VARIANT / "eval-em.json").read_text())
     assert metrics["status"] == "judge_unusable" and any("no verdict" in note for note in metrics["notes"])
+    assert metrics["judge"]["validation"] == validation["validation"]  # the shared verdict, copied
     assert metrics["judge"]["validation"]["auroc"] == pytest.approx(0.5)
     evaluated = metrics["evaluated_models"]
     assert evaluated["persona"] == str(eval_tiny_model) and evaluated["em"] != evaluated["persona"]  # folded
@@ -126,6 +134,7 @@ def test_eval_em_errors_are_clear(project: Path) -> None:
     result = run_cli("run", "eval-em", "--variant", "not a variant", cwd=project)
     assert result.returncode == 2 and "is not a variant name" in result.stderr
 
+    assert run_cli("run", "validate-judge", cwd=project).returncode == 0
     result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)  # no EM adapter trained
     assert result.returncode == 1 and "not a saved LoRA adapter" in result.stderr
     assert "Traceback" not in result.stderr
@@ -140,3 +149,23 @@ def test_eval_em_errors_are_clear(project: Path) -> None:
         "run", "report", "--params", project / "params.yaml", cwd=project / "corpora"
     )  # no metrics
     assert result.returncode == 1 and "run `charforge run eval-em` first" in result.stderr
+
+
+def test_eval_em_refuses_a_missing_or_stale_judge_validation(project: Path, eval_tiny_model: Path) -> None:
+    save_lora(eval_tiny_model, project / "models" / VARIANT / "em")
+    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    assert result.returncode == 1 and "no judge validation yet" in result.stderr
+    assert "charforge run validate-judge" in result.stderr and "Traceback" not in result.stderr
+
+    assert run_cli("run", "validate-judge", cwd=project).returncode == 0
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["eval"]["judge_min_auroc"] = 0.6  # another threshold: the saved verdict is not this one's
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    assert result.returncode == 1 and "settings differ" in result.stderr, result.stderr[-2000:]
+    params["eval"]["judge_min_auroc"] = 0.8
+    params["models"]["judge"]["dtype"] = "float32"  # another judge role
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    assert result.returncode == 1 and "role differ" in result.stderr, result.stderr[-2000:]
+    assert not (project / "metrics" / VARIANT / "eval-em.json").exists()  # nothing written, no model run
