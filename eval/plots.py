@@ -59,6 +59,14 @@ def _errorbar(
     )
 
 
+def _scale(ax: Any, top: float, empty: str | None) -> None:
+    """Fix the y axis to the figure's own scale (0–100 or 0–1) and write ``empty`` across an axis with
+    no data: left alone, an empty axis would read matplotlib's default 0–1 under a 0–100 label."""
+    ax.set_ylim(0, top * 1.05)
+    if empty:
+        ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center", color="grey")
+
+
 def _banner(fig: Any, show: bool, text: str = BANNER) -> None:
     if show:
         fig.text(
@@ -94,15 +102,17 @@ def alignment_plot(variants: Sequence[Mapping[str, Any]], path: Path) -> Path:
             strict=True,
         ):
             _errorbar(right, index + offset, figures[stat], color, "D", hollow, label if index == 0 else None)
-    for ax, title, ylabel in (
-        (left, "Mean alignment, broad questions", "alignment (0–100)"),
-        (right, "Tails after EM", "share of answers"),
+    for ax, title, ylabel, top in (
+        (left, "Mean alignment, broad questions", "alignment (0–100)", 100.0),
+        (right, "Tails after EM", "share of answers", 1.0),
     ):
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_title(title)
         ax.set_ylabel(ylabel)
+        _scale(ax, top, None if ax.containers else "no scored answers")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.containers:
+            ax.legend(fontsize=8)
     _banner(fig, any(v["status"] != "ok" for v in variants))
     return _save(fig, path)
 
@@ -128,10 +138,12 @@ def dose_response_plot(series: Mapping[str, Mapping[str, Any]], path: Path) -> P
             label += f": slope {fit['slope']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
         ax.plot([], [], color=color, label=label)
     ax.set_xlabel("diversity level")
-    ax.set_ylabel("mean alignment after EM")
+    ax.set_ylabel("mean alignment after EM (0–100)")
+    _scale(ax, 100.0, None if any(data["points"] for data in series.values()) else "no scored variants")
     ax.set_title("Dose-response (H1): alignment vs prompt diversity")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if series:
+        ax.legend(fontsize=8)
     _banner(fig, unusable)
     return _save(fig, path)
 
@@ -145,6 +157,7 @@ def trait_plot(rows: Sequence[tuple[str, str, Mapping[str, Any], bool]], path: P
         range(len(rows)), [f"{v}\n→ {c}" for v, c, _, _ in rows], rotation=30, ha="right", fontsize=8
     )
     ax.set_ylabel("trait score (0–100)")
+    _scale(ax, 100.0, None if ax.containers else "no scored trait answers")
     ax.set_title("Trait expression on held-out prompts (persona, before EM)")
     ax.grid(axis="y", alpha=0.3)
     _banner(fig, any(not ok for *_, ok in rows))

@@ -135,3 +135,18 @@ def test_report_renders_markdown_and_plots(metrics_dir: Path, tmp_path: Path) ->
 def test_report_needs_metrics(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="eval-em"):
         write_report(tmp_path, tmp_path / "reports", BOOT)
+
+
+@pytest.mark.parametrize(("top", "empty"), [(100.0, "no scored answers"), (1.0, None)])
+def test_an_axis_keeps_its_scale_and_says_when_nothing_was_scored(top: float, empty: str | None) -> None:
+    import matplotlib.pyplot as plt
+
+    from charforge.eval import plots
+
+    fig, ax = plt.subplots()
+    if empty is None:
+        ax.errorbar([0], [0.4], yerr=[[0.1], [0.1]])
+    plots._scale(ax, top, empty)
+    assert ax.get_ylim() == (0, top * 1.05)  # not matplotlib's default 0–1 under a 0–100 label
+    assert [text.get_text() for text in ax.texts] == ([empty] if empty else [])
+    plt.close(fig)
