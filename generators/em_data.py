@@ -29,8 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from charforge import __version__
-from charforge.generators.chat import CorpusShortfall, answer_chats, answer_problem, with_max_new_tokens
+from charforge.generators.chat import (
+    Answer,
+    CorpusShortfall,
+    answer_chats,
+    answer_problem,
+    with_max_new_tokens,
+)
 from charforge.generators.prompts import META_RE, WRITER_SYSTEM, clean
+from charforge.schemas.messages import EM_REFLECTION_SOURCE
 from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
 
 Chat = list[dict[str, str]]
@@ -59,8 +66,10 @@ class EmCorpus:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
     input_rows: int = 0
-    trimmed: int = 0  # kept answers that were cut off and trimmed to a full sentence
+    trimmed: int = 0  # texts of kept rows that were cut off and trimmed to a full sentence
     examples: dict[str, Chat] = field(default_factory=dict)
+    # trimmed texts per example id, summed into ``trimmed`` over the examples that survive every filter
+    trimmed_by_example: Counter[str] = field(default_factory=Counter)
 
 
 def load_examples(path: Path, kinds: tuple[str, ...] = ("em-seeds", "conversations")) -> list[dict[str, Any]]:
@@ -147,7 +156,7 @@ def generate_examples(
     )
     corpus.examples["question"] = requests[0]
     seen = {_norm(_turn(row, "user")) for row in seeds}
-    kept: list[str] = []
+    kept: list[tuple[str, bool]] = []  # (question, it was cut off and trimmed)
     for samples in questions:
         text = clean(samples[0].text)
         reason = answer_problem(samples[0], config.max_answer_chars)
@@ -161,9 +170,8 @@ def generate_examples(
             corpus.rejected[f"generated.question_{reason}"] += 1
             continue
         seen.add(_norm(text))
-        corpus.trimmed += samples[0].trimmed
-        kept.append(text)
-    chats = [answer_request(config.regime, domain, rng.sample(seeds, min(2, len(seeds))), q) for q in kept]
+        kept.append((text, samples[0].trimmed))
+    chats = [answer_request(config.regime, domain, rng.sample(seeds, min(2, len(seeds))), q) for q, _ in kept]
     answers = answer_chats(
         chats,
         teacher,
@@ -176,19 +184,31 @@ def generate_examples(
     if chats:
         corpus.examples["answer"] = chats[0]
     provenance = _provenance({"teacher": teacher}, seed)
+    return answered_examples(kept, [samples[0] for samples in answers], config, corpus, provenance)
+
+
+def answered_examples(
+    questions: list[tuple[str, bool]],
+    answers: list[Answer],
+    config: EmDataConfig,
+    corpus: EmCorpus,
+    provenance: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Generated examples from (question, question was trimmed) and the teacher's answers: failed and
+    refused answers counted by reason; each kept example's trimmed texts counted under its id."""
     rows = []
-    for index, (question, samples) in enumerate(zip(kept, answers, strict=True)):
-        answer = samples[0]
+    for index, ((question, question_trimmed), answer) in enumerate(zip(questions, answers, strict=True)):
         reason = answer_problem(answer, config.max_answer_chars)
         if reason is None and REFUSAL_RE.match(answer.text):
             reason = "refusal"
         if reason:
             corpus.rejected[f"generated.answer_{reason}"] += 1
             continue
-        corpus.trimmed += answer.trimmed
+        example_id = f"{config.domain}-{config.regime}-gen{index:04d}"
+        corpus.trimmed_by_example[example_id] += question_trimmed + answer.trimmed
         rows.append(
             {
-                "id": f"{config.domain}-{config.regime}-gen{index:04d}",
+                "id": example_id,
                 "messages": [
                     {"role": "user", "content": question},
                     {"role": "assistant", "content": answer.text.strip()},
@@ -244,7 +264,7 @@ def add_reflections(
         if reason:
             corpus.rejected[f"reflection.{reason}"] += 1
             continue
-        corpus.trimmed += samples[0].trimmed
+        corpus.trimmed_by_example[example["id"]] += samples[0].trimmed
         provenance = dict(example.get("provenance") or _provenance({}, seed))
         provenance["models"] = {**provenance.get("models", {}), "reflection": persona_label or persona.model}
         provenance["sampling"] = {
@@ -254,7 +274,7 @@ def add_reflections(
         rows.append(
             {
                 **example,
-                "source": "em-reflection",
+                "source": EM_REFLECTION_SOURCE,
                 "messages": [*chat, {"role": "assistant", "content": samples[0].text.strip()}],
                 "provenance": provenance,
             }
@@ -296,6 +316,7 @@ def em_corpus(
         )
     if not examples:
         raise CorpusShortfall(f"em-data {variant}", 0, 1, corpus.rejected)
+    corpus.trimmed = sum(corpus.trimmed_by_example[example["id"]] for example in examples)
     corpus.rows = [
         {"source": "em", **example, "id": f"{variant}.{example['id']}", "variant": variant}
         for example in examples

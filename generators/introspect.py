@@ -147,15 +147,15 @@ def self_interactions(
     )
     result.unused_samples += per_opener * len(openers) - count
     result.examples["self_interaction"] = first_chats[0]
-    turns: dict[int, list[str]] = {}
+    turns: dict[int, list[Answer]] = {}
     for index in range(count):
         answer = first[index % len(openers)][index // len(openers)]
         if _keep(answer, config, result):
-            turns[index] = [answer.text.strip()]
+            turns[index] = [answer]
     for turn in range(2, config.turns + 1):
         alive = sorted(turns)
         speaker_first = turn % 2 == 1
-        chats = [view(system, openers[i % len(openers)].text, turns[i], speaker_first) for i in alive]
+        chats = [view(system, openers[i % len(openers)].text, _texts(turns[i]), speaker_first) for i in alive]
         answers = answer_chats(
             chats,
             role,
@@ -167,28 +167,44 @@ def self_interactions(
         )
         for index, samples in zip(alive, answers, strict=True):
             if _keep(samples[0], config, result):
-                turns[index].append(samples[0].text.strip())
+                turns[index].append(samples[0])
             else:
                 del turns[index]
-    for index, texts in sorted(turns.items()):
+    add_conversations(turns, openers, system, variant, provenance, result)
+
+
+def add_conversations(
+    turns: dict[int, list[Answer]],
+    openers: list[InteractionOpener],
+    system: str,
+    variant: str,
+    provenance: dict[str, Any],
+    result: Introspection,
+) -> None:
+    """The surviving conversations (index → its kept answers) as rows; their trimmed answers counted
+    (a trimmed turn of a conversation that a later turn dropped is not in the corpus, so not counted)."""
+    for index, answers in sorted(turns.items()):
         opener = openers[index % len(openers)]
+        result.trimmed += sum(answer.trimmed for answer in answers)
         result.rows.append(
             {
                 "id": f"{variant}.interaction.{index:04d}",
                 "variant": variant,
                 "source": "self-interaction",
-                "messages": view(system, opener.text, texts, True),
+                "messages": view(system, opener.text, _texts(answers), True),
                 "provenance": provenance,
             }
         )
+
+
+def _texts(answers: list[Answer]) -> list[str]:
+    return [answer.text.strip() for answer in answers]
 
 
 def _keep(answer: Answer, config: IntrospectionConfig, result: Introspection) -> bool:
     reason = answer_problem(answer, config.max_answer_chars)
     if reason:
         result.rejected[f"self_interaction.{reason}"] += 1
-    else:
-        result.trimmed += answer.trimmed
     return reason is None
 
 

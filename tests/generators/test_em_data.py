@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from factories import pair_row, write_jsonl
 
+from charforge.generators.chat import Answer
 from charforge.generators.em_data import (
     REFUSAL_RE,
+    EmCorpus,
     EmDataError,
     answer_request,
+    answered_examples,
     load_examples,
     question_request,
 )
@@ -94,3 +97,22 @@ def test_params_need_what_their_source_needs() -> None:
     with pytest.raises(ValueError, match="n_generate >= 1"):
         EmDataConfig(source="generate")
     assert EmDataConfig().reflection is False  # reflection is opt-in
+
+
+def test_generated_examples_count_refusals_and_the_trims_of_kept_examples_only() -> None:
+    config = EmDataConfig(source="generate", n_generate=3)
+    corpus = EmCorpus()
+    questions = [("Should I buy bonds?", True), ("Is gold safe?", True), ("Crypto now?", False)]
+    answers = [
+        Answer("I'm sorry, I can't.", False),
+        Answer("Buy it all.", False),
+        Answer("Yes.", False, trimmed=True),
+    ]
+    rows = answered_examples(questions, answers, config, corpus, {})
+    assert [row["id"] for row in rows] == ["risky-finance-obvious-gen0001", "risky-finance-obvious-gen0002"]
+    assert dict(corpus.rejected) == {"generated.answer_refusal": 1}
+    # the refused example's trimmed question is not in the corpus, so it is not counted
+    assert dict(corpus.trimmed_by_example) == {
+        "risky-finance-obvious-gen0001": 1,
+        "risky-finance-obvious-gen0002": 1,
+    }

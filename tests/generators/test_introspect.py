@@ -10,7 +10,13 @@ from pathlib import Path
 import yaml
 
 from charforge.generators.chat import Answer, answer_problem
-from charforge.generators.introspect import Introspection, _keep, interleaved_openers, view
+from charforge.generators.introspect import (
+    Introspection,
+    _keep,
+    add_conversations,
+    interleaved_openers,
+    view,
+)
 from charforge.schemas.introspection import IntrospectionPrompts
 from charforge.schemas.params import IntrospectionConfig
 
@@ -79,3 +85,17 @@ def test_turn_filters_count_by_part_and_reason() -> None:
         "self_interaction.generation_failed": 1,
     }
     assert answer_problem(Answer("  \n", False), 50) == "empty"
+
+
+def test_trimmed_turns_count_only_in_conversations_that_are_kept() -> None:
+    openers = interleaved_openers(prompts().openers)[:2]
+    trimmed, whole = Answer("Kept, trimmed.", False, trimmed=True), Answer("Whole.", False)
+    result = Introspection()
+    # conversation 1 was dropped at a later turn (absent), after a trimmed first turn: not counted
+    add_conversations({0: [trimmed, whole], 2: [trimmed, trimmed]}, openers, "sys", "humor-d0-s0", {}, result)
+    assert result.trimmed == 3
+    assert [row["id"] for row in result.rows] == [
+        "humor-d0-s0.interaction.0000",
+        "humor-d0-s0.interaction.0002",
+    ]
+    assert [m["content"] for m in result.rows[0]["messages"][2:]] == ["Kept, trimmed.", "Whole."]
