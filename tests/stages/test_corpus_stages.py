@@ -21,7 +21,7 @@ import yaml
 from trained_tiny import build_trained_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
-VARIANT, CONTROL, BASELINE = "humor-d3-s0", "plain-lora-s0", "baseline-s0"
+VARIANT, CONTROL, HHH, BASELINE = "humor-d3-s0", "plain-lora-s0", "hhh-s0", "baseline-s0"
 TURNS, SAMPLES, REFLECTION_PROMPTS, CONVERSATIONS, GENERATED = 2, 2, 2, 3, 4
 
 
@@ -128,7 +128,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         for stage, variant in (("distill", VARIANT), ("introspect", VARIANT), ("em-data", BASELINE))
     }
     runs = {stage: finish(process) for stage, process in started.items()}
-    runs["control-data"] = charforge(root, "run", "control-data", "--variant", CONTROL)
+    controls = {kind: start(root, "run", "control-data", "--variant", kind) for kind in (CONTROL, HHH)}
+    runs |= {f"control-data {kind}": finish(process) for kind, process in controls.items()}
     return {"root": root, "model": model, "runs": runs}
 
 
@@ -253,10 +254,12 @@ def test_introspection_has_reflections_and_t_alternating_turns(project: dict[str
     assert parents == {"introspection", "adapter"}
 
 
-def test_control_is_matched_to_its_reference_in_tokens(project: dict[str, Any]) -> None:
+@pytest.mark.parametrize("control", [CONTROL, HHH])
+def test_control_is_matched_to_its_reference_in_tokens(project: dict[str, Any], control: str) -> None:
+    from charforge.schemas.params import ControlsConfig
     from charforge.train.tokens import corpus_tokens, load_tokenizer
 
-    rows, manifest = corpus(project, CONTROL, "control")
+    rows, manifest = corpus(project, control, "control")
     assert_counts_add_up(manifest)
     tokenizer = load_tokenizer(project["model"])
     build = project["root"] / "corpora/build"
@@ -264,11 +267,18 @@ def test_control_is_matched_to_its_reference_in_tokens(project: dict[str, Any]) 
         corpus_tokens(tokenizer, build / VARIANT / name)
         for name in ("pairs.parquet", "introspection.parquet")
     )
-    control = corpus_tokens(tokenizer, build / CONTROL / "control.parquet")
-    assert abs(control - reference) <= 0.05 * reference
-    tokens = manifest["metrics"]["tokens"]
-    assert tokens["total"] == control and tokens["reference"]["total"] == reference
-    assert all(row["source"] == "plain-lora" and row["messages"][0]["role"] == "user" for row in rows)
+    control_tokens = corpus_tokens(tokenizer, build / control / "control.parquet")
+    assert abs(control_tokens - reference) <= 0.05 * reference
+    metrics = manifest["metrics"]
+    assert (
+        metrics["tokens"]["total"] == control_tokens and metrics["tokens"]["reference"]["total"] == reference
+    )
+    assert metrics["teacher"]["model"] == str(project["model"]) and metrics["teacher_licence"]
+    kind = control.rsplit("-s", 1)[0]
+    # the training rows are the plain prompt and answer: the HHH system prompt is what the teacher saw
+    assert all(row["source"] == kind and row["messages"][0]["role"] == "user" for row in rows)
+    seen = metrics["rendered_prompts"]["teacher"]["rendered"]
+    assert (ControlsConfig.model_fields["hhh_system_prompt"].default in seen) == (kind == "hhh")
     assert len({row["messages"][0]["content"] for row in rows}) > 1  # the reference's diverse prompts
 
 
@@ -284,9 +294,12 @@ def test_em_data_with_generated_examples_and_reflections(project: dict[str, Any]
         assert row["source"] == "em-reflection" and roles == ["user", "assistant", "user", "assistant"]
         assert row["messages"][2]["content"] == question
         assert row["provenance"]["models"]["reflection"] == str(project["model"])  # baseline: the student
-    assert any("-gen" in row["id"] for row in rows) or any(
-        reason.startswith("generated.") for reason in manifest["rejected"]
-    )
+    generated = [row for row in rows if "-gen" in row["id"]]
+    assert generated, manifest["rejected"]  # generation kept examples (not only rejections)
+    assert all(row["provenance"]["models"]["teacher"] == str(project["model"]) for row in generated)
+    metrics = manifest["metrics"]
+    assert metrics["teacher"]["model"] == str(project["model"]) and metrics["teacher_licence"]
+    assert metrics["persona"]["licence"]  # the reflections' writer and its licence
 
 
 def test_stage_errors_are_clear_and_never_a_traceback(project: dict[str, Any]) -> None:
