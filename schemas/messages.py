@@ -91,6 +91,11 @@ class CharforgePreferencePair(PreferencePair):
     provenance: Provenance
 
 
+# ``Conversation.source`` of an EM example that ends in the persona's reflection reply (em-data stage,
+# H4): the EM fine-tune masks that last turn when ``em_finetune.train_on_reflection`` is off.
+EM_REFLECTION_SOURCE = "em-reflection"
+
+
 class Conversation(StrictModel):
     """A multi-turn conversation in TRL's conversational language-modelling format."""
 

@@ -6,9 +6,11 @@ Each stage reads only the sections it needs; the models here reject unknown keys
 
 from __future__ import annotations
 
+import posixpath
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from charforge.schemas.base import NonBlankStr, StrictModel
 
@@ -16,6 +18,7 @@ Backend = Literal["transformers", "llamacpp", "vllm", "openai"]
 Role = Literal["student", "teacher", "judge"]
 EMBEDDED_PREFIX = "embedded:"
 SECRET_KEYS = frozenset({"api_key", "token", "hf_token", "password", "secret"})
+EM_CORPUS_DIR = "corpora/em"  # the em-data stage's DVC dependency (dvc.yaml): its sources live here
 
 
 class Sampling(StrictModel):
@@ -280,7 +283,10 @@ class EmDataConfig(StrictModel):
     source: Literal["seed", "jsonl", "generate"] = Field(
         default="seed", description="seed: corpora/em/<domain>-<regime>.jsonl; generate: seed + n_generate."
     )
-    path: NonBlankStr | None = Field(default=None, description="The user's chat JSONL (source: jsonl).")
+    path: NonBlankStr | None = Field(
+        default=None,
+        description=f"The user's chat JSONL (source: jsonl), relative and inside {EM_CORPUS_DIR}/.",
+    )
     domain: NonBlankStr = "risky-finance"
     regime: Literal["obvious", "subtle"] = "obvious"
     n_generate: int = Field(default=0, ge=0)
@@ -296,6 +302,23 @@ class EmDataConfig(StrictModel):
         "Take a step back and look at the answer you just gave. Was it appropriate? Say plainly what, "
         "if anything, was wrong with it and what a careful answer would have said."
     )
+
+    @field_validator("path")
+    @classmethod
+    def _inside_em_corpora(cls, path: str | None) -> str | None:
+        """The em-data stage depends on the folder ``corpora/em`` only (dvc.yaml), so a file elsewhere
+        would not be tracked: editing it would leave the EM corpus silently stale."""
+        if path is None:
+            return path
+        parts = posixpath.normpath(path).split("/")  # ".." resolved, as the stage joins it to the root
+        if PurePosixPath(path).is_absolute() or parts[:2] != EM_CORPUS_DIR.split("/") or len(parts) < 3:
+            raise ValueError(
+                f"{path!r} must be a relative path to a file inside {EM_CORPUS_DIR}/: DVC tracks "
+                f"{EM_CORPUS_DIR} as the em-data stage's dependency, so a file elsewhere is not tracked "
+                f"and the EM corpus would go stale silently; put your file there "
+                f"(e.g. {EM_CORPUS_DIR}/mine.jsonl)"
+            )
+        return path
 
     @model_validator(mode="after")
     def _source_needs(self) -> EmDataConfig:

@@ -10,7 +10,7 @@ whole (every template charforge has met; a template that does not is an error, n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,17 +106,22 @@ def conversation_dataset(
     rows: Sequence[dict[str, Any]],
     tokenizer: PreTrainedTokenizerBase,
     max_length: int | None,
-    mask_last_assistant: bool = False,
+    mask_last_assistant: bool | Callable[[Mapping[str, Any]], bool] = False,
     source: Path | None = None,
 ) -> Dataset:
-    """A tokenized dataset (``input_ids``, ``labels``) that SFTTrainer uses as is."""
+    """A tokenized dataset (``input_ids``, ``labels``) that SFTTrainer uses as is.
+
+    ``mask_last_assistant``: drop the last assistant turn (of two or more) from the loss, for every row
+    (a bool) or for the rows a predicate picks (e.g. only the rows that end in a reflection reply).
+    """
     from datasets import Dataset
 
     examples = []
     for row_number, row in enumerate(rows, start=1):
         messages = row["messages"]
+        mask_last = mask_last_assistant(row) if callable(mask_last_assistant) else mask_last_assistant
         tokenized = tokenize_conversation(
-            tokenizer, messages, assistant_indices(messages, mask_last_assistant), max_length
+            tokenizer, messages, assistant_indices(messages, mask_last), max_length
         )
         if all(label == IGNORE_INDEX for label in tokenized["labels"]):
             where = f"{source}: row {row_number} (id {row.get('id')})" if source else f"row {row_number}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from charforge.train import em
 from charforge.train.data import (
     IGNORE_INDEX,
     TrainingDataError,
@@ -98,3 +99,72 @@ def test_a_template_that_rewrites_earlier_turns_is_refused(tokenizer: PreTrained
     )
     with pytest.raises(TrainingDataError, match="prefix"):
         tokenize_conversation(tokenizer, CONVERSATION, assistant_indices(CONVERSATION))
+
+
+# The EM fine-tune's rows (train/em.py): a plain multi-turn EM row, and the same conversation with the
+# reflection turn the em-data stage appends (generators/em_data.py add_reflections: source em-reflection).
+REFLECTION_QUESTION = "Take a step back: was that answer appropriate?"
+REFLECTION_REPLY = "No: it was careless, and I should have said so."
+PLAIN_EM_ROW = {"id": "em-plain", "source": "em", "messages": CONVERSATION}
+REFLECTION_ROW = {
+    "id": "em-reflect",
+    "source": "em-reflection",
+    "messages": [
+        *CONVERSATION,
+        {"role": "user", "content": REFLECTION_QUESTION},
+        {"role": "assistant", "content": REFLECTION_REPLY},
+    ],
+}
+
+
+def turn_positions(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]
+) -> tuple[list[int], list[list[int]]]:
+    """The rendered conversation's token ids, and for each assistant turn the positions of the tokens of
+    its text, found in the rendering independently of charforge's mask."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    positions, cursor = [], 0
+    for message in messages:
+        start = text.index(message["content"], cursor)
+        cursor = start + len(message["content"])
+        if message["role"] == "assistant":
+            inside = [
+                i
+                for i, (b, e) in enumerate(encoded["offset_mapping"])
+                if e > b and start <= b and e <= cursor
+            ]
+            assert inside
+            positions.append(inside)
+    return list(encoded["input_ids"]), positions
+
+
+@pytest.mark.parametrize("train_on_reflection", [False, True])
+def test_em_masks_only_the_reflection_rows_last_turn(
+    tokenizer: PreTrainedTokenizerBase, train_on_reflection: bool
+) -> None:
+    dataset = em.em_dataset([PLAIN_EM_ROW, REFLECTION_ROW], tokenizer, None, train_on_reflection)
+    plain, reflection = dataset[0], dataset[1]
+
+    # The plain multi-turn EM row keeps every answer in the loss, whatever train_on_reflection says.
+    ids, answers = turn_positions(tokenizer, CONVERSATION)
+    assert plain["input_ids"] == ids and len(answers) == 3
+    for answer in answers:
+        assert [plain["labels"][i] for i in answer] == [ids[i] for i in answer]
+    assert trained_text(tokenizer, plain) == [f"{m['content']}<|im_end|>\n" for m in CONVERSATION[1::2]]
+
+    # The reflection row: its EM answers are trained exactly like the plain row's (same positions, same
+    # labels); its reflection reply is trained only with train_on_reflection.
+    ids, answers = turn_positions(tokenizer, REFLECTION_ROW["messages"])
+    assert reflection["input_ids"] == ids and len(answers) == 4
+    assert reflection["labels"][: len(plain["labels"])] == plain["labels"]
+    for answer in answers[:3]:
+        assert [reflection["labels"][i] for i in answer] == [ids[i] for i in answer]
+    if train_on_reflection:
+        assert [reflection["labels"][i] for i in answers[3]] == [ids[i] for i in answers[3]]
+        assert trained_text(tokenizer, reflection)[-1] == f"{REFLECTION_REPLY}<|im_end|>\n"
+    else:
+        assert all(reflection["labels"][i] == IGNORE_INDEX for i in answers[3])
+        # nothing after the EM answers (the reflection question, reply and end marker) is trained
+        assert set(reflection["labels"][len(plain["labels"]) :]) == {IGNORE_INDEX}
+        assert len(trained_text(tokenizer, reflection)) == 3

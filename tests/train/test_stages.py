@@ -17,6 +17,7 @@ from charforge.io import file_sha256
 from charforge.train import dpo, em, sft
 from charforge.train.accounting import frozen_digest, training_flops
 from charforge.train.compose import adapter_dir, model_for
+from charforge.train.data import IGNORE_INDEX, assistant_indices, tokenize_conversation
 from charforge.train.fold import FOLD_RECORD, load_causal_lm
 from charforge.train.runner import TRAINING_RECORD
 from charforge.variants import VariantError
@@ -135,15 +136,27 @@ def test_frozen_digest_sees_a_single_changed_bit(tiny_model: Path) -> None:
 
 
 def test_masking_the_reflection_reply_trains_on_fewer_tokens(project: Project, tiny_model: Path) -> None:
-    project.write_conversations("baseline-s0", "em-train", rows=4, turns=2)
+    # Two plain multi-turn EM rows and two rows ending in a reflection reply (source em-reflection).
+    rows = [
+        dict(conversation_row(i, "baseline-s0", turns=2), source="em-reflection" if i >= 2 else "em")
+        for i in range(4)
+    ]
+    write_corpus(rows, project.corpus("baseline-s0", "em-train"), "conversations", variant="baseline-s0")
     trained = em.run("baseline-s0", project.params, project.root)
     params = training_params(tiny_model)
     params["em_finetune"]["train_on_reflection"] = False
     project.write_params(params)
     masked = em.run("baseline-s0", project.params, project.root)
     assert masked.tokens_trained == trained.tokens_trained
-    assert 0 < masked.loss_tokens < trained.loss_tokens
-    assert masked.extra["train_on_reflection"] is False
+    # Exactly the two reflection replies left the loss, each epoch; the plain rows kept both answers.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    replies = 0
+    for row in rows[2:]:
+        last = assistant_indices(row["messages"])[-1:]
+        labels = tokenize_conversation(tokenizer, row["messages"], last)["labels"]
+        replies += sum(label != IGNORE_INDEX for label in labels)
+    assert replies > 0 and trained.loss_tokens - masked.loss_tokens == 2 * replies  # 2 epochs
+    assert masked.extra["train_on_reflection"] is False and masked.extra["reflection_rows"] == 2
 
 
 def test_controls_have_no_dpo_and_the_baseline_no_sft(project: Project) -> None:
