@@ -22,6 +22,7 @@ from charforge.card_facts import (
     all_models,
     experiment_settings,
     find_constitutions,
+    hydra_value,
     lock_stages,
     manifest_roles,
     row_models,
@@ -232,23 +233,39 @@ def _dvc_lock(source: Path, root: Path) -> list[str]:
 
 
 def _reproduce(group: Sequence[PublishedCorpus], root: Path) -> list[str]:
-    settings = experiment_settings([corpus.manifest for corpus in group], root)
+    settings = experiment_settings({corpus.config: corpus.manifest for corpus in group}, root)
     stages = sorted({name for corpus in group for name, _ in lock_stages(corpus.source, root)})
     versions = ", ".join(sorted({corpus.manifest.tool_version for corpus in group}))
-    flags = [f"-S {shlex.quote(f'{path}={json.dumps(value)}')}" for path, value in settings.items()]
+    flags = [f"-S {shlex.quote(f'{path}={hydra_value(value)}')}" for path, value in settings.values.items()]
     repro = "dvc repro" + "".join(f" {stage}" for stage in stages)
-    return [
+    lines = [
         "### How to reproduce",
         "",
         f"Install charforge {versions} (the version that wrote these corpora); then, in its project, either "
         f"run `{repro}` with `params.yaml` set to the values above (the lock hashes pin the inputs), or set "
-        "them for one experiment:",
+        "them for one experiment (the keys of this project's `params.yaml` whose values the corpora's "
+        "manifests record; others keep the project's values):",
         "",
         "```bash",
         " \\\n  ".join(["dvc exp run", *flags]),
         "```",
         "",
     ]
+    if settings.conflicts:
+        lines += [
+            "These corpora were not all made with the same settings, so no one command remakes them all; "
+            "the command above leaves these keys at the project's values (set the one of the corpus to "
+            "remake):",
+            "",
+        ]
+        for path, witnesses in settings.conflicts.items():
+            made = "; ".join(
+                f"`{hydra_value(value)}` ({', '.join(f'`{label}`' for label in labels)})"
+                for value, labels in witnesses
+            )
+            lines.append(f"- `{path}`: {made}")
+        lines.append("")
+    return lines
 
 
 def _use_and_limits(corpora: Sequence[PublishedCorpus], harmful: bool) -> list[str]:

@@ -4,16 +4,16 @@ the constitution files, ``dvc.lock`` and ``params.yaml``. ``charforge.card`` ren
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
-import yaml
 
-from charforge.io import file_sha256, read_text
+from charforge.io import file_sha256, read_yaml
 from charforge.schemas import Manifest
 
 UNKNOWN_LICENCE = "unknown — check before publishing"
@@ -94,7 +94,7 @@ def _content_sha(path: Path) -> str | None:
     from charforge.schemas import Constitution
 
     try:
-        return Constitution.model_validate(yaml.safe_load(read_text(path))).sha256()
+        return Constitution.model_validate(read_yaml(path)).sha256()
     except Exception:  # an unreadable or invalid file is simply not a match
         return None
 
@@ -134,7 +134,7 @@ def find_constitutions(corpora: Sequence[tuple[Manifest, Path]], root: Path) -> 
 
 def _load_yaml_file(path: Path) -> Any:
     try:
-        return yaml.safe_load(read_text(path))
+        return read_yaml(path)
     except Exception as error:  # YAML and decoding errors alike: the card cannot state what it lacks
         raise CardError(f"{path}: cannot be read for the dataset card ({error})") from None
 
@@ -161,24 +161,146 @@ def lock_stages(source: Path, root: Path) -> list[tuple[str, Mapping[str, Any]]]
     return matches
 
 
-def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
-    if isinstance(value, Mapping) and value:
-        for key, item in value.items():
-            yield from _flatten(f"{prefix}.{key}", item)
-    else:
-        yield prefix, value
+# The roles each corpus stage records with its own answer limit swapped in (charforge/stages/*.py:
+# ``with_max_new_tokens(role, config.max_new_tokens)`` before ``used``), by the section it records:
+# such a role's ``sampling.max_new_tokens`` is the section's, not the role's own in params.yaml.
+SWAPPED_LIMIT: dict[str, tuple[str, ...]] = {
+    "distill": ("teacher", "student"),
+    "controls": ("teacher",),
+    "em_data": ("teacher", "persona"),
+    "introspection": ("introspection",),
+}
+HYDRA_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$\-]*\Z")  # a key DVC's ``-S`` (Hydra's grammar) can name
+_MISSING = object()
 
 
-def experiment_settings(manifests: Sequence[Manifest], root: Path) -> dict[str, Any]:
-    """``params.yaml`` paths → values the corpora were made with (for ``dvc exp run -S``): every leaf of
-    the manifests' params whose section exists in the project's params.yaml (all when there is none)."""
+@dataclass
+class ExperimentSettings:
+    """What ``dvc exp run -S`` sets to remake corpora. ``values``: params.yaml path → the value every
+    corpus that records it was made with. ``conflicts``: path → (value, corpora made with it) where the
+    corpora disagree: no one command remakes them all, so the path gets no flag and the card says so."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    conflicts: dict[str, list[tuple[Any, list[str]]]] = field(default_factory=dict)
+
+
+def experiment_settings(manifests: Mapping[str, Manifest], root: Path) -> ExperimentSettings:
+    """The settings (corpus label → its manifest) that remake the corpora with ``dvc exp run -S``.
+
+    The project's ``params.yaml`` is the universe: DVC refuses ``-S`` for a key it lacks, so only its
+    keys are set (none without the file). A value comes from what a stage recorded as used: its own
+    section (``distill``, ``generation``, ...) and the ``models.<role>`` of params.yaml, cut down to the
+    fields params.yaml has; a role's ``sampling.max_new_tokens`` is not taken where the stage swapped its
+    own limit in (``SWAPPED_LIMIT``). Every manifest recording a key is a witness, in no order: when they
+    disagree the key is a conflict, never resolved by whichever came first."""
     params_file = root / "params.yaml"
-    loaded = _load_yaml_file(params_file) if params_file.is_file() else None
-    sections = set(loaded) if isinstance(loaded, Mapping) else None
-    settings: dict[str, Any] = {}
-    for manifest in manifests:
-        for key, value in manifest.params.items():
-            if key != "variant" and (sections is None or key.split(".")[0] in sections):
-                for path, leaf in _flatten(key, value):
-                    settings.setdefault(path, leaf)
+    params = _load_yaml_file(params_file) if params_file.is_file() else None
+    if not isinstance(params, Mapping):
+        return ExperimentSettings()
+    seen: dict[str, dict[str, tuple[Any, list[str]]]] = {}
+    for label, manifest in manifests.items():
+        for path, value in recorded_settings(manifest, params):
+            seen.setdefault(path, {}).setdefault(hydra_value(value), (value, []))[1].append(label)
+    settings = ExperimentSettings()
+    for path in sorted(seen):
+        witnesses = list(seen[path].values())
+        if len(witnesses) == 1:
+            settings.values[path] = witnesses[0][0]
+        else:
+            settings.conflicts[path] = witnesses
     return settings
+
+
+def recorded_settings(manifest: Manifest, params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """The params.yaml paths one manifest knows the value of, with that value (see experiment_settings)."""
+    swapped = {
+        role
+        for section, roles in SWAPPED_LIMIT.items()
+        if isinstance(used := manifest.params.get(section), Mapping)
+        and used.get("max_new_tokens") is not None
+        for role in roles
+    }
+    for key, value in manifest.params.items():
+        parts = key.split(".")
+        node = _node(params, parts)
+        if node is _MISSING:
+            continue
+        if len(parts) == 2 and parts[0] == "models" and parts[1] in swapped and isinstance(value, Mapping):
+            value = _without_limit(value)
+        for path, setting in _settable(key, node, value):
+            try:
+                hydra_value(setting)
+            except ValueError:  # a value the override grammar cannot write: no flag
+                continue
+            yield path, setting
+
+
+def _node(params: Mapping[str, Any], parts: Sequence[str]) -> Any:
+    node: Any = params
+    for part in parts:
+        if not (isinstance(node, Mapping) and HYDRA_KEY.match(part) and part in node):
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _without_limit(role: Mapping[str, Any]) -> dict[str, Any]:
+    sampling = role.get("sampling")
+    if not isinstance(sampling, Mapping):
+        return dict(role)
+    return {**role, "sampling": {key: value for key, value in sampling.items() if key != "max_new_tokens"}}
+
+
+def _settable(path: str, node: Any, recorded: Any) -> Iterator[tuple[str, Any]]:
+    """``recorded`` as settings of the keys ``node`` (params.yaml's value at ``path``) has: leaves and
+    lists whole; a mapping whose keys a path cannot name (``prompts.levels``' numbers) as one value."""
+    if isinstance(node, Mapping) != isinstance(recorded, Mapping):
+        return  # the shapes differ: nothing to set safely
+    if not isinstance(node, Mapping):
+        yield path, recorded
+    elif all(isinstance(key, str) and HYDRA_KEY.match(key) for key in node):
+        for key, child in node.items():
+            if key in recorded:
+                yield from _settable(f"{path}.{key}", child, recorded[key])
+    elif value := _restrict(node, recorded):
+        yield path, value
+
+
+def _restrict(node: Mapping[Any, Any], recorded: Mapping[Any, Any]) -> dict[Any, Any]:
+    """``recorded`` (a JSON dump: keys are strings) cut down to the keys of ``node``, as ``node`` spells
+    them. A mapping set whole is merged by DVC into the one there, so a key left out keeps its value."""
+    restricted = {}
+    for key, child in node.items():
+        value = recorded.get(key, recorded.get(str(key), _MISSING))
+        if value is _MISSING or isinstance(child, Mapping) != isinstance(value, Mapping):
+            continue
+        restricted[key] = _restrict(child, value) if isinstance(child, Mapping) else value
+    return restricted
+
+
+def hydra_value(value: Any) -> str:
+    """``value`` in the override grammar of ``dvc exp run -S`` (Hydra's, then OmegaConf's): strings
+    double-quoted (so the shell's quoting stays simple), their quotes and interpolations (``${``)
+    escaped. ValueError for what it cannot write."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        text = re.sub(r"(\\*)\$\{", lambda match: match[1] * 2 + "\\${", value)  # OmegaConf: literal ${
+        text = re.sub(r'(\\*)"', lambda match: match[1] * 2 + '\\"', text)  # Hydra: an escaped quote
+        return '"' + re.sub(r"(\\+)\Z", lambda match: match[1] * 2, text) + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        items = []
+        for key, item in value.items():
+            if not (isinstance(key, int) and not isinstance(key, bool)) and not (
+                isinstance(key, str) and HYDRA_KEY.match(key)
+            ):
+                raise ValueError(f"{key!r}: not a key the override grammar can write")
+            items.append(f"{key}:{hydra_value(item)}")
+        return "{" + ",".join(items) + "}"
+    raise ValueError(f"{value!r}: not a value the override grammar can write")

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,9 +21,24 @@ from typing import Any
 import yaml
 
 try:  # the C parser is ~10x faster; both are safe loaders
-    from yaml import CSafeLoader as SafeLoader
+    from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader  # type: ignore[assignment]
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+
+class SafeLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """PyYAML's safe loader, reading exponent floats as YAML 1.2 does: ``1e-05``, ``1e5``, ``1.0e5``.
+
+    YAML 1.1 (PyYAML) reads those as strings, but DVC writes ``params.yaml`` with YAML 1.2 rules: after
+    ``dvc exp run -S train_dpo.trainer.learning_rate=1e-5`` the file says ``1e-05``, and a 1.1 reader
+    would hand the trainer the string "1e-05"."""
+
+
+SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 FORMAT_BY_SUFFIX = {
     ".yaml": "yaml",
@@ -144,6 +160,11 @@ def _check_expansion(root: yaml.Node) -> list[tuple[int, str]]:
 
     size(root)
     return duplicates
+
+
+def read_yaml(path: Path) -> Any:
+    """The data of a YAML file, read with charforge's loader (YAML 1.2 floats, as DVC writes them)."""
+    return load_yaml(read_text(path))[0].data
 
 
 def load_yaml(text: str) -> tuple[YamlDocument, list[tuple[int, str]]]:

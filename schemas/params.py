@@ -133,7 +133,7 @@ class EmFinetuneConfig(TrainStageConfig):
     train_on_reflection: bool = Field(
         default=True,
         description="With reflection-augmented EM data, train on the reflection reply too (the published "
-        "experiment); false masks it (the last assistant turn of a multi-turn example).",
+        "experiment); false masks it (the last assistant turn of a `source: em-reflection` row only).",
     )
 
 

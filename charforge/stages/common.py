@@ -34,12 +34,10 @@ def parent(path: Path, kind: str) -> ParentArtifact:
 
 
 def load_constitution(root: Path, name: str) -> tuple[Constitution, Path]:
-    import yaml
-
-    from charforge.io import read_text
+    from charforge.io import read_yaml
 
     path = root / CONSTITUTIONS / f"{name}.yaml"
-    return Constitution.model_validate(yaml.safe_load(read_text(path))), path
+    return Constitution.model_validate(read_yaml(path)), path
 
 
 # Runs charforge.train.compose.model_for; prints the role as JSON, or a JSON error for bad input.

@@ -22,9 +22,8 @@ EM_SEEDS = Path("corpora/em")
 
 
 def source_path(config: EmDataConfig, root: Path) -> Path:
-    if config.source == "jsonl":
-        path = Path(config.path or "")
-        return path if path.is_absolute() else root / path
+    if config.source == "jsonl":  # relative and inside corpora/em (checked by EmDataConfig)
+        return root / (config.path or "")
     return root / EM_SEEDS / f"{config.domain}-{config.regime}.jsonl"
 
 

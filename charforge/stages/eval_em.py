@@ -36,7 +36,7 @@ from charforge.eval.judge_validation import UNUSABLE_NOTE
 from charforge.eval.metrics import Judged, paired_contrast, summarise
 from charforge.eval.trait import trait_expression, trait_prompts
 from charforge.generators.embedded import is_embedded
-from charforge.io import atomic_write_text, file_sha256, load_yaml, read_text
+from charforge.io import atomic_write_text, file_sha256, read_yaml
 from charforge.params import load_section
 from charforge.schemas import Constitution, EvalQuestion, ParentArtifact
 from charforge.schemas.params import EvalConfig, GenerationConfig, ModelRole, ModelsConfig
@@ -68,10 +68,7 @@ def trait_constitutions(variant: Variant, config: EvalConfig, root: Path) -> lis
         names = [variant.constitution]
     else:
         names = config.trait.constitutions or sorted(p.stem for p in (root / CONSTITUTIONS).glob("*.yaml"))
-    return [
-        Constitution.model_validate(load_yaml(read_text(root / CONSTITUTIONS / f"{name}.yaml"))[0].data)
-        for name in names
-    ]
+    return [Constitution.model_validate(read_yaml(root / CONSTITUTIONS / f"{name}.yaml")) for name in names]
 
 
 def _judged(rows: list[dict[str, Any]], point: str, question_set: str) -> list[Judged]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from charforge.io import read_text
+from charforge.io import read_yaml
 from charforge.params import load_section
 from charforge.schemas import Manifest
 from charforge.schemas.introspection import IntrospectionPrompts
@@ -36,7 +34,7 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
     generation = load_section(GenerationConfig, "generation", params)
     config = load_section(IntrospectionConfig, "introspection", params)
     prompts_path = root / INTROSPECTION
-    prompts = IntrospectionPrompts.model_validate(yaml.safe_load(read_text(prompts_path)))
+    prompts = IntrospectionPrompts.model_validate(read_yaml(prompts_path))
     role = with_max_new_tokens(model_for(variant.name, "dpo", params, root), config.max_new_tokens)
 
     label = f"{models.student.model} + {variant.name} DPO adapter"

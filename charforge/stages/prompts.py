@@ -11,10 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from charforge.corpus import write_corpus
-from charforge.io import atomic_write_text, file_sha256, read_text
+from charforge.io import atomic_write_text, file_sha256, read_yaml
 from charforge.params import load_section
 from charforge.schemas import Constitution, Manifest, ParentArtifact
 from charforge.schemas.params import GenerationConfig, ModelsConfig, PromptsConfig
@@ -28,7 +26,7 @@ METRICS = Path("metrics")
 
 
 def load_yaml_model(model: type, path: Path) -> Any:
-    return model.model_validate(yaml.safe_load(read_text(path)))
+    return model.model_validate(read_yaml(path))
 
 
 def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")) -> Manifest:

@@ -102,3 +102,19 @@ def test_bad_lora_keys_are_located(tmp_path: Path) -> None:
     config = load_section(TrainStageConfig, "train_sft", path)
     with pytest.raises(ParamsError, match=r"train_sft.lora.rank: not a field of LoraConfig"):
         lora_config(config, "train_sft", path)
+
+
+def test_a_learning_rate_set_with_dvc_exp_run_reaches_trl_as_a_number(tmp_path: Path) -> None:
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    # what `dvc exp run -S train_dpo.trainer.learning_rate=1e-5` does to the file (DVC writes `1e-05`,
+    # which YAML 1.1 readers take for a string)
+    apply_overrides(path, ["train_dpo.trainer.learning_rate=1e-5", "em_finetune.trainer.learning_rate=3e4"])
+    assert "learning_rate: 1e-05" in path.read_text()
+    config = load_section(TrainStageConfig, "train_dpo", path)
+    args = trainer_config(DPOConfig, config, "train_dpo", path, output_dir=tmp_path / "out", seed=0)
+    assert args.learning_rate == 1e-5 and isinstance(args.learning_rate, float)
+    em = load_section(EmFinetuneConfig, "em_finetune", path)
+    assert em.trainer["learning_rate"] == 3e4
