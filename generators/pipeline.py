@@ -12,6 +12,7 @@ Runtime parameters: ``generation.pipeline``, ``generation.ray_address``, ``gener
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
@@ -95,16 +96,21 @@ def run_pipeline(
 
     A run that was killed (SIGKILL, a lost machine) leaves a cache distilabel cannot resume from: its
     batch manager was never saved, and resuming waits forever for the batch in flight at the kill
-    (measured: a hang, not an error). Every run therefore leaves a marker in its cache folder until it
-    returns; a run that finds the marker starts again without the cache, with a warning.
+    (measured: a hang, not an error), and may have cut distilabel's own files mid-write. Every run
+    therefore leaves a marker in its cache folder until it returns; a run that finds the marker deletes
+    that folder and starts again, with a warning.
     """
-    unfinished = Path(pipeline._cache_location["pipeline"]).parent / "charforge-unfinished"
-    if use_cache and unfinished.exists():
+    execution = Path(pipeline._cache_location["pipeline"]).parent
+    unfinished = execution / "charforge-unfinished"
+    if unfinished.exists():
         warnings.warn(
             f"pipeline {pipeline.name}: its last run was killed before it finished, and distilabel cannot "
             "resume from that cache; generating again without it",
             stacklevel=2,
         )
+        # The whole folder goes: distilabel rereads its pipeline.yaml even with use_cache=False, and the
+        # kill may have cut that file mid-write (seen in CI: an empty pipeline.yaml, a TypeError).
+        shutil.rmtree(execution)
         use_cache = False
     unfinished.parent.mkdir(parents=True, exist_ok=True)
     unfinished.touch()

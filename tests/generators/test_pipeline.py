@@ -167,3 +167,29 @@ def test_ray_runner_gives_the_local_rows(tiny_model: Path, tmp_path: Path) -> No
     assert all(isinstance(row["greedy"], str) and row["greedy"] for row in local)
     assert len({row["sampled"] for row in local}) > 1
     assert on_ray == local
+
+
+def loader_rows(cache: Path) -> list[dict[str, Any]]:
+    """A pipeline of no model (a loader and a column filter), run with its cache in ``cache``."""
+    from distilabel.steps import KeepColumns, LoadDataFromDicts
+
+    with charforge_pipeline("test-killed", cache=cache) as pipeline:
+        load = LoadDataFromDicts(data=[{"instruction": p, "drop": 1} for p in PROMPTS], batch_size=4)
+        load >> KeepColumns(columns=["instruction"])
+    return list(run_pipeline(pipeline, GenerationConfig())["default"]["train"])
+
+
+def test_a_killed_runs_cache_is_discarded_even_when_cut_mid_write(tmp_path: Path) -> None:
+    # CI saw a SIGKILL land while distilabel wrote its pipeline.yaml: the rerun, which distilabel makes
+    # read that file even without the cache, died on the empty file. Here the kill is staged exactly.
+    first = loader_rows(tmp_path)
+    assert first == [{"instruction": p} for p in PROMPTS]
+    assert not list(tmp_path.rglob("charforge-unfinished"))
+    [pipeline_file] = tmp_path.rglob("pipeline.yaml")
+    pipeline_file.write_text("")
+    (pipeline_file.parent / "charforge-unfinished").touch()
+    with pytest.warns(UserWarning, match="last run was killed"):
+        again = loader_rows(tmp_path)
+    assert again == first
+    assert not list(tmp_path.rglob("charforge-unfinished"))
+    assert pipeline_file.read_text()  # written anew
