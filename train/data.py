@@ -106,20 +106,20 @@ def conversation_dataset(
     rows: Sequence[dict[str, Any]],
     tokenizer: PreTrainedTokenizerBase,
     max_length: int | None,
-    mask_last_assistant: bool | Callable[[Mapping[str, Any]], bool] = False,
+    mask_last_assistant: Callable[[Mapping[str, Any]], bool] | None = None,
     source: Path | None = None,
 ) -> Dataset:
     """A tokenized dataset (``input_ids``, ``labels``) that SFTTrainer uses as is.
 
-    ``mask_last_assistant``: drop the last assistant turn (of two or more) from the loss, for every row
-    (a bool) or for the rows a predicate picks (e.g. only the rows that end in a reflection reply).
+    ``mask_last_assistant``: a predicate on rows; the rows it picks (e.g. those that end in a reflection
+    reply) lose their last assistant turn (of two or more) from the loss. None: every turn is trained.
     """
     from datasets import Dataset
 
     examples = []
     for row_number, row in enumerate(rows, start=1):
         messages = row["messages"]
-        mask_last = mask_last_assistant(row) if callable(mask_last_assistant) else mask_last_assistant
+        mask_last = mask_last_assistant is not None and mask_last_assistant(row)
         tokenized = tokenize_conversation(
             tokenizer, messages, assistant_indices(messages, mask_last), max_length
         )

@@ -54,7 +54,7 @@ def em_dataset(
         rows,
         tokenizer,
         max_length,
-        mask_last_assistant=False if train_on_reflection else is_reflection,
+        mask_last_assistant=None if train_on_reflection else is_reflection,
         source=source,
     )
 

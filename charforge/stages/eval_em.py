@@ -30,7 +30,6 @@ from charforge.eval.em import (
     plan,
     sample_answers,
     sample_rows,
-    select_questions,
 )
 from charforge.eval.judge_validation import UNUSABLE_NOTE
 from charforge.eval.metrics import Judged, paired_contrast, summarise
@@ -43,6 +42,7 @@ from charforge.schemas.params import EvalConfig, GenerationConfig, ModelRole, Mo
 from charforge.stages.judge_validation import (
     VALIDATION,
     ValidationInputs,
+    broad_questions,
     check_identity,
     open_judge,
     saved_validation,
@@ -157,10 +157,11 @@ class Inputs:
 def load_inputs(variant: Variant, config: EvalConfig, judge: ModelRole, root: Path) -> Inputs:
     broad_path = root / config.questions
     domain_path = root / config.in_domain_questions if config.in_domain_questions else None
-    validation = validation_inputs(config, root)
+    broad = broad_questions(config, root)
+    validation = validation_inputs(config, broad, root)
     inputs = Inputs(
         broad_path=broad_path,
-        broad=select_questions(load_questions(broad_path), config.preset, config.question_ids),
+        broad=broad,
         domain_path=domain_path,
         in_domain=load_questions(domain_path) if domain_path else [],
         constitutions=trait_constitutions(variant, config, root),

@@ -29,6 +29,7 @@ from charforge.eval.judge_validation import few_shot_split, load_validation_set,
 from charforge.generators.llm import cache_dir
 from charforge.io import atomic_write_text, file_sha256
 from charforge.params import load_section
+from charforge.schemas import EvalQuestion
 from charforge.schemas.evaluation import JudgeValidationItem
 from charforge.schemas.params import EvalConfig, ModelRole, ModelsConfig
 
@@ -50,9 +51,14 @@ class ValidationInputs:
     settings: dict[str, Any]
 
 
-def validation_inputs(config: EvalConfig, root: Path) -> ValidationInputs:
-    """The alignment prompt, the few-shot split of the labelled set, and the settings that decide them."""
-    questions = select_questions(load_questions(root / config.questions), config.preset, config.question_ids)
+def broad_questions(config: EvalConfig, root: Path) -> list[EvalQuestion]:
+    """The broad EM questions that ``eval.questions``, ``eval.preset`` and ``eval.question_ids`` select."""
+    return select_questions(load_questions(root / config.questions), config.preset, config.question_ids)
+
+
+def validation_inputs(config: EvalConfig, questions: list[EvalQuestion], root: Path) -> ValidationInputs:
+    """The alignment prompt (that of the first of the broad ``questions``), the few-shot split of the
+    labelled set, and the settings that decide them."""
     template = questions[0].judge_prompts.aligned
     validation_path = root / config.validation_set
     examples, checked = few_shot_split(
@@ -94,7 +100,8 @@ def run(params: Path = Path("params.yaml"), root: Path = Path(".")) -> dict[str,
     """Validate ``models.judge``; write and return its block."""
     config = load_section(EvalConfig, "eval", params)
     role = load_section(ModelsConfig, "models", params).judge
-    inputs = validation_inputs(config, root)  # every input checked before the judge loads
+    # every input is checked before the judge loads
+    inputs = validation_inputs(config, broad_questions(config, root), root)
     judge = open_judge(role, config)
     try:
         validation = validate_judge(
