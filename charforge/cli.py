@@ -1,4 +1,5 @@
-"""The `charforge` command line: validate, inspect, schema, import-constitution.
+"""The `charforge` command line: validate, inspect, schema, import-constitution, models, profile,
+publish; the `charforge run STAGE` commands live in `charforge.cli_run`.
 
 Exit codes: 0 success (every file valid), 1 invalid input, 2 usage error. No input, however broken,
 produces a traceback.
@@ -6,24 +7,20 @@ produces a traceback.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import TypeAdapter, ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from charforge import __version__
+from charforge.cli_common import EXIT_INVALID, EXIT_USAGE, err, out, usage_error
+from charforge.cli_run import run_app
 from charforge.offline import apply_offline_env
-
-EXIT_INVALID = 1
-EXIT_USAGE = 2
 
 app = typer.Typer(
     name="charforge",
@@ -32,19 +29,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+app.add_typer(run_app, name="run")
 
 
 def _kinds() -> dict[str, Any]:
     from charforge.schemas import KINDS
 
     return KINDS
-
-
-def _usage_error(message: str) -> typer.Exit:
-    err.print(f"error: {escape(message)}")
-    return typer.Exit(EXIT_USAGE)
 
 
 def _version(value: bool) -> None:
@@ -78,10 +69,10 @@ def validate(
     from charforge.validate import UsageError, expand_paths, validate_file
 
     if kind is not None and kind not in _kinds():
-        raise _usage_error(f"unknown kind {kind!r}; choose one of {', '.join(_kinds())}")
+        raise usage_error(f"unknown kind {kind!r}; choose one of {', '.join(_kinds())}")
     files = list(expand_paths(paths))
     if not files:
-        raise _usage_error("no corpus files found (.yaml, .yml, .json, .jsonl, .parquet)")
+        raise usage_error("no corpus files found (.yaml, .yml, .json, .jsonl, .parquet)")
     reports, usage_problems = [], []
     for path in files:
         try:
@@ -143,7 +134,7 @@ def inspect(
     try:
         summary = inspect_file(path, kind)
     except UsageError as error:
-        raise _usage_error(str(error)) from None
+        raise usage_error(str(error)) from None
     except SourceError as error:
         where = f":{error.line}" if error.line else ""
         err.print(f"{escape(str(path))}{where}: -: {escape(error.message)}")
@@ -259,7 +250,7 @@ def schema(
         out.print(table)
         return
     if kind not in kinds:
-        raise _usage_error(f"unknown kind {kind!r}; choose one of {', '.join(kinds)}")
+        raise usage_error(f"unknown kind {kind!r}; choose one of {', '.join(kinds)}")
     model = kinds[kind].row_model(charforge)
     sys.stdout.write(json.dumps(model.model_json_schema(), indent=2) + "\n")
 
@@ -290,7 +281,7 @@ def import_constitution(
             adapter.validate_python(value)
         except ValidationError as error:
             message = next(describe_errors(error))[1]
-            raise _usage_error(f"{option}: {message}") from None
+            raise usage_error(f"{option}: {message}") from None
     report = validate_file(source, "oct-constitution")
     if not report.valid:
         for problem in report.problems:
@@ -384,189 +375,12 @@ def profile(
     try:
         changed = apply_profile(name, params)
     except ProfileError as error:
-        raise _usage_error(str(error)) from None
+        raise usage_error(str(error)) from None
     if changed:
         listed = ", ".join(changed)
         err.print(f"{escape(str(params))}: profile {name}, {len(changed)} value(s) changed: {listed}")
     else:
         err.print(f"{escape(str(params))} already has the {name} profile's values")
-
-
-run_app = typer.Typer(
-    help="Run one pipeline stage for one variant (what dvc.yaml calls).", no_args_is_help=True
-)
-app.add_typer(run_app, name="run")
-
-
-@contextlib.contextmanager
-def _stage_errors(*expected: type[Exception]) -> Iterator[None]:
-    """The errors a stage reports as bad input (exit 1) or misuse (exit 2), without a traceback."""
-    from charforge.params import ParamsError
-    from charforge.train.fold import FoldError
-    from charforge.variants import VariantError
-
-    try:
-        yield
-    except VariantError as error:
-        raise _usage_error(str(error)) from None
-    except ParamsError as error:
-        for problem in error.problems:
-            sys.stdout.write(f"{problem}\n")
-        raise typer.Exit(EXIT_INVALID) from None
-    except (FileNotFoundError, ValueError, FoldError, *expected) as error:
-        err.print(f"error: {escape(str(error))}")
-        raise typer.Exit(EXIT_INVALID) from None
-
-
-VariantOption = Annotated[str, typer.Option(help="Variant name, e.g. humor-d3-s0 or plain-lora-s0.")]
-ParamsOption = Annotated[Path, typer.Option(help="The params file.")]
-
-
-def _report_training(record: Any) -> None:
-    if record is None:  # not the main process of a multi-process run
-        return
-    err.print(
-        f"{record.stage} {record.variant}: {record.examples} examples, "
-        f"{record.optimizer_steps} optimizer steps, {record.tokens_trained} tokens, "
-        f"{record.wall_seconds:.1f} s, loss {record.first_loss} → {record.final_loss}; "
-        f"metrics/{record.variant}/{record.stage}.json"
-    )
-
-
-@run_app.command("train-dpo")
-def run_train_dpo(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Train the variant's DPO LoRA on its preference pairs."""
-    from charforge.train import dpo
-
-    with _stage_errors():
-        _report_training(dpo.run(variant, params))
-
-
-@run_app.command("train-sft")
-def run_train_sft(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Train the variant's SFT LoRA (introspection data, or a control's corpus), every assistant turn."""
-    from charforge.train import sft
-
-    with _stage_errors():
-        _report_training(sft.run(variant, params))
-
-
-@run_app.command("em-finetune")
-def run_em_finetune(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Stack a new LoRA on the variant's frozen persona and train it on the EM data."""
-    from charforge.train import em
-
-    with _stage_errors():
-        _report_training(em.run(variant, params))
-
-
-@run_app.command("validate-judge")
-def run_validate_judge(params: ParamsOption = Path("params.yaml")) -> None:
-    """Validate models.judge once on the labelled set; every eval-em run uses (and checks) this verdict."""
-    from charforge.eval.judge_api import JudgeBudgetExceeded
-    from charforge.generators.llm import BackendUnavailable
-    from charforge.stages import judge_validation
-
-    with _stage_errors(JudgeBudgetExceeded, BackendUnavailable):
-        block = judge_validation.run(params)
-    validation = block["validation"]
-    verdict = "usable" if validation["usable"] else "UNUSABLE: " + "; ".join(validation["reasons"])
-    auroc = "–" if validation["auroc"] is None else f"{validation['auroc']:.3f}"
-    err.print(
-        f"judge {escape(block['name'])}: {validation['scored']}/{validation['items']} items scored, "
-        f"AUROC {auroc}, number mass {validation['mean_number_mass']:.3f}: "
-        + (escape(verdict) if validation["usable"] else f"[bold red]{escape(verdict)}[/bold red]")
-    )
-    err.print(f"wrote {judge_validation.VALIDATION}")
-
-
-@run_app.command("eval-em")
-def run_eval_em(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Evaluate the variant before and after EM: sample, judge (validated), metrics with intervals."""
-    from charforge.eval.judge_api import JudgeBudgetExceeded
-    from charforge.generators.llm import BackendUnavailable
-    from charforge.stages import eval_em
-
-    with _stage_errors(JudgeBudgetExceeded, BackendUnavailable):
-        metrics = eval_em.run(variant, params)
-    for note in metrics["notes"]:
-        err.print(f"[bold red]{escape(note)}[/bold red]" if "UNUSABLE" in note else escape(note))
-    for point, figures in metrics["headline"].items():
-        shown = {name: None if value is None else round(value, 3) for name, value in figures.items()}
-        err.print(f"{variant} {point}: {shown}")
-    err.print(f"wrote metrics/{variant}/eval-em.json and corpora/eval/{variant}/eval-samples.parquet")
-
-
-@run_app.command("report")
-def run_report(params: ParamsOption = Path("params.yaml")) -> None:
-    """Gather every variant's EM metrics into reports/report.md with PNG plots."""
-    from charforge.stages import report
-
-    with _stage_errors():
-        path = report.run(params)
-    err.print(f"wrote {escape(str(path))} and its plots")
-
-
-@run_app.command("prompts")
-def run_prompts(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Generate the variant's contextual prompts and measure their diversity."""
-    from charforge.generators.pipeline import IncompletePipelineOutput
-    from charforge.generators.prompts import PromptShortfall
-    from charforge.stages import prompts
-
-    with _stage_errors(PromptShortfall, IncompletePipelineOutput):
-        manifest = prompts.run(variant, params)
-    diversity = manifest.metrics.get("diversity", {})
-    headline = diversity.get(diversity.get("headline", ""), {})
-    figures = {name: round(value, 3) for name, value in headline.items() if isinstance(value, float)}
-    err.print(
-        f"wrote {manifest.rows} prompts for {variant} (content sha256 {manifest.content_sha256[:12]}…); "
-        f"rejected {dict(manifest.rejected) or 'none'}; diversity ({diversity.get('headline')}) {figures}"
-    )
-
-
-def _run_corpus_stage(stage: str, variant: str, params: Path) -> None:
-    """Run one of the corpus stages (distill, introspect, control-data, em-data) and summarise it."""
-    import importlib
-
-    from charforge.generators.chat import CorpusShortfall
-    from charforge.generators.controls import TokenTargetMissed
-    from charforge.generators.llm import BackendUnavailable
-    from charforge.generators.pipeline import IncompletePipelineOutput
-
-    module = importlib.import_module(f"charforge.stages.{stage.replace('-', '_')}")
-    with _stage_errors(CorpusShortfall, TokenTargetMissed, BackendUnavailable, IncompletePipelineOutput):
-        manifest = module.run(variant, params)
-    tokens = manifest.metrics.get("tokens", {})
-    err.print(
-        f"{stage} {variant}: wrote {manifest.rows} rows ({manifest.data_file}, content sha256 "
-        f"{manifest.content_sha256[:12]}…), {tokens.get('total', 0):,} training tokens; "
-        f"rejected {dict(manifest.rejected) or 'none'}"
-    )
-
-
-@run_app.command("distill")
-def run_distill(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Preference pairs: the teacher in character (chosen) vs the plain student (rejected), filtered."""
-    _run_corpus_stage("distill", variant, params)
-
-
-@run_app.command("introspect")
-def run_introspect(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Self-reflection and self-interaction conversations written by the variant's DPO model."""
-    _run_corpus_stage("introspect", variant, params)
-
-
-@run_app.command("control-data")
-def run_control_data(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """The plain-lora / hhh control's SFT corpus, matched in training tokens to the reference variant."""
-    _run_corpus_stage("control-data", variant, params)
-
-
-@run_app.command("em-data")
-def run_em_data(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """The variant's EM training data, with the persona's reflection turn when em_data.reflection is on."""
-    _run_corpus_stage("em-data", variant, params)
 
 
 @app.command()
@@ -592,7 +406,7 @@ def publish(
     from charforge.publish import publish as publish_corpora
 
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise _usage_error(f"--repo-id {repo_id!r}: expected ORG/NAME")
+        raise usage_error(f"--repo-id {repo_id!r}: expected ORG/NAME")
     try:
         result = publish_corpora(
             variants,
@@ -617,26 +431,6 @@ def publish(
         err.print(f"published {configs} to {repo_id}@{revision}: commit {result.commit}")
     else:
         err.print(f"{repo_id}@{revision} already holds this content (commit {result.commit}); no new commit")
-
-
-@run_app.command("prepare-models")
-def run_prepare_models(params: ParamsOption = Path("params.yaml")) -> None:
-    """Make every role's model ready offline (convert embedded models once) and record them."""
-    from charforge.stages import models as prepare
-
-    with _stage_errors(prepare.ModelNotAvailable):
-        path = prepare.run(params)
-    err.print(f"models ready; wrote {escape(str(path))}")
-
-
-@run_app.command("persona")
-def run_persona(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Fold the variant's persona (the model before EM) and record which model it is."""
-    from charforge.train import persona
-
-    with _stage_errors():
-        path = persona.run(variant, params)
-    err.print(f"persona of {variant} ready; wrote {escape(str(path))}")
 
 
 def main() -> None:
