@@ -9,6 +9,8 @@ Guarantees:
 - one atomic commit (the Hub applies a commit whole or not at all; the data are uploaded first, and
   the commit names the head it was built on, so a concurrent change is refused, not overwritten);
   ``datasets``' own ``push_to_hub`` commits once per config, which is why it is not used here;
+- a failed publish leaves the Hub as it found it: a repository or ``--revision`` branch it created is
+  deleted again (unless its head moved, i.e. the commit may have landed after all);
 - the same content again makes no commit: every file is compared with the remote's (LFS sha256 or
   git blob id) first;
 - EM training data (harmful by design) is only published with ``include_em``;
@@ -33,7 +35,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
@@ -228,10 +230,31 @@ def _refuse_token_in_tree(files: dict[str, Path], token: str) -> None:
             raise PublishError(f"{repo_path} contains your Hugging Face token; refusing to publish it")
 
 
+Created = Literal["repo", "branch"] | None  # what a publish made on the Hub before its commit
+
+
+def _create_or_find_repo(api: Any, repo_id: str, private: bool) -> tuple[str, bool]:
+    """The repo's url, and whether this call created it (the Hub answers 409 when it already exists)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return str(api.create_repo(repo_id, repo_type=REPO_TYPE, private=private)), True
+    except HfHubHTTPError as error:
+        # 409: it exists; 401/402/403: a token that may not create repos may still write to this one,
+        # which create_repo(exist_ok=True) finds out (and otherwise raises the same error)
+        if error.response is None or error.response.status_code not in (401, 402, 403, 409):
+            raise
+    return str(api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)), False
+
+
 def _push(
     files: dict[str, Path], repo_id: str, revision: str, private: bool, token: str, message: str
 ) -> tuple[str, bool, str]:
-    """Create the repo (and branch) if missing, then commit what differs from the remote, at once."""
+    """Create the repo (and branch) if missing, then commit what differs from the remote, at once.
+
+    A repo or branch this publish created is deleted again when the publish fails before its commit
+    lands, so a failed first publish leaves the Hub as it found it.
+    """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import RevisionNotFoundError
     from huggingface_hub.hf_api import RepoFile
@@ -239,34 +262,37 @@ def _push(
 
     disable_progress_bars()
     api = HfApi(token=token)
-    url = str(api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True))
-    if private and not api.repo_info(repo_id, repo_type=REPO_TYPE).private:
+    url, repo_is_new = _create_or_find_repo(api, repo_id, private)
+    created: Created = "repo" if repo_is_new else None
+    if private and not repo_is_new and not api.repo_info(repo_id, repo_type=REPO_TYPE).private:
         raise PublishError(
             f"{repo_id} exists and is public: make it private on the Hub first, or drop --private"
         )
+    head: str | None = None
     try:
-        head = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision).sha
-    except RevisionNotFoundError:
-        api.create_branch(repo_id, branch=revision, repo_type=REPO_TYPE)
-        head = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision).sha
-    if head is None:
-        raise PublishError(f"{repo_id}: the Hub reported no head commit for {revision!r}")
-    remote = {
-        entry.path: entry
-        for entry in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=head, recursive=True)
-        if isinstance(entry, RepoFile)
-    }
-    operations: list[CommitOperationAdd | CommitOperationDelete] = [
-        CommitOperationAdd(path, str(local))
-        for path, local in files.items()
-        if path not in remote or not _unchanged(remote[path], local)
-    ]
-    operations += [
-        CommitOperationDelete(path) for path in sorted(remote) if _managed(path) and path not in files
-    ]
-    if not operations:
-        return head, False, url
-    try:
+        try:
+            head = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision).sha
+        except RevisionNotFoundError:
+            api.create_branch(repo_id, branch=revision, repo_type=REPO_TYPE)
+            created = created or "branch"
+            head = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision).sha
+        if head is None:
+            raise PublishError(f"the Hub reported no head commit for {revision!r}")
+        remote = {
+            entry.path: entry
+            for entry in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=head, recursive=True)
+            if isinstance(entry, RepoFile)
+        }
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationAdd(path, str(local))
+            for path, local in files.items()
+            if path not in remote or not _unchanged(remote[path], local)
+        ]
+        operations += [
+            CommitOperationDelete(path) for path in sorted(remote) if _managed(path) and path not in files
+        ]
+        if not operations:  # a new branch at a head that already holds this tree is published too
+            return head, False, url
         info = api.create_commit(
             repo_id,
             operations,
@@ -276,15 +302,30 @@ def _push(
             parent_commit=head,
         )
     except Exception as error:
-        now = _head_or_none(api, repo_id, revision)  # re-read, so the message states what is true
-        if now == head:
-            state = f"the repository is still at its previous commit {head}"
-        else:
-            state = (
-                f"the head moved from {head} to {now}: check it" if now else "the repo could not be re-read"
-            )
+        state = _after_failure(api, repo_id, revision, head, created)
         raise PublishError(f"publish failed and made no commit ({state}): {_describe(error)}") from None
     return info.oid, True, url
+
+
+def _after_failure(api: Any, repo_id: str, revision: str, head: str | None, created: Created) -> str:
+    """What a failed publish left, in words. A repo or branch it created goes again, unless its head
+    moved (the commit may have landed after all: nothing is deleted that may hold it)."""
+    now = _head_or_none(api, repo_id, revision)  # re-read, so the message states what is true
+    if now is None:
+        return "the repo could not be re-read: check it"
+    if head is not None and now != head:
+        return f"the head moved from {head} to {now}: check it"
+    if created is None:
+        return f"the repository is still at its previous commit {now}"
+    what = "repository" if created == "repo" else f"branch {revision!r}"
+    try:
+        if created == "repo":
+            api.delete_repo(repo_id, repo_type=REPO_TYPE)
+        else:
+            api.delete_branch(repo_id, branch=revision, repo_type=REPO_TYPE)
+    except Exception as error:  # the network may be what failed
+        return f"the {what} this publish created is still there, and deleting it failed: {_describe(error)}"
+    return f"the {what} this publish created was deleted again"
 
 
 def _head_or_none(api: Any, repo_id: str, revision: str) -> str | None:

@@ -1,11 +1,11 @@
 """A small Hugging Face Hub-protocol server for tests: real HTTP on 127.0.0.1, state in memory.
 
 It speaks the endpoints `huggingface_hub` uploads and `datasets.load_dataset` reads through (DESIGN §7):
-repo create/info, preupload, the LFS batch API and PUT of the bytes, validate-yaml, the NDJSON commit
-(atomic: a commit either applies whole or not at all, and honours ``parentCommit``), branches, tree
-listing, paths-info, and HEAD/GET of resolved files with byte ranges. Writes need the bearer token
-given at start. ``fail`` injects a failure into the next LFS PUT or commit call, so tests can check
-that a failed publish leaves the repo at its previous commit.
+repo create/info/delete, preupload, the LFS batch API and PUT of the bytes, validate-yaml, the NDJSON
+commit (atomic: a commit either applies whole or not at all, and honours ``parentCommit``), branch
+create/delete, tree listing, paths-info, and HEAD/GET of resolved files with byte ranges. Writes need
+the bearer token given at start. ``fail`` injects a failure into the next LFS PUT or commit call, so
+tests can check that a failed publish leaves the repo at its previous commit.
 """
 
 from __future__ import annotations
@@ -157,8 +157,12 @@ class _HubHandler(BaseHTTPRequestHandler):
     # --- plumbing -------------------------------------------------------------------------------
 
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        """The request body, read once (an error answered before reading it must still consume it, or
+        the next request on the kept-alive connection would start inside it)."""
+        if getattr(self, "_read_body", None) is None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self._read_body = self.rfile.read(length) if length else b""
+        return self._read_body
 
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -182,13 +186,15 @@ class _HubHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         with hub.lock:
             hub.requests.append((self.command, url.path))
+        self._read_body: bytes | None = None  # the handler serves every request of a connection
         try:
             self._route(url.path, parse_qs(url.query))
         except HubError as error:
+            self._body()
             headers = {"X-Error-Code": error.code} if error.code else {}
             self._json({"error": error.message}, error.status, {"X-Error-Message": error.message, **headers})
 
-    do_GET = do_HEAD = do_POST = do_PUT = _dispatch
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
 
     def _repo(self, repo_type: str, repo_id: str, write: bool = False) -> Repo:
         repo = self.server_state.repos.get(f"{repo_type}:{repo_id}")
@@ -209,6 +215,8 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _route(self, path: str, query: dict[str, list[str]]) -> None:
         if path == "/api/repos/create" and self.command == "POST":
             return self._create_repo()
+        if path == "/api/repos/delete" and self.command == "DELETE":
+            return self._delete_repo()
         if path == "/api/validate-yaml" and self.command == "POST":
             return self._validate_yaml()
         if path.startswith("/lfs-upload/") and self.command == "PUT":
@@ -238,6 +246,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._commit(self._repo(repo_type, repo_id, write=True), tail)
         if command == "POST" and action == "branch":
             return self._branch(self._repo(repo_type, repo_id, write=True), unquote(tail))
+        if command == "DELETE" and action == "branch":
+            return self._delete_branch(self._repo(repo_type, repo_id, write=True), unquote(tail))
         if command == "POST" and action == "paths-info":
             return self._paths_info(self._repo(repo_type, repo_id), tail)
         if command == "GET" and action == "tree":
@@ -268,6 +278,19 @@ class _HubHandler(BaseHTTPRequestHandler):
             repo.commit("main", {".gitattributes": StoredFile(GITATTRIBUTES, False)}, "initial commit")
             hub.repos[key] = repo
         self._json({"url": url, "name": repo_id})
+
+    def _delete_repo(self) -> None:
+        if not self._authorised():
+            raise HubError(401, "Invalid credentials in Authorization header")
+        payload = json.loads(self._body())
+        hub = self.server_state
+        namespace = payload.get("organization") or hub.namespace
+        key = f"{payload.get('type') or 'model'}:{namespace}/{payload['name']}"
+        with hub.lock:
+            if key not in hub.repos:
+                raise HubError(404, "Repository not found", "RepoNotFound")
+            del hub.repos[key]
+        self._send(200)
 
     def _info(self, repo_type: str, repo_id: str, revision: str) -> None:
         repo = self._repo(repo_type, repo_id)
@@ -391,6 +414,15 @@ class _HubHandler(BaseHTTPRequestHandler):
             if branch in repo.branches:
                 raise HubError(409, f"Reference refs/heads/{branch} already exists")
             repo.branches[branch] = self._revision(repo, payload.get("startingPoint") or "main")
+        self._send(200)
+
+    def _delete_branch(self, repo: Repo, branch: str) -> None:
+        with self.server_state.lock:
+            if branch == "main":
+                raise HubError(403, "Cannot delete the main branch")
+            if branch not in repo.branches:
+                raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+            del repo.branches[branch]
         self._send(200)
 
     def _entries(self, files: dict[str, StoredFile]) -> dict[str, dict[str, Any]]:

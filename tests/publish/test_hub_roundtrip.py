@@ -161,6 +161,31 @@ def test_a_failure_mid_upload_leaves_the_previous_commit(
     session.assert_no_token_anywhere((repo,))
 
 
+def test_a_failed_first_publish_leaves_no_repo_and_a_failed_new_branch_no_branch(
+    project, tmp_path, hub, token, hub_env, run_charforge
+) -> None:
+    session = Session(hub, token, tmp_path, hub_env, run_charforge)
+    repo = "charforge-test/first"
+    for failure in ("lfs-put", "commit"):
+        hub.fail(failure)
+        result = session.publish(project, *VARIANTS, "--repo-id", repo)
+        assert result.returncode == 1, result.stderr
+        assert "the repository this publish created was deleted again" in result.stderr
+        assert f"dataset:{repo}" not in hub.repos
+    assert not hub.pending_failures
+
+    assert session.publish(project, "plain-lora-s0", "--repo-id", repo).returncode == 0
+    head = hub.head(repo)
+    hub.fail("commit")
+    result = session.publish(project, *VARIANTS, "--repo-id", repo, "--revision", "dev")
+    assert result.returncode == 1, result.stderr
+    assert "the branch 'dev' this publish created was deleted again" in result.stderr
+    assert sorted(hub.repos[f"dataset:{repo}"].branches) == ["main"] and hub.head(repo) == head
+    assert session.publish(project, *VARIANTS, "--repo-id", repo, "--revision", "dev").returncode == 0
+    assert hub.head(repo) == head and hub.head(repo, "dev") not in {None, head}
+    session.assert_no_token_anywhere((repo,))
+
+
 def test_private_repo_on_a_new_branch(project, tmp_path, hub, token, hub_env, run_charforge) -> None:
     session = Session(hub, token, tmp_path, hub_env, run_charforge)
     repo = "charforge-test/private"
