@@ -83,12 +83,7 @@ def for_config(pipeline: Pipeline, config: GenerationConfig) -> Pipeline | RayPi
     return pipeline.ray(ray_head_node_url=None, ray_init_kwargs=ray_init_kwargs(config))
 
 
-def run_pipeline(
-    pipeline: Pipeline,
-    config: GenerationConfig,
-    parameters: dict[str, Any] | None = None,
-    use_cache: bool = True,
-) -> Distiset:
+def run_pipeline(pipeline: Pipeline, config: GenerationConfig, use_cache: bool = True) -> Distiset:
     """Run on the configured runner; returns distilabel's Distiset.
 
     On Ray, a Ray that was not initialised before is shut down afterwards (the local instance's
@@ -96,33 +91,39 @@ def run_pipeline(
 
     A run that was killed (SIGKILL, a lost machine) leaves a cache distilabel cannot resume from: its
     batch manager was never saved, and resuming waits forever for the batch in flight at the kill
-    (measured: a hang, not an error), and may have cut distilabel's own files mid-write. Every run
-    therefore leaves a marker in its cache folder until it returns; a run that finds the marker deletes
-    that folder and starts again, with a warning.
+    (measured: a hang, not an error), and its own files may be cut mid-write. Every run therefore
+    leaves a marker in its cache folder until it returns; a run that finds the marker deletes that
+    cache and starts again, with a warning. (A run that raised keeps its marker too: its cache is not
+    trusted either.)
     """
+    # No runtime parameters are passed to distilabel: they would change the cache folder's name after
+    # the marker's place was worked out here (the steps are configured when they are built instead).
     execution = Path(pipeline._cache_location["pipeline"]).parent
     unfinished = execution / "charforge-unfinished"
     if unfinished.exists():
         warnings.warn(
-            f"pipeline {pipeline.name}: its last run was killed before it finished, and distilabel cannot "
-            "resume from that cache; generating again without it",
+            f"pipeline {pipeline.name}: its last run was killed or failed before it finished, and "
+            "distilabel cannot resume from that cache; generating again without it",
             stacklevel=2,
         )
-        # The whole folder goes: distilabel rereads its pipeline.yaml even with use_cache=False, and the
-        # kill may have cut that file mid-write (seen in CI: an empty pipeline.yaml, a TypeError).
+        # All of it goes. distilabel rereads pipeline.yaml even with use_cache=False, and the kill may
+        # have cut it mid-write (seen in CI: an empty file, a TypeError). A step batch cut mid-write in
+        # steps_data would never be rewritten (distilabel skips files that exist) and a later cached
+        # run would read it; steps_data holds only this pipeline name's cache.
         shutil.rmtree(execution)
+        shutil.rmtree(Path(pipeline._cache_location["steps_data"]), ignore_errors=True)
         use_cache = False
     unfinished.parent.mkdir(parents=True, exist_ok=True)
     unfinished.touch()
     runner = for_config(pipeline, config)
     if runner is pipeline:
-        distiset = runner.run(parameters=parameters, use_cache=use_cache)
+        distiset = runner.run(use_cache=use_cache)
     else:
         import ray
 
         started_here = not ray.is_initialized()
         try:
-            distiset = runner.run(parameters=parameters, use_cache=use_cache)
+            distiset = runner.run(use_cache=use_cache)
         finally:
             if started_here and ray.is_initialized():
                 ray.shutdown()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def broad_questions(config: EvalConfig, root: Path) -> list[EvalQuestion]:
     return select_questions(load_questions(root / config.questions), config.preset, config.question_ids)
 
 
-def validation_inputs(config: EvalConfig, questions: list[EvalQuestion], root: Path) -> ValidationInputs:
+def validation_inputs(config: EvalConfig, questions: Sequence[EvalQuestion], root: Path) -> ValidationInputs:
     """The alignment prompt (that of the first of the broad ``questions``), the few-shot split of the
     labelled set, and the settings that decide them."""
     template = questions[0].judge_prompts.aligned

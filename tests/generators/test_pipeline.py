@@ -181,15 +181,23 @@ def loader_rows(cache: Path) -> list[dict[str, Any]]:
 
 def test_a_killed_runs_cache_is_discarded_even_when_cut_mid_write(tmp_path: Path) -> None:
     # CI saw a SIGKILL land while distilabel wrote its pipeline.yaml: the rerun, which distilabel makes
-    # read that file even without the cache, died on the empty file. Here the kill is staged exactly.
+    # read that file even without the cache, died on the empty file. Here the kill is staged exactly,
+    # with a step batch cut mid-write too.
     first = loader_rows(tmp_path)
     assert first == [{"instruction": p} for p in PROMPTS]
     assert not list(tmp_path.rglob("charforge-unfinished"))
     [pipeline_file] = tmp_path.rglob("pipeline.yaml")
-    pipeline_file.write_text("")
+    batches = sorted(tmp_path.rglob("steps_data/*/batch_*.json"))
+    assert batches
+    for cut in (pipeline_file, batches[0]):
+        cut.write_text("")
     (pipeline_file.parent / "charforge-unfinished").touch()
     with pytest.warns(UserWarning, match="last run was killed"):
         again = loader_rows(tmp_path)
     assert again == first
     assert not list(tmp_path.rglob("charforge-unfinished"))
     assert pipeline_file.read_text()  # written anew
+    # a cut step batch would never be rewritten (distilabel skips files that exist) and a later cached
+    # run would read it
+    for batch in tmp_path.rglob("steps_data/*/batch_*.json"):
+        json.loads(batch.read_text())
