@@ -9,8 +9,9 @@ Guarantees:
 - one atomic commit (the Hub applies a commit whole or not at all; the data are uploaded first, and
   the commit names the head it was built on, so a concurrent change is refused, not overwritten);
   ``datasets``' own ``push_to_hub`` commits once per config, which is why it is not used here;
-- a failed publish leaves the Hub as it found it: a repository or ``--revision`` branch it created is
-  deleted again (unless its head moved, i.e. the commit may have landed after all);
+- a repository or ``--revision`` branch that a failed (or interrupted) publish created is deleted
+  again, unless its head moved (the commit may have landed after all) or the Hub cannot be reached,
+  which the error then says;
 - the same content again makes no commit: every file is compared with the remote's (LFS sha256 or
   git blob id) first;
 - EM training data (harmful by design) is only published with ``include_em``;
@@ -253,7 +254,7 @@ def _push(
     """Create the repo (and branch) if missing, then commit what differs from the remote, at once.
 
     A repo or branch this publish created is deleted again when the publish fails before its commit
-    lands, so a failed first publish leaves the Hub as it found it.
+    lands (``_after_failure``), so a failed first publish normally leaves no empty repo behind.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import RevisionNotFoundError
@@ -301,8 +302,10 @@ def _push(
             revision=revision,
             parent_commit=head,
         )
-    except Exception as error:
+    except (Exception, KeyboardInterrupt) as error:  # Ctrl-C mid-upload is cleaned up too
         state = _after_failure(api, repo_id, revision, head, created)
+        if isinstance(error, KeyboardInterrupt):
+            raise PublishError(f"publish interrupted before its commit ({state})") from None
         raise PublishError(f"publish failed and made no commit ({state}): {_describe(error)}") from None
     return info.oid, True, url
 

@@ -5,7 +5,8 @@ repo create/info/delete, preupload, the LFS batch API and PUT of the bytes, vali
 commit (atomic: a commit either applies whole or not at all, and honours ``parentCommit``), branch
 create/delete, tree listing, paths-info, and HEAD/GET of resolved files with byte ranges. Writes need
 the bearer token given at start. ``fail`` injects a failure into the next LFS PUT or commit call, so
-tests can check that a failed publish leaves the repo at its previous commit.
+tests can check that a failed publish leaves the repo at its previous commit; ``stall`` holds the next
+LFS PUT until ``resume``, so a test can interrupt a client mid-upload.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []
         self.pending_failures: dict[str, int] = {}
+        self.stalling: str | None = None  # the call ``stall`` holds
+        self.stalled = threading.Event()  # set once that call has arrived
+        self._resumed = threading.Event()
         self.tickets: dict[str, tuple[Repo, str]] = {}
         self.lock = threading.RLock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -111,6 +115,24 @@ class HubServer:
         """Fail the next ``what`` call ("lfs-put" or "commit") once ``after`` of them succeeded."""
         with self.lock:
             self.pending_failures[what] = after
+
+    def stall(self, what: str) -> None:
+        """Hold the next ``what`` call ("lfs-put") until ``resume()``: a client caught mid-upload."""
+        with self.lock:
+            self.stalling = what
+            self.stalled.clear()
+            self._resumed.clear()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    def hold_if_stalling(self, what: str, timeout_s: float = 120) -> None:
+        with self.lock:
+            if self.stalling != what:
+                return
+            self.stalling = None
+        self.stalled.set()
+        self._resumed.wait(timeout_s)
 
     def head(self, repo_id: str, branch: str = "main") -> str | None:
         repo = self.repos.get(f"dataset:{repo_id}")
@@ -159,7 +181,7 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         """The request body, read once (an error answered before reading it must still consume it, or
         the next request on the kept-alive connection would start inside it)."""
-        if getattr(self, "_read_body", None) is None:
+        if self._read_body is None:
             length = int(self.headers.get("Content-Length") or 0)
             self._read_body = self.rfile.read(length) if length else b""
         return self._read_body
@@ -365,6 +387,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         if ticket not in self.server_state.tickets:
             raise HubError(403, "unknown or expired upload URL")
         repo, oid = self.server_state.tickets[ticket]
+        self.server_state.hold_if_stalling("lfs-put")
         if self.server_state.should_fail("lfs-put"):
             raise HubError(FAILURE_STATUS["lfs-put"], "injected failure: LFS upload refused")
         if hashlib.sha256(data).hexdigest() != oid:

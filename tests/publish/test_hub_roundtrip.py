@@ -7,8 +7,10 @@ HF_HUB_DISABLE_XET at import, and this process keeps the offline environment and
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -184,6 +186,30 @@ def test_a_failed_first_publish_leaves_no_repo_and_a_failed_new_branch_no_branch
     assert session.publish(project, *VARIANTS, "--repo-id", repo, "--revision", "dev").returncode == 0
     assert hub.head(repo) == head and hub.head(repo, "dev") not in {None, head}
     session.assert_no_token_anywhere((repo,))
+
+
+def test_ctrl_c_mid_upload_of_a_first_publish_leaves_no_repo(project, tmp_path, hub, token, hub_env) -> None:
+    session = Session(hub, token, tmp_path, hub_env, None)
+    repo = "charforge-test/interrupted"
+    hub.stall("lfs-put")
+    command = [sys.executable, "-m", "charforge.cli", "publish", *VARIANTS, "--repo-id", repo]
+    publishing = subprocess.Popen(
+        command, cwd=project, env=session.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert hub.stalled.wait(120), "the upload never reached the hub"
+        assert f"dataset:{repo}" in hub.repos
+        publishing.send_signal(signal.SIGINT)
+        time.sleep(1)  # the interrupt lands while the upload hangs
+    finally:
+        hub.resume()
+    stdout, stderr = publishing.communicate(timeout=120)
+    session.logs += [stdout, stderr]
+    assert publishing.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert "publish interrupted before its commit (the repository this publish created was deleted" in stderr
+    assert f"dataset:{repo}" not in hub.repos
+    session.assert_no_token_anywhere(())
 
 
 def test_private_repo_on_a_new_branch(project, tmp_path, hub, token, hub_env, run_charforge) -> None:
