@@ -312,7 +312,8 @@ def _push(
 
 def _after_failure(api: Any, repo_id: str, revision: str, head: str | None, created: Created) -> str:
     """What a failed publish left, in words. A repo or branch it created goes again, unless its head
-    moved (the commit may have landed after all: nothing is deleted that may hold it)."""
+    moved (the commit may have landed after all) or, for a repo, any other ref points elsewhere:
+    nothing is deleted that may hold somebody's commit."""
     now = _head_or_none(api, repo_id, revision)  # re-read, so the message states what is true
     if now is None:
         return "the repo could not be re-read: check it"
@@ -323,6 +324,14 @@ def _after_failure(api: Any, repo_id: str, revision: str, head: str | None, crea
     what = "repository" if created == "repo" else f"branch {revision!r}"
     try:
         if created == "repo":
+            refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, include_pull_requests=True)
+            others = [
+                ref.ref
+                for ref in [*refs.branches, *refs.tags, *(refs.pull_requests or [])]
+                if ref.target_commit != now
+            ]
+            if others:  # somebody else wrote to the new repository meanwhile: theirs is kept
+                return f"the repository this publish created now also holds {', '.join(others)}: check it"
             api.delete_repo(repo_id, repo_type=REPO_TYPE)
         else:
             api.delete_branch(repo_id, branch=revision, repo_type=REPO_TYPE)

@@ -3,7 +3,7 @@
 It speaks the endpoints `huggingface_hub` uploads and `datasets.load_dataset` reads through (DESIGN §7):
 repo create/info/delete, preupload, the LFS batch API and PUT of the bytes, validate-yaml, the NDJSON
 commit (atomic: a commit either applies whole or not at all, and honours ``parentCommit``), branch
-create/delete, tree listing, paths-info, and HEAD/GET of resolved files with byte ranges. Writes need
+create/delete, refs, tree listing, paths-info, and HEAD/GET of resolved files with byte ranges. Writes need
 the bearer token given at start. ``fail`` injects a failure into the next LFS PUT or commit call, so
 tests can check that a failed publish leaves the repo at its previous commit; ``stall`` holds the next
 LFS PUT until ``resume``, so a test can interrupt a client mid-upload.
@@ -272,6 +272,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._delete_branch(self._repo(repo_type, repo_id, write=True), unquote(tail))
         if command == "POST" and action == "paths-info":
             return self._paths_info(self._repo(repo_type, repo_id), tail)
+        if command == "GET" and action == "refs":
+            return self._refs(self._repo(repo_type, repo_id))
         if command == "GET" and action == "tree":
             revision, _, file_path = tail.partition("/")
             recursive = query.get("recursive", ["false"])[0].lower() == "true"
@@ -438,6 +440,14 @@ class _HubHandler(BaseHTTPRequestHandler):
                 raise HubError(409, f"Reference refs/heads/{branch} already exists")
             repo.branches[branch] = self._revision(repo, payload.get("startingPoint") or "main")
         self._send(200)
+
+    def _refs(self, repo: Repo) -> None:
+        with self.server_state.lock:
+            branches = [
+                {"name": name, "ref": f"refs/heads/{name}", "targetCommit": sha}
+                for name, sha in sorted(repo.branches.items())
+            ]
+        self._json({"branches": branches, "converts": [], "tags": [], "pullRequests": []})
 
     def _delete_branch(self, repo: Repo, branch: str) -> None:
         with self.server_state.lock:

@@ -188,14 +188,18 @@ def test_a_failed_first_publish_leaves_no_repo_and_a_failed_new_branch_no_branch
     session.assert_no_token_anywhere((repo,))
 
 
+def start_publish(session: Session, project: Path, repo: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "charforge.cli", "publish", *VARIANTS, "--repo-id", repo]
+    return subprocess.Popen(
+        command, cwd=project, env=session.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def test_ctrl_c_mid_upload_of_a_first_publish_leaves_no_repo(project, tmp_path, hub, token, hub_env) -> None:
     session = Session(hub, token, tmp_path, hub_env, None)
     repo = "charforge-test/interrupted"
     hub.stall("lfs-put")
-    command = [sys.executable, "-m", "charforge.cli", "publish", *VARIANTS, "--repo-id", repo]
-    publishing = subprocess.Popen(
-        command, cwd=project, env=session.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    publishing = start_publish(session, project, repo)
     try:
         assert hub.stalled.wait(120), "the upload never reached the hub"
         assert f"dataset:{repo}" in hub.repos
@@ -210,6 +214,27 @@ def test_ctrl_c_mid_upload_of_a_first_publish_leaves_no_repo(project, tmp_path, 
     assert "publish interrupted before its commit (the repository this publish created was deleted" in stderr
     assert f"dataset:{repo}" not in hub.repos
     session.assert_no_token_anywhere(())
+
+
+def test_a_failed_first_publish_keeps_the_repo_when_somebody_else_wrote_to_it(
+    project, tmp_path, hub, token, hub_env
+) -> None:
+    session = Session(hub, token, tmp_path, hub_env, None)
+    repo = "charforge-test/shared"
+    hub.stall("lfs-put")
+    hub.fail("commit")
+    publishing = start_publish(session, project, repo)
+    try:
+        assert hub.stalled.wait(120), "the upload never reached the hub"
+        theirs = hub.repos[f"dataset:{repo}"].commit("other", {}, "somebody else's commit")
+    finally:
+        hub.resume()
+    stdout, stderr = publishing.communicate(timeout=120)
+    session.logs += [stdout, stderr]
+    assert publishing.returncode == 1 and "injected failure" in stderr, stderr
+    assert "the repository this publish created now also holds refs/heads/other: check it" in stderr
+    assert hub.head(repo, "other") == theirs
+    session.assert_no_token_anywhere((repo,))
 
 
 def test_private_repo_on_a_new_branch(project, tmp_path, hub, token, hub_env, run_charforge) -> None:
