@@ -282,16 +282,20 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     # --- endpoints ------------------------------------------------------------------------------
 
-    def _create_repo(self) -> None:
+    def _repo_request(self) -> tuple[dict[str, Any], str, str]:
+        """An authorised repos/create or repos/delete call: its payload, repo type and repo id."""
         if not self._authorised():
             raise HubError(401, "Invalid credentials in Authorization header")
         payload = json.loads(self._body())
+        namespace = payload.get("organization") or self.server_state.namespace
+        return payload, payload.get("type") or "model", f"{namespace}/{payload['name']}"
+
+    def _create_repo(self) -> None:
+        payload, repo_type, repo_id = self._repo_request()
         hub = self.server_state
-        namespace = payload.get("organization") or hub.namespace
+        namespace = repo_id.split("/")[0]
         if namespace != hub.namespace:
             raise HubError(403, f"You don't have the rights to create a repo under {namespace!r}")
-        repo_type = payload.get("type") or "model"
-        repo_id = f"{namespace}/{payload['name']}"
         key = f"{repo_type}:{repo_id}"
         url = f"{hub.endpoint}/{repo_type}s/{repo_id}"
         with hub.lock:
@@ -304,12 +308,9 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._json({"url": url, "name": repo_id})
 
     def _delete_repo(self) -> None:
-        if not self._authorised():
-            raise HubError(401, "Invalid credentials in Authorization header")
-        payload = json.loads(self._body())
+        _, repo_type, repo_id = self._repo_request()
         hub = self.server_state
-        namespace = payload.get("organization") or hub.namespace
-        key = f"{payload.get('type') or 'model'}:{namespace}/{payload['name']}"
+        key = f"{repo_type}:{repo_id}"
         with hub.lock:
             if key not in hub.repos:
                 raise HubError(404, "Repository not found", "RepoNotFound")
