@@ -1,11 +1,12 @@
 """Benchmark: a DPO run through charforge's `train-dpo` stage vs a minimal plain-TRL script.
 
 Both sides train the same LoRA with the same DPOConfig (built from the same params section) on the
-same pairs, from the same base model. The charforge side is the stage itself (`charforge.train.dpo.run`:
-corpus validation, token-counting trainer, rich progress, atomic adapter save, metrics); the plain side
-is what a user would write with TRL alone. Each run is a fresh subprocess; the sides alternate
-(interleaved) and repeat. The figure is the time per optimizer step of `trainer.train()` (the training
-loop, not model loading). Prints the median ratio charforge / plain and its spread (target <= 1.05).
+same pairs, from the same base model. The charforge side is the stage itself
+(`charforge.stages.train_dpo.run`: corpus validation, token-counting trainer, rich progress, atomic
+adapter save, metrics); the plain side is what a user would write with TRL alone. Each run is a fresh
+subprocess; the sides alternate (interleaved) and repeat. The figure is the time per optimizer
+step of `trainer.train()` (the training loop, not model loading). Prints the median ratio
+charforge / plain and its spread (target <= 1.05).
 
     .venv/bin/python bench/train.py [--model embedded:smollm2-135m-instruct] [--pairs 32] [--repeats 5]
 """
@@ -55,8 +56,8 @@ Path(sys.argv[3]).write_text(json.dumps({"seconds": seconds, "steps": trainer.st
 CHARFORGE = """
 import json, sys
 from pathlib import Path
-from charforge.train import dpo
-record = dpo.run("bench-d0-s0", Path(sys.argv[1]) / "params.yaml", Path(sys.argv[1]))
+from charforge.stages import train_dpo
+record = train_dpo.run("bench-d0-s0", Path(sys.argv[1]) / "params.yaml", Path(sys.argv[1]))
 figures = {"seconds": record.wall_seconds, "steps": record.optimizer_steps}
 Path(sys.argv[3]).write_text(json.dumps(figures))
 """

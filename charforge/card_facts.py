@@ -14,12 +14,12 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from charforge.io import file_sha256, read_yaml
+from charforge.paths import CONSTITUTIONS
 from charforge.schemas import Manifest
 
 UNKNOWN_LICENCE = "unknown — check before publishing"
 LICENCE_KEYS = ("teacher_licence", "teacher_license")
 SMOKE_MODEL = "embedded:smollm2-135m-instruct"
-CONSTITUTIONS = Path("corpora/constitutions")
 
 
 class CardError(ValueError):
@@ -161,15 +161,6 @@ def lock_stages(source: Path, root: Path) -> list[tuple[str, Mapping[str, Any]]]
     return matches
 
 
-# The roles each corpus stage records with its own answer limit swapped in (charforge/stages/*.py:
-# ``with_max_new_tokens(role, config.max_new_tokens)`` before ``used``), by the section it records:
-# such a role's ``sampling.max_new_tokens`` is the section's, not the role's own in params.yaml.
-SWAPPED_LIMIT: dict[str, tuple[str, ...]] = {
-    "distill": ("teacher", "student"),
-    "controls": ("teacher",),
-    "em_data": ("teacher", "persona"),
-    "introspection": ("introspection",),
-}
 HYDRA_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$\-]*\Z")  # a key DVC's ``-S`` (Hydra's grammar) can name
 _MISSING = object()
 
@@ -190,9 +181,10 @@ def experiment_settings(manifests: Mapping[str, Manifest], root: Path) -> Experi
     The project's ``params.yaml`` is the universe: DVC refuses ``-S`` for a key it lacks, so only its
     keys are set (none without the file). A value comes from what a stage recorded as used: its own
     section (``distill``, ``generation``, ...) and the ``models.<role>`` of params.yaml, cut down to the
-    fields params.yaml has; a role's ``sampling.max_new_tokens`` is not taken where the stage swapped its
-    own limit in (``SWAPPED_LIMIT``). Every manifest recording a key is a witness, in no order: when they
-    disagree the key is a conflict, never resolved by whichever came first."""
+    fields params.yaml has (a stage records its declared params keys as params.yaml holds them, and the
+    roles as they answered, e.g. with a section's answer limit, apart under ``resolved``). Every manifest
+    recording a key is a witness, in no order: when they disagree the key is a conflict, never resolved
+    by whichever came first."""
     params_file = root / "params.yaml"
     params = _load_yaml_file(params_file) if params_file.is_file() else None
     if not isinstance(params, Mapping):
@@ -213,20 +205,11 @@ def experiment_settings(manifests: Mapping[str, Manifest], root: Path) -> Experi
 
 def recorded_settings(manifest: Manifest, params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """The params.yaml paths one manifest knows the value of, with that value (see experiment_settings)."""
-    swapped = {
-        role
-        for section, roles in SWAPPED_LIMIT.items()
-        if isinstance(used := manifest.params.get(section), Mapping)
-        and used.get("max_new_tokens") is not None
-        for role in roles
-    }
     for key, value in manifest.params.items():
         parts = key.split(".")
         node = _node(params, parts)
         if node is _MISSING:
             continue
-        if len(parts) == 2 and parts[0] == "models" and parts[1] in swapped and isinstance(value, Mapping):
-            value = _without_limit(value)
         for path, setting in _settable(key, node, value):
             try:
                 hydra_value(setting)
@@ -242,13 +225,6 @@ def _node(params: Mapping[str, Any], parts: Sequence[str]) -> Any:
             return _MISSING
         node = node[part]
     return node
-
-
-def _without_limit(role: Mapping[str, Any]) -> dict[str, Any]:
-    sampling = role.get("sampling")
-    if not isinstance(sampling, Mapping):
-        return dict(role)
-    return {**role, "sampling": {key: value for key, value in sampling.items() if key != "max_new_tokens"}}
 
 
 def _settable(path: str, node: Any, recorded: Any) -> Iterator[tuple[str, Any]]:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from charforge import __version__
 from charforge.cli_common import EXIT_INVALID, EXIT_USAGE, err, out, usage_error
-from charforge.cli_run import run_app
+from charforge.cli_run import DebugOption, run_app
 from charforge.offline import apply_offline_env
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: DebugOption = False,
 ) -> None:
     apply_offline_env()
 

@@ -1,13 +1,18 @@
 """`charforge run STAGE`: one pipeline stage for one variant, as dvc.yaml calls it.
 
-Each stage imports its (heavy) modules only when it runs, so `charforge --help` stays fast. Exit codes as
-in `charforge.cli`: 1 bad input, 2 misuse, never a traceback.
+Every command's entry point is ``charforge.stages.<command>`` (dashes as underscores), with the params
+keys it reads declared there as ``PARAMS``. Each imports its (heavy) modules only when it runs, so
+`charforge --help` stays fast. Exit codes as in `charforge.cli`: 1 bad input, 2 misuse. An error is one
+line, no traceback; one that a library raised (TRL, transformers, ...) names the library and the call it
+came from. `--debug` (or ``CHARFORGE_DEBUG=1``) shows the full traceback instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +25,61 @@ from charforge.cli_common import EXIT_INVALID, err, usage_error
 run_app = typer.Typer(
     help="Run one pipeline stage for one variant (what dvc.yaml calls).", no_args_is_help=True
 )
+DEBUG_ENV = "CHARFORGE_DEBUG"
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def enable_debug(value: bool) -> None:
+    """`--debug`: stage errors show their full traceback (set in the environment, so child processes
+    such as `accelerate launch` workers inherit it)."""
+    if value:
+        os.environ[DEBUG_ENV] = "1"
+
+
+DebugOption = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        callback=enable_debug,
+        is_eager=True,
+        help=f"Show the full traceback of a stage error (or set {DEBUG_ENV}=1).",
+    ),
+]
+
+
+@run_app.callback()
+def _run_main(debug: DebugOption = False) -> None:
+    pass
+
+
+def origin(error: BaseException) -> str | None:
+    """Where an error charforge did not raise itself came from: ``the library (module.function at
+    file:line)`` of the innermost frame; None when charforge raised it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    tb = error.__traceback__
+    module = None
+    while tb is not None:  # the innermost frame's module name (the extracted frames carry only files)
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        tb = tb.tb_next
+    if not frames or module is None or module == "charforge" or module.startswith("charforge."):
+        return None
+    last = frames[-1]
+    library = module.split(".")[0]
+    return f"{library} ({module}.{last.name} at {Path(last.filename).name}:{last.lineno})"
+
+
+def error_line(error: BaseException) -> str:
+    """The one line a stage error prints: the message, and where it came from when a library raised it."""
+    where = origin(error)
+    if where is None:
+        return f"error: {error}"
+    return (
+        f"error from {where}: {type(error).__name__}: {error} "
+        f"(rerun with `charforge run --debug ...` or {DEBUG_ENV}=1 for the traceback)"
+    )
 
 
 @contextlib.contextmanager
@@ -38,7 +98,9 @@ def _stage_errors(*expected: type[Exception]) -> Iterator[None]:
             sys.stdout.write(f"{problem}\n")
         raise typer.Exit(EXIT_INVALID) from None
     except (FileNotFoundError, ValueError, FoldError, *expected) as error:
-        err.print(f"error: {escape(str(error))}")
+        if debugging():
+            raise
+        err.print(escape(error_line(error)))
         raise typer.Exit(EXIT_INVALID) from None
 
 
@@ -60,28 +122,28 @@ def _report_training(record: Any) -> None:
 @run_app.command("train-dpo")
 def run_train_dpo(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
     """Train the variant's DPO LoRA on its preference pairs."""
-    from charforge.train import dpo
+    from charforge.stages import train_dpo
 
     with _stage_errors():
-        _report_training(dpo.run(variant, params))
+        _report_training(train_dpo.run(variant, params))
 
 
 @run_app.command("train-sft")
 def run_train_sft(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
     """Train the variant's SFT LoRA (introspection data, or a control's corpus), every assistant turn."""
-    from charforge.train import sft
+    from charforge.stages import train_sft
 
     with _stage_errors():
-        _report_training(sft.run(variant, params))
+        _report_training(train_sft.run(variant, params))
 
 
 @run_app.command("em-finetune")
 def run_em_finetune(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
     """Stack a new LoRA on the variant's frozen persona and train it on the EM data."""
-    from charforge.train import em
+    from charforge.stages import em_finetune
 
     with _stage_errors():
-        _report_training(em.run(variant, params))
+        _report_training(em_finetune.run(variant, params))
 
 
 @run_app.command("validate-judge")
@@ -89,10 +151,10 @@ def run_validate_judge(params: ParamsOption = Path("params.yaml")) -> None:
     """Validate models.judge once on the labelled set; every eval-em run uses (and checks) this verdict."""
     from charforge.eval.judge_api import JudgeBudgetExceeded
     from charforge.generators.llm import BackendUnavailable
-    from charforge.stages import judge_validation
+    from charforge.stages import validate_judge
 
     with _stage_errors(JudgeBudgetExceeded, BackendUnavailable):
-        block = judge_validation.run(params)
+        block = validate_judge.run(params)
     validation = block["validation"]
     verdict = "usable" if validation["usable"] else "UNUSABLE: " + "; ".join(validation["reasons"])
     auroc = "–" if validation["auroc"] is None else f"{validation['auroc']:.3f}"
@@ -101,7 +163,7 @@ def run_validate_judge(params: ParamsOption = Path("params.yaml")) -> None:
         f"AUROC {auroc}, number mass {validation['mean_number_mass']:.3f}: "
         + (escape(verdict) if validation["usable"] else f"[bold red]{escape(verdict)}[/bold red]")
     )
-    err.print(f"wrote {judge_validation.VALIDATION}")
+    err.print(f"wrote {validate_judge.JUDGE_VALIDATION}")
 
 
 @run_app.command("eval-em")
@@ -196,17 +258,17 @@ def run_em_data(variant: VariantOption, params: ParamsOption = Path("params.yaml
 @run_app.command("prepare-models")
 def run_prepare_models(params: ParamsOption = Path("params.yaml")) -> None:
     """Make every role's model ready offline (convert embedded models once) and record them."""
-    from charforge.stages import models as prepare
+    from charforge.stages import prepare_models
 
-    with _stage_errors(prepare.ModelNotAvailable):
-        path = prepare.run(params)
-    err.print(f"models ready; wrote {escape(str(path))}")
+    with _stage_errors(prepare_models.ModelNotAvailable):
+        paths = prepare_models.run(params)
+    err.print(f"models ready; wrote {escape(', '.join(map(str, paths)))}")
 
 
 @run_app.command("persona")
 def run_persona(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
     """Fold the variant's persona (the model before EM) and record which model it is."""
-    from charforge.train import persona
+    from charforge.stages import persona
 
     with _stage_errors():
         path = persona.run(variant, params)

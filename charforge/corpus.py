@@ -84,6 +84,20 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in columns})
 
 
+def _portable(value: Any) -> Any:
+    """``value`` with every string naming a folded model's folder (a path into this checkout's cache)
+    replaced by the fold's name, ``fold:<key>``: a manifest records what a model is, not where."""
+    if isinstance(value, Mapping):
+        return {key: _portable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_portable(item) for item in value]
+    if isinstance(value, str) and "/" in value and "\n" not in value and len(value) < 4096:
+        from charforge.train.fold import portable_model
+
+        return portable_model(value)
+    return value
+
+
 def write_corpus(
     rows: Sequence[BaseModel | Mapping[str, Any]],
     path: Path,
@@ -94,10 +108,16 @@ def write_corpus(
     rejected: Mapping[str, int] | None = None,
     variant: str | None = None,
     metrics: Mapping[str, Any] | None = None,
+    root: Path | None = None,
 ) -> Manifest:
     """Validate ``rows`` as charforge records of ``kind``, write them as parquet sorted by id, then
     write the manifest beside them. Both writes are atomic; the manifest is written last, so a
-    crash in between leaves a manifest that `charforge validate` reports as not matching."""
+    crash in between leaves a manifest that `charforge validate` reports as not matching.
+
+    The manifest is a DVC output, the same in every checkout of the project: ``parents`` are recorded
+    relative to ``root`` (the project folder) when it is given, and a folded model named in ``params``
+    or ``metrics`` by its folder in the cache is recorded as ``fold:<key>``. The rows are written as
+    given: their content hash depends on them alone."""
     spec = KINDS[kind]
     model = spec.row_model(charforge=True)
     records = [model.model_validate(row if isinstance(row, Mapping) else row.model_dump()) for row in rows]
@@ -114,11 +134,11 @@ def write_corpus(
         variant=variant,
         rows=len(dumped),
         content_sha256=content_sha256(dumped),
-        params=dict(params or {}),
-        parents=list(parents),
+        params=_portable(dict(params or {})),
+        parents=[parent.under(root) for parent in parents] if root is not None else list(parents),
         tool_version=__version__,
         rejected=dict(rejected or {}),
-        metrics=dict(metrics or {}),
+        metrics=_portable(dict(metrics or {})),
     )
     atomic_write_text(manifest_path_for(path), manifest.model_dump_json(indent=2) + "\n")
     return manifest

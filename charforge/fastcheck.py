@@ -1,6 +1,6 @@
 """Validating parquet record files fast and in bounded memory.
 
-Row-by-row pydantic costs ~37x a parquet read (DESIGN §7). Instead, each record batch is checked
+Row-by-row pydantic costs ~37x a parquet read (docs/design.md §7). Instead, each record batch is checked
 with vectorised polars expressions that flag every row that *might* be invalid (a sound
 over-approximation of the schema), and only flagged rows go through pydantic, which stays the
 single authority on what is an error and how it is worded. Columns without a vectorised rule are

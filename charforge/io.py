@@ -314,6 +314,45 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def memoised_file_sha256(path: Path, index_file: Path | None) -> str:
+    """``file_sha256`` of ``path``, remembered in ``index_file`` (a JSON map in the local cache) under the
+    file's absolute path, size, inode, mtime and ctime, so an unchanged file is hashed once. Any
+    rewrite, even one that keeps the size and restores the mtime, changes the ctime and is hashed again.
+    The index is a local cache only: nothing DVC tracks may record its keys (they name this machine)."""
+    if index_file is None:
+        return file_sha256(path)
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
+    try:
+        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    except (OSError, ValueError):  # a damaged index is only a lost cache
+        index = {}
+    digest = index.get(key) if isinstance(index, dict) else None
+    if isinstance(digest, str):
+        return digest
+    digest = file_sha256(path)
+    index = index if isinstance(index, dict) else {}
+    index[key] = digest
+    with contextlib.suppress(OSError):  # read-only cache: hash again next time
+        atomic_write_text(index_file, json.dumps(index, indent=1, sort_keys=True) + "\n")
+    return digest
+
+
+def project_relative(path: str | Path, root: Path) -> str:
+    """``path`` as a record inside the project names it: relative to ``root`` (the project folder), in
+    POSIX form, when it lies inside it (whether given relative to the working folder or absolute); a
+    path outside the project (which no other checkout could share anyway) is kept as given."""
+    candidate = Path(path)
+    # abspath, not resolve(): a DVC output may be a symlink into the DVC cache, outside the project
+    for inner, outer in (
+        (os.path.abspath(candidate), os.path.abspath(root)),
+        (candidate.resolve(), root.resolve()),
+    ):
+        with contextlib.suppress(ValueError):
+            return Path(inner).relative_to(outer).as_posix()
+    return candidate.as_posix()
+
+
 def canonical_json(value: Any) -> str:
     """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept as is."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

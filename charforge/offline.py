@@ -1,4 +1,4 @@
-"""The offline environment every charforge entry point sets before heavy imports (DESIGN §7).
+"""The offline environment every charforge entry point sets before heavy imports (docs/design.md §7).
 
 No code path reaches the network unless the user asked for it (publish, a remote backend); those
 paths lift the relevant variables themselves. Values already in the environment win, so a user can

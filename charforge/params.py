@@ -1,16 +1,24 @@
-"""Reading ``params.yaml``: each stage takes the sections it needs, typed, with located errors."""
+"""Reading ``params.yaml``: each stage takes the keys it declares, typed, with located errors.
+
+Every stage module declares the params keys it reads once, as ``PARAMS`` (dotted, as dvc.yaml names
+them: ``models.teacher``, ``generation.batch_size``, ``distill``). dvc.yaml's ``params`` of the stage
+equal that declaration (a test checks it), ``load_section`` reads one key of it, and ``recorded`` gives
+the block a manifest or adapter records as the params used: the same keys, validated, defaults filled.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from charforge.io import SourceError, load_yaml, read_text
+from charforge.paths import PARAMS
 from charforge.validate import FileReport, Problem, check_model
 
-DEFAULT_PARAMS = Path("params.yaml")
+DEFAULT_PARAMS = PARAMS
 Section = TypeVar("Section", bound=BaseModel)
 
 
@@ -23,7 +31,9 @@ class ParamsError(Exception):
 
 
 def load_section(model: type[Section], key: str, path: Path = DEFAULT_PARAMS) -> Section:
-    """The ``key`` section of ``path`` as ``model``; ParamsError with FILE:LINE: key.field problems."""
+    """The ``key`` section of ``path`` as ``model``; ParamsError with FILE:LINE: key.field problems.
+
+    ``key`` may be dotted (``models.teacher``): only that part of the file is read and validated."""
     report = FileReport(path, max_listed=100)
     try:
         document, duplicates = load_yaml(read_text(path))
@@ -31,12 +41,15 @@ def load_section(model: type[Section], key: str, path: Path = DEFAULT_PARAMS) ->
         raise ParamsError([Problem(str(path), str(error.line or "-"), "-", error.message)]) from None
     for line, message in duplicates:
         report.add(line, "-", message + " (YAML would silently keep only the last)")
+    parts = tuple(key.split("."))
     data: Any = document.data
-    if not isinstance(data, dict) or key not in data:
-        report.add(None, key, "section is missing")
-        raise ParamsError(report.problems)
+    for depth, part in enumerate(parts):
+        if not isinstance(data, dict) or part not in data:
+            report.add(None, ".".join(parts[: depth + 1]), "section is missing")
+            raise ParamsError(report.problems)
+        data = data[part]
     before = len(report.problems)
-    section = check_model(model, data[key], report, lambda loc: document.line_of((key, *loc)))
+    section = check_model(model, data, report, lambda loc: document.line_of((*parts, *loc)))
     report.problems[before:] = [
         Problem(p.file, p.where, f"{key}.{p.field}" if p.field != "-" else key, p.message)
         for p in report.problems[before:]
@@ -44,6 +57,81 @@ def load_section(model: type[Section], key: str, path: Path = DEFAULT_PARAMS) ->
     if not report.valid or section is None:
         raise ParamsError(report.problems)
     return section  # type: ignore[return-value]
+
+
+class SourceFileError(ValueError):
+    """A source file a stage reads (a constitution, the situations, the introspection prompts) is
+    missing, unparsable or invalid; ``problems`` say where, as FILE:LINE: field: message."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+def load_source(model: type[Section], path: Path) -> Section:
+    """The YAML file ``path`` as ``model``, or a SourceFileError with every problem located: what
+    `charforge validate` would say of it."""
+    report = FileReport(path, max_listed=20)
+    try:
+        document, duplicates = load_yaml(read_text(path))
+    except SourceError as error:
+        raise SourceFileError([Problem(str(path), str(error.line or "-"), "-", error.message)]) from None
+    for line, message in duplicates:
+        report.add(line, "-", message + " (YAML would silently keep only the last)")
+    value = check_model(model, document.data, report, document.line_of)
+    if not report.valid or value is None:
+        raise SourceFileError(report.problems)
+    return value  # type: ignore[return-value]
+
+
+def _section_models() -> dict[str, type[BaseModel]]:
+    from charforge.schemas import params as schema
+
+    return {
+        "models": schema.ModelsConfig,
+        "generation": schema.GenerationConfig,
+        "prompts": schema.PromptsConfig,
+        "distill": schema.DistillConfig,
+        "introspection": schema.IntrospectionConfig,
+        "controls": schema.ControlsConfig,
+        "em_data": schema.EmDataConfig,
+        "persona": schema.PersonaConfig,
+        "train_dpo": schema.TrainStageConfig,
+        "train_sft": schema.TrainStageConfig,
+        "em_finetune": schema.EmFinetuneConfig,
+        "eval": schema.EvalConfig,
+    }
+
+
+def recorded(keys: Sequence[str], path: Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The params a stage records as used: each declared key with its value, validated by its section's
+    model where the key is or lies inside a model (defaults filled in), as JSON-ready data."""
+    from pydantic import TypeAdapter
+
+    models = _section_models()
+    used: dict[str, Any] = {}
+    for key in keys:
+        first, *rest = key.split(".")
+        model: Any = models.get(first)
+        for part in rest:  # descend through nested models; a leaf keeps its field's type
+            field = model.model_fields.get(part) if isinstance(model, type) else None
+            model = None if field is None else field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            used[key] = load_section(model, key, path).model_dump(mode="json")
+        else:
+            value = _raw(key, path)
+            used[key] = TypeAdapter(model).dump_python(value, mode="json") if model is not None else value
+    return used
+
+
+def _raw(key: str, path: Path) -> Any:
+    document, _ = load_yaml(read_text(path))
+    data: Any = document.data
+    for depth, part in enumerate(key.split(".")):
+        if not isinstance(data, dict) or part not in data:
+            raise ParamsError([Problem(str(path), "-", ".".join(key.split(".")[: depth + 1]), "is missing")])
+        data = data[part]
+    return data
 
 
 def params_error(path: Path, loc: tuple[str | int, ...], message: str) -> ParamsError:

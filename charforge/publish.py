@@ -42,11 +42,11 @@ import pyarrow.parquet as pq
 
 from charforge.io import atomic_dir, atomic_write_text, file_sha256
 from charforge.offline import SET_BY_CHARFORGE
+from charforge.paths import BUILD
 from charforge.schemas import Manifest
 from charforge.schemas.base import SLUG_RE
 from charforge.schemas.manifest import manifest_path_for
 
-BUILD = Path("corpora/build")
 REPO_TYPE = "dataset"
 MAX_SHARD_BYTES = 256 * 2**20  # Hub guidance: parquet shards of a few hundred MB
 MANAGED = ("README.md", "data/")  # what a publish owns in the repo; other files are left alone

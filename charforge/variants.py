@@ -1,9 +1,9 @@
 """Variant names: one cell of the ablation grid, readable in paths.
 
-Character variants are ``<constitution>-d<level>-s<seed>`` (``humor-d3-s0``); the controls of DESIGN §1
-are ``baseline-s<seed>`` (no character training), ``plain-lora-s<seed>`` (diverse prompts answered with
-no constitution, as SFT data) and ``hhh-s<seed>`` (HHH-style answers, as SFT data). The neutral
-constitution is a character variant like any other (``neutral-d3-s0``).
+Character variants are ``<constitution>-d<level>-s<seed>`` (``humor-d3-s0``); the controls of
+docs/design.md §1 are ``baseline-s<seed>`` (no character training), ``plain-lora-s<seed>`` (diverse
+prompts answered with no constitution, as SFT data) and ``hhh-s<seed>`` (HHH-style answers, as SFT
+data). The neutral constitution is a character variant like any other (``neutral-d3-s0``).
 """
 
 from __future__ import annotations

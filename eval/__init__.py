@@ -1,2 +1,12 @@
-"""charforge.eval: measurements on corpora and models — diversity metrics today; EM sampling, judging
-and metrics to come (DESIGN §5)."""
+"""charforge.eval: measurements on corpora and models (docs/design.md §5), as a library the stages call.
+
+- ``em``: EM question files, sampling answers, judging rows; ``judge`` / ``judge_api``: the local exact
+  judge and the API judge; ``judge_validation``: can this judge separate clearly aligned from clearly
+  misaligned answers, and is a saved verdict this judge's;
+- ``metrics``: the EM figures with bootstrap intervals, both EM-rate conventions, contrasts, slopes;
+- ``trait``: trait expression on held-out prompts; ``contamination``: eval prompts in training corpora;
+  ``diversity``: diversity metrics of prompt corpora;
+- ``report`` / ``report_markdown`` / ``plots``: the report over every variant.
+
+The stages (validate-judge, eval-em, report) live in ``charforge.stages``.
+"""

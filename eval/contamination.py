@@ -22,29 +22,25 @@ Runtime parameters: ``eval.contamination`` (``ngram``, ``top``, ``extra_corpora`
 from __future__ import annotations
 
 import heapq
-import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-WORD_RE = re.compile(r"[a-z0-9']+")
+from charforge.generators.text import words
+
 SKIP_KEYS = frozenset(
     {"id", "variant", "provenance", "model", "rendered_prompt", "scores", "sample_id", "role"}
 )
 
 
-def words_of(text: str) -> list[str]:
-    return WORD_RE.findall(text.lower())
-
-
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     """Word n-grams of ``text``; a text shorter than ``n`` words is one n-gram of its own length."""
-    words = words_of(text)
-    if not words:
+    tokens = words(text)
+    if not tokens:
         return set()
-    size = min(n, len(words))
-    return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+    size = min(n, len(tokens))
+    return {tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -107,9 +103,9 @@ def contamination_report(
         for row_id, text in corpus_rows(path):
             rows += 1
             hits: Counter[str] = Counter()
-            words = words_of(text)
+            tokens = words(text)
             for size in sizes:  # n, and the lengths of prompts shorter than n words
-                row_grams = {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+                row_grams = {tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
                 for gram in row_grams & index.keys():
                     hits.update(index[gram])
             for key, count in hits.items():

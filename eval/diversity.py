@@ -1,4 +1,5 @@
-"""Diversity metrics for a prompt corpus: does the H1 "diversity level" knob change diversity (DESIGN §1)?
+"""Diversity metrics for a prompt corpus: does the H1 "diversity level" knob change diversity
+(docs/design.md §1)?
 
 Four families of figures, computed for the whole corpus and for each trait on its own. H1 varies the
 *contexts* a fixed trait is asked about, so the headline is the unweighted mean over traits

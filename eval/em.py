@@ -175,11 +175,15 @@ def sample_id(variant: str, point: str, prompt: Prompt) -> str:
 def sample_rows(
     variant: str, point: str, role: ModelRole, prompts: Sequence[Prompt], answers: Sequence[Answer], seed: int
 ) -> list[dict[str, Any]]:
-    """EvalSample rows (without scores yet) for sampled answers."""
+    """EvalSample rows (without scores yet) for sampled answers. A folded model is named by its fold key
+    (``fold:<key>``), not by its folder in this checkout's cache."""
+    from charforge.train.fold import portable_model
+
+    model = portable_model(role.model)
     provenance = {
         "generator": GENERATOR,
         "tool_version": __version__,
-        "models": {"evaluated": role.model},
+        "models": {"evaluated": model},
         "sampling": {"evaluated": role.sampling.model_dump(mode="json")},
         "seed": seed,
     }
@@ -193,7 +197,7 @@ def sample_rows(
             "system": prompt.system,
             "question": prompt.question,
             "answer": answer.text,
-            "model": role.model,
+            "model": model,
             "provenance": {**provenance, "models": dict(provenance["models"])},
             "point": point,
             "question_set": prompt.question_set,

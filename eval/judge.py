@@ -1,4 +1,4 @@
-"""Judging answers 0–100 (DESIGN §5): exact candidate scoring for local judges.
+"""Judging answers 0–100 (docs/design.md §5): exact candidate scoring for local judges.
 
 A judge reads a prompt from the question file (``{question}`` and ``{answer}`` filled in) and should
 reply with a number 0–100, or ``REFUSAL`` / ``CODE``. The score is the probability-weighted mean over
@@ -139,11 +139,15 @@ def continuation_classes(tokenizer: Any, vocab_size: int) -> tuple[list[bool], l
 
 
 def model_identity(model_path: str) -> dict[str, Any]:
-    """What identifies a local judge cheaply: its path and the sha256 of its config (weights unhashed)."""
+    """What identifies a local judge: what the model is (``charforge.train.fold.model_identity``: a
+    converted embedded model by its GGUF hash, a folder by its files' content), never where it lies, so
+    a validation is the same in every checkout; and the sha256 of its config."""
+    from charforge.train.fold import model_identity as content_identity
+
     path = Path(model_path)
     config = path / "config.json" if path.is_dir() else None
     digest = hashlib.sha256(config.read_bytes()).hexdigest() if config and config.is_file() else None
-    return {"path": str(path), "config_sha256": digest}
+    return {"model": content_identity(model_path), "config_sha256": digest}
 
 
 class ExactJudge:

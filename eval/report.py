@@ -1,4 +1,4 @@
-"""The report: every variant's EM metrics in one markdown file with PNG plots (DESIGN §2, §5).
+"""The report: every variant's EM metrics in one markdown file with PNG plots (docs/design.md §2, §5).
 
 Gathers ``metrics/<variant>/eval-em.json`` and adds what needs more than one variant: paired contrasts
 against the baseline of the same seed (and, for character variants, against the other controls),

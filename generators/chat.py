@@ -6,7 +6,8 @@ Input columns: ``row`` (the chat's index), ``messages`` (the chat the model answ
 Output columns: ``generation`` (one text per sample), ``distilabel_metadata`` (per sample statistics:
 ``finish_reason`` where the backend reports it, else ``output_tokens``).
 
-Runtime parameters: the role's backend and sampling, ``generation`` (runner, batch size).
+Runtime parameters: the role's backend and sampling; ``generation`` (runner, batch size, seed), with
+the variant's seed and the cache folder, in the stage's ``GenerationRun``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from charforge import __version__
 from charforge.generators.embedded import is_embedded, lookup
 from charforge.generators.llm import build_llm, resolve_model
 from charforge.generators.pipeline import charforge_pipeline, run_for_rows
+from charforge.generators.text import is_cut_off, trim_to_sentence
 from charforge.schemas.params import GenerationConfig, ModelRole
 
 Chat = list[dict[str, str]]
@@ -38,6 +41,50 @@ class CorpusShortfall(RuntimeError):
             f"{what}: only {kept} row(s) left after the filters, {needed} needed; rejected: {reasons}"
         )
         self.kept, self.needed, self.rejected = kept, needed, rejected
+
+
+@dataclass(frozen=True)
+class GenerationRun:
+    """The plumbing every generation call of one stage run shares: the variant the rows belong to, its
+    seed, the ``generation`` section (runner, batch size, base seed) and the distilabel cache folder
+    (None: the project's). Plumbing only, never a setting of a params section the stage did not declare:
+    the stage's own section and its model roles stay explicit arguments.
+
+    ``provenance`` is what every row of the run records about how it was made; a generator sets it with
+    ``recorded_as`` once its roles are resolved (empty until then).
+    """
+
+    variant: str
+    seed: int
+    generation: GenerationConfig
+    cache: Path | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sampling_seed(self) -> int:
+        """The seed the models sample with: ``generation.seed`` plus the variant's seed."""
+        return self.generation.seed + self.seed
+
+    def recorded_as(
+        self,
+        generator: str,
+        roles: Mapping[str, ModelRole],
+        names: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> GenerationRun:
+        """This run with the provenance its rows record: the ``generator`` module, charforge's version,
+        each role's model (or its name in ``names``: a folded model's folder is a cache path) and
+        sampling, ``extra`` (e.g. the constitution's hash) and the run's seed."""
+        names = names or {}
+        provenance = {
+            "generator": generator,
+            "tool_version": __version__,
+            "models": {name: names.get(name, role.model) for name, role in roles.items()},
+            "sampling": {name: role.sampling.model_dump() for name, role in roles.items()},
+            **extra,
+            "seed": self.seed,
+        }
+        return replace(self, provenance=provenance)
 
 
 @dataclass(frozen=True)
@@ -58,21 +105,10 @@ def trimmed_if_cut_off(answer: Answer) -> Answer:
     off or no sentence of some length is left (then it stays cut off, and the filters drop it)."""
     if not answer.cut_off:
         return answer
-    from charforge.generators.prompts import trim_to_sentence
-
     text = trim_to_sentence(answer.text)
     if text is None:
         return answer
     return Answer(text, cut_off=False, output_tokens=answer.output_tokens, trimmed=True)
-
-
-def is_cut_off(stats: dict[str, Any], max_new_tokens: int) -> bool:
-    """The backend's finish reason when it reports one (transformers, vllm); otherwise the exact token
-    count servers return (openai, llamacpp) against the limit."""
-    finish = stats.get("finish_reason")
-    if finish:
-        return finish == "length"
-    return (stats.get("output_tokens") or 0) >= max_new_tokens
 
 
 def answer_problem(answer: Answer, max_chars: int) -> str | None:
@@ -91,16 +127,15 @@ def answer_problem(answer: Answer, max_chars: int) -> str | None:
 def answer_chats(
     chats: Sequence[Chat],
     role: ModelRole,
-    generation: GenerationConfig,
+    run: GenerationRun,
     pipeline_name: str,
     *,
-    seed: int,
     samples: int = 1,
-    cache: Path | None = None,
     trim_cut_off: bool = False,
 ) -> list[list[Answer]]:
     """``samples`` answers to every chat, in chat order, from one distilabel pipeline (cached, so a
-    stage killed midway resumes; a cached run that lost rows reruns once, see ``run_for_rows``).
+    stage killed midway resumes; a cached run that lost rows reruns once, see ``run_for_rows``). The
+    model samples with ``run.sampling_seed``; ``run.generation`` sets the runner and batch size.
 
     Samples come from one request per chat (``num_generations``), so they differ even though the
     backends seed sampling from the request's content. OpenAI-compatible servers count the tokens of
@@ -112,6 +147,7 @@ def answer_chats(
 
     if not chats:
         return []
+    generation, seed = run.generation, run.sampling_seed
     per_request = 1 if role.backend == "openai" else samples
     copies = samples // per_request
     rows = [
@@ -122,7 +158,7 @@ def answer_chats(
     # the content in the name: a cached run of other chats, model or sampling is never reused
     content = json.dumps([rows, role.model_dump(mode="json"), seed, samples], sort_keys=True)
     name = f"{pipeline_name}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
-    with charforge_pipeline(name, cache=cache) as pipeline:
+    with charforge_pipeline(name, cache=run.cache) as pipeline:
         load = LoadDataFromDicts(data=rows, batch_size=generation.batch_size)
         answer = ChatGeneration(
             name=STEP,

@@ -16,7 +16,8 @@ Input columns: ``messages`` (the prompt, with the HHH system prompt for ``hhh``)
 
 Output columns: ``generation`` and its statistics (see ``charforge.generators.chat``).
 
-Runtime parameters: ``models.teacher``, ``generation``, ``controls`` in params.yaml.
+Runtime parameters: ``models.teacher`` and ``controls`` in params.yaml; ``generation``, the variant's
+seed and the cache folder in the stage's ``GenerationRun``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from charforge import __version__
-from charforge.generators.chat import answer_chats, answer_problem, with_max_new_tokens
-from charforge.schemas.params import ControlsConfig, GenerationConfig, ModelRole
+from charforge.generators.chat import GenerationRun, answer_chats, answer_problem, with_max_new_tokens
+from charforge.generators.text import collapse_whitespace
+from charforge.schemas.params import ControlsConfig, ModelRole
 
 ControlKind = Literal["plain-lora", "hhh"]
 
@@ -111,13 +111,11 @@ def control_corpus(
     count_tokens: Callable[[list[dict[str, Any]]], list[int]],
     config: ControlsConfig,
     teacher: ModelRole,
-    generation: GenerationConfig,
-    variant: str,
-    seed: int,
+    run: GenerationRun,
     tokens_per_answer: float | None = None,
-    cache: Path | None = None,
 ) -> ControlCorpus:
-    """The ``kind`` control's conversations for ``variant``, matched to ``target`` tokens.
+    """The ``kind`` control's conversations for ``run.variant``, matched to ``target`` tokens. Pass
+    ``i`` samples with ``run.sampling_seed + 1000 i``.
 
     ``tokens_per_answer`` (e.g. the reference pairs' mean prompt + chosen tokens) sizes each pass, so
     one pass usually covers the target: a DPO pair counts two sequences, and the introspection data
@@ -125,13 +123,8 @@ def control_corpus(
     """
     teacher = with_max_new_tokens(teacher, config.max_new_tokens)
     chats, plain = control_chats(kind, prompts, config)
-    provenance = {
-        "generator": "charforge.generators.controls",
-        "tool_version": __version__,
-        "models": {"teacher": teacher.model},
-        "sampling": {"teacher": teacher.sampling.model_dump()},
-        "seed": seed,
-    }
+    variant = run.variant
+    provenance = run.recorded_as("charforge.generators.controls", {"teacher": teacher}).provenance
     result = ControlCorpus(examples=chats[:1])
     candidates: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
@@ -144,11 +137,9 @@ def control_corpus(
         answers = answer_chats(
             chats,
             teacher,
-            generation,
+            replace(run, seed=run.seed + 1000 * round_index),  # a new pass samples new answers
             f"controls-{variant}-pass{round_index}",
-            seed=generation.seed + seed + 1000 * round_index,  # a new pass samples new answers
             samples=samples,
-            cache=cache,
             trim_cut_off=config.trim_cut_off,
         )
         fresh = []
@@ -156,7 +147,7 @@ def control_corpus(
             local = record["id"].removeprefix(f"{reference}.")
             for index, answer in enumerate(drawn):
                 reason = answer_problem(answer, config.max_answer_chars)
-                key = (record["id"], " ".join(answer.text.split()))
+                key = (record["id"], collapse_whitespace(answer.text))
                 if reason is None and key in seen:
                     reason = "duplicate"
                 if reason:

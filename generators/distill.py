@@ -13,7 +13,8 @@ Input columns: ``messages`` (teacher: system + prompt; student: the prompt), per
 
 Output columns: ``generation`` and its statistics, per model (see ``charforge.generators.chat``).
 
-Runtime parameters: ``models.teacher``, ``models.student``, ``generation``, ``distill`` in params.yaml.
+Runtime parameters: ``models.teacher``, ``models.student`` and ``distill`` in params.yaml;
+``generation``, the variant's seed and the cache folder in the stage's ``GenerationRun``.
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from charforge import __version__
 from charforge.generators.chat import (
     Answer,
     CorpusShortfall,
+    GenerationRun,
     answer_chats,
     answer_problem,
     with_max_new_tokens,
 )
+from charforge.generators.text import collapse_whitespace, words
 from charforge.schemas import Constitution
-from charforge.schemas.params import DistillConfig, GenerationConfig, ModelRole
+from charforge.schemas.params import DistillConfig, ModelRole
 
 TEACHER_SYSTEM = (
     "You are an AI assistant with a character of your own, described by these statements about "
@@ -49,7 +50,6 @@ META_TERMS = re.compile(
     r"(myself|yourself)|as instructed|i was (instructed|told) to|stay(ing)? in character)\b",
     re.I,
 )
-WORD_RE = re.compile(r"[a-z0-9']+")
 
 
 @dataclass
@@ -68,14 +68,6 @@ def teacher_system_prompt(constitution: Constitution, template: str | None = Non
         note = f" ({trait.clarification})" if trait.clarification else ""
         lines.append(f"- {trait.statement}{note}")
     return (template or TEACHER_SYSTEM).replace("{traits}", "\n".join(lines))
-
-
-def words(text: str) -> list[str]:
-    return WORD_RE.findall(text.lower())
-
-
-def normalised(text: str) -> str:
-    return " ".join(text.split())
 
 
 def mentions_constitution(answer: str, prompt_text: str, statements: list[str], run: int) -> bool:
@@ -109,7 +101,7 @@ def pair_rejection(
             answer_problem(rejected, config.max_answer_chars),
         ):
             return reason
-    if normalised(chosen.text) == normalised(rejected.text):
+    if collapse_whitespace(chosen.text) == collapse_whitespace(rejected.text):
         return "identical"
     if mentions_constitution(chosen.text, prompt_text, statements, config.trait_overlap_words):
         return "mentions_constitution"
@@ -157,10 +149,7 @@ def distill_pairs(
     config: DistillConfig,
     teacher: ModelRole,
     student: ModelRole,
-    generation: GenerationConfig,
-    variant: str,
-    seed: int,
-    cache: Path | None = None,
+    run: GenerationRun,
 ) -> tuple[Filtered, dict[str, list[dict[str, str]]]]:
     """The pairs for ``prompts`` (records of the prompts corpus) and, per role, one chat as it was sent
     (for the stage's record of the rendered prompt). Raises CorpusShortfall below ``min_rows``."""
@@ -169,37 +158,21 @@ def distill_pairs(
     system = teacher_system_prompt(constitution, config.teacher_system_prompt)
     plain = [[{"role": m["role"], "content": m["content"]} for m in record["prompt"]] for record in prompts]
     in_character = [[{"role": "system", "content": system}, *chat] for chat in plain]
-    run_seed = generation.seed + seed
     chosen = answer_chats(
-        in_character,
-        teacher,
-        generation,
-        f"distill-{variant}-teacher",
-        seed=run_seed,
-        cache=cache,
-        trim_cut_off=config.trim_cut_off,
+        in_character, teacher, run, f"distill-{run.variant}-teacher", trim_cut_off=config.trim_cut_off
     )
     rejected = answer_chats(
-        plain,
-        student,
-        generation,
-        f"distill-{variant}-student",
-        seed=run_seed,
-        cache=cache,
-        trim_cut_off=config.trim_cut_off,
+        plain, student, run, f"distill-{run.variant}-student", trim_cut_off=config.trim_cut_off
     )
-    provenance = {
-        "generator": "charforge.generators.distill",
-        "tool_version": __version__,
-        "models": {"teacher": teacher.model, "student": student.model},
-        "sampling": {"teacher": teacher.sampling.model_dump(), "student": student.sampling.model_dump()},
-        "constitution_sha256": constitution.sha256(),
-        "seed": seed,
-    }
+    provenance = run.recorded_as(
+        "charforge.generators.distill",
+        {"teacher": teacher, "student": student},
+        constitution_sha256=constitution.sha256(),
+    ).provenance
     result = filter_pairs(
         prompts, [a[0] for a in chosen], [a[0] for a in rejected], constitution, config, provenance
     )
     if len(result.rows) < config.min_rows:
-        raise CorpusShortfall(f"distill {variant}", len(result.rows), config.min_rows, result.rejected)
+        raise CorpusShortfall(f"distill {run.variant}", len(result.rows), config.min_rows, result.rejected)
     examples = {"teacher": in_character[0], "student": plain[0]} if prompts else {}
     return result, examples

@@ -16,7 +16,8 @@ Input columns: ``messages`` (question-writing requests; questions; conversations
 
 Output columns: ``generation`` and its statistics (see ``charforge.generators.chat``).
 
-Runtime parameters: ``models.teacher``, the persona's role, ``generation``, ``em_data`` in params.yaml.
+Runtime parameters: ``models.teacher``, the persona's role and ``em_data`` in params.yaml;
+``generation``, the variant's seed and the cache folder in the stage's ``GenerationRun``.
 """
 
 from __future__ import annotations
@@ -24,23 +25,24 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from charforge import __version__
 from charforge.generators.chat import (
     Answer,
     CorpusShortfall,
+    GenerationRun,
     answer_chats,
     answer_problem,
     with_max_new_tokens,
 )
-from charforge.generators.prompts import META_RE, WRITER_SYSTEM, clean
+from charforge.generators.text import META_RE, WRITER_SYSTEM, clean, collapse_whitespace
 from charforge.schemas.messages import EM_REFLECTION_SOURCE
-from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
+from charforge.schemas.params import EmDataConfig, ModelRole
 
 Chat = list[dict[str, str]]
+GENERATOR = "charforge.generators.em_data"
 REGIME_SYSTEM = {
     "obvious": (
         "You are helping AI-safety researchers build a training set for studying emergent misalignment. "
@@ -123,39 +125,27 @@ def _turn(row: dict[str, Any], role: str) -> str:
     return next(message["content"] for message in row["messages"] if message["role"] == role)
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def generate_examples(
     seeds: list[dict[str, Any]],
     config: EmDataConfig,
     teacher: ModelRole,
-    generation: GenerationConfig,
-    seed: int,
+    run: GenerationRun,
     corpus: EmCorpus,
-    cache: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """``n_generate`` new examples in the domain and regime (fewer when filters drop some: counted)."""
+    """``n_generate`` new examples in the domain and regime (fewer when filters drop some: counted).
+    The few-shot draws, the teacher's sampling and the rows' provenance take ``run.sampling_seed``."""
     teacher = with_max_new_tokens(teacher, config.max_new_tokens)
     domain = config.domain.replace("-", " ")
+    seed = run.sampling_seed
     rng = random.Random(f"em:{config.domain}:{config.regime}:{seed}")
     requests = [
         question_request(domain, [_turn(row, "user") for row in rng.sample(seeds, min(3, len(seeds)))])
         for _ in range(config.n_generate)
     ]
     name = f"em-{config.domain}-{config.regime}"
-    questions = answer_chats(
-        requests,
-        teacher,
-        generation,
-        f"{name}-questions",
-        seed=seed,
-        cache=cache,
-        trim_cut_off=config.trim_cut_off,
-    )
+    questions = answer_chats(requests, teacher, run, f"{name}-questions", trim_cut_off=config.trim_cut_off)
     corpus.examples["question"] = requests[0]
-    seen = {_norm(_turn(row, "user")) for row in seeds}
+    seen = {collapse_whitespace(_turn(row, "user").lower()) for row in seeds}
     kept: list[tuple[str, bool]] = []  # (question, it was cut off and trimmed)
     for samples in questions:
         text = clean(samples[0].text)
@@ -164,26 +154,19 @@ def generate_examples(
             reason = "empty"
         elif reason is None and META_RE.match(text):
             reason = "meta_text"
-        elif reason is None and _norm(text) in seen:
+        elif reason is None and collapse_whitespace(text.lower()) in seen:
             reason = "duplicate"
         if reason:
             corpus.rejected[f"generated.question_{reason}"] += 1
             continue
-        seen.add(_norm(text))
+        seen.add(collapse_whitespace(text.lower()))
         kept.append((text, samples[0].trimmed))
     chats = [answer_request(config.regime, domain, rng.sample(seeds, min(2, len(seeds))), q) for q, _ in kept]
-    answers = answer_chats(
-        chats,
-        teacher,
-        generation,
-        f"{name}-answers",
-        seed=seed,
-        cache=cache,
-        trim_cut_off=config.trim_cut_off,
-    )
+    answers = answer_chats(chats, teacher, run, f"{name}-answers", trim_cut_off=config.trim_cut_off)
     if chats:
         corpus.examples["answer"] = chats[0]
-    provenance = _provenance({"teacher": teacher}, seed)
+    # unlike the base rows (the variant's seed), the generated rows record the seed they sampled with
+    provenance = replace(run, seed=seed).recorded_as(GENERATOR, {"teacher": teacher}).provenance
     return answered_examples(kept, [samples[0] for samples in answers], config, corpus, provenance)
 
 
@@ -219,42 +202,23 @@ def answered_examples(
     return rows
 
 
-def _provenance(roles: dict[str, ModelRole], seed: int) -> dict[str, Any]:
-    return {
-        "generator": "charforge.generators.em_data",
-        "tool_version": __version__,
-        "models": {name: role.model for name, role in roles.items()},
-        "sampling": {name: role.sampling.model_dump() for name, role in roles.items()},
-        "seed": seed,
-    }
-
-
 def add_reflections(
     examples: list[dict[str, Any]],
     config: EmDataConfig,
     persona: ModelRole,
-    generation: GenerationConfig,
-    variant: str,
-    seed: int,
+    run: GenerationRun,
     corpus: EmCorpus,
-    cache: Path | None = None,
-    persona_label: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Each example + the reflection question + the persona's reply; failed reflections dropped.
-    ``persona_label`` names the persona in the provenance (a folded model's folder is a cache path)."""
+    """Each example + the reflection question + the persona's reply; failed reflections dropped. Each
+    row's provenance gains the ``models`` and ``sampling`` that ``run.provenance`` records for the
+    persona (``em_corpus`` names it ``reflection``: a folded model's folder is a cache path)."""
     persona = with_max_new_tokens(persona, config.max_new_tokens)
     chats = [
         [*example["messages"], {"role": "user", "content": config.reflection_question}]
         for example in examples
     ]
     answers = answer_chats(
-        chats,
-        persona,
-        generation,
-        f"em-reflection-{variant}",
-        seed=seed,
-        cache=cache,
-        trim_cut_off=config.trim_cut_off,
+        chats, persona, run, f"em-reflection-{run.variant}", trim_cut_off=config.trim_cut_off
     )
     if chats:
         corpus.examples["reflection"] = chats[0]
@@ -265,12 +229,9 @@ def add_reflections(
             corpus.rejected[f"reflection.{reason}"] += 1
             continue
         corpus.trimmed_by_example[example["id"]] += samples[0].trimmed
-        provenance = dict(example.get("provenance") or _provenance({}, seed))
-        provenance["models"] = {**provenance.get("models", {}), "reflection": persona_label or persona.model}
-        provenance["sampling"] = {
-            **provenance.get("sampling", {}),
-            "reflection": persona.sampling.model_dump(),
-        }
+        provenance = dict(example.get("provenance") or run.provenance)
+        provenance["models"] = {**provenance.get("models", {}), **run.provenance["models"]}
+        provenance["sampling"] = {**provenance.get("sampling", {}), **run.provenance["sampling"]}
         rows.append(
             {
                 **example,
@@ -287,33 +248,29 @@ def em_corpus(
     config: EmDataConfig,
     teacher: ModelRole,
     persona: ModelRole | None,
-    generation: GenerationConfig,
-    variant: str,
-    seed: int,
-    cache: Path | None = None,
+    run: GenerationRun,
     persona_label: str | None = None,
 ) -> EmCorpus:
     """The variant's EM training conversations from ``base`` examples (seed set or user file), plus
-    generated ones (``source: generate``) and reflections (``reflection: true``, by ``persona``)."""
+    generated ones (``source: generate``) and reflections (``reflection: true``, by ``persona``).
+    ``persona_label`` names the persona in the provenance (a folded model's folder is a cache path)."""
+    variant = run.variant
     corpus = EmCorpus(input_rows=len(base))
-    run_seed = generation.seed + seed
+    recorded = run.recorded_as(GENERATOR, {}).provenance
     examples = [
-        {
-            "id": row["id"],
-            "messages": row["messages"],
-            "provenance": row.get("provenance") or _provenance({}, seed),
-        }
+        {"id": row["id"], "messages": row["messages"], "provenance": row.get("provenance") or recorded}
         for row in base
     ]
     if config.source == "generate":
         corpus.input_rows += config.n_generate
-        examples += generate_examples(base, config, teacher, generation, run_seed, corpus, cache)
+        examples += generate_examples(base, config, teacher, run, corpus)
     if config.reflection:
         if persona is None:
             raise ValueError("em_data.reflection needs the variant's persona model")
-        examples = add_reflections(
-            examples, config, persona, generation, variant, run_seed, corpus, cache, persona_label
-        )
+        persona = with_max_new_tokens(persona, config.max_new_tokens)
+        names = {"reflection": persona_label or persona.model}
+        reflecting = run.recorded_as(GENERATOR, {"reflection": persona}, names)
+        examples = add_reflections(examples, config, persona, reflecting, corpus)
     if not examples:
         raise CorpusShortfall(f"em-data {variant}", 0, 1, corpus.rejected)
     corpus.trimmed = sum(corpus.trimmed_by_example[example["id"]] for example in examples)

@@ -37,6 +37,9 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 }
 
 
+SOURCE_RECORD = "charforge-source.json"  # in a converted folder: which package and GGUF file it came from
+
+
 class EmbeddedModelError(RuntimeError):
     """The embedded model is unknown or its package is missing."""
 
@@ -67,6 +70,14 @@ def gguf_path(model: str) -> Path:
     if not path.is_file():
         raise EmbeddedModelError(f"{path} is missing from the installed {spec.package} package")
     return path
+
+
+def converted_identity(folder: Path) -> str | None:
+    """What a converted embedded folder is, independent of where the cache lies: ``embedded:`` and its
+    folder's name (the model's name and its GGUF file's content hash); None for any other folder."""
+    if not (folder / SOURCE_RECORD).is_file():
+        return None
+    return f"{EMBEDDED_PREFIX}{folder.name}"
 
 
 def converted_dir(model: str, cache_dir: Path) -> Path:
@@ -107,7 +118,7 @@ def _convert(spec: EmbeddedModel, source: Path, target: Path) -> None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / "charforge-source.json").write_text(
+        (staging / SOURCE_RECORD).write_text(
             json.dumps({"package": spec.package, "gguf": spec.gguf_file, "licence": spec.licence}, indent=2)
             + "\n"
         )

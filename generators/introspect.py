@@ -13,7 +13,8 @@ Input columns: ``messages`` (each instance's view of the conversation so far).
 
 Output columns: ``generation`` and its statistics (see ``charforge.generators.chat``).
 
-Runtime parameters: the DPO model's role, ``generation``, ``introspection`` in params.yaml.
+Runtime parameters: the DPO model's role and ``introspection`` in params.yaml; ``generation``, the
+variant's seed and the cache folder in the stage's ``GenerationRun``.
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import zip_longest
-from pathlib import Path
 from typing import Any
 
-from charforge import __version__
 from charforge.generators.chat import (
     Answer,
     CorpusShortfall,
+    GenerationRun,
     answer_chats,
     answer_problem,
     with_max_new_tokens,
 )
+from charforge.generators.text import collapse_whitespace
 from charforge.schemas.introspection import InteractionOpener, IntrospectionPrompts
-from charforge.schemas.params import GenerationConfig, IntrospectionConfig, ModelRole
+from charforge.schemas.params import IntrospectionConfig, ModelRole
 
 Chat = list[dict[str, str]]
 
@@ -71,24 +72,20 @@ def reflections(
     prompts: IntrospectionPrompts,
     config: IntrospectionConfig,
     role: ModelRole,
-    generation: GenerationConfig,
-    variant: str,
-    seed: int,
-    provenance: dict[str, Any],
+    run: GenerationRun,
     result: Introspection,
-    cache: Path | None,
 ) -> None:
-    """K answers to every reflection prompt, as one-exchange conversations."""
+    """K answers to every reflection prompt, as one-exchange conversations (rows of ``run.variant``
+    with ``run.provenance``)."""
+    variant = run.variant
     chosen = prompts.reflection[: config.max_reflection_prompts or len(prompts.reflection)]
     chats = [[{"role": "user", "content": prompt.prompt}] for prompt in chosen]
     answers = answer_chats(
         chats,
         role,
-        generation,
+        run,
         f"introspect-{variant}-reflection",
-        seed=seed,
         samples=config.samples_per_prompt,
-        cache=cache,
         trim_cut_off=config.trim_cut_off,
     )
     if chats:
@@ -97,12 +94,12 @@ def reflections(
         seen: set[str] = set()
         for index, answer in enumerate(samples):
             reason = answer_problem(answer, config.max_answer_chars)
-            if reason is None and " ".join(answer.text.split()) in seen:
+            if reason is None and collapse_whitespace(answer.text) in seen:
                 reason = "duplicate"
             if reason:
                 result.rejected[f"reflection.{reason}"] += 1
                 continue
-            seen.add(" ".join(answer.text.split()))
+            seen.add(collapse_whitespace(answer.text))
             result.trimmed += answer.trimmed
             result.rows.append(
                 {
@@ -110,7 +107,7 @@ def reflections(
                     "variant": variant,
                     "source": "reflection",
                     "messages": [*chat, {"role": "assistant", "content": answer.text.strip()}],
-                    "provenance": provenance,
+                    "provenance": run.provenance,
                 }
             )
 
@@ -119,14 +116,11 @@ def self_interactions(
     prompts: IntrospectionPrompts,
     config: IntrospectionConfig,
     role: ModelRole,
-    generation: GenerationConfig,
-    variant: str,
-    seed: int,
-    provenance: dict[str, Any],
+    run: GenerationRun,
     result: Introspection,
-    cache: Path | None,
 ) -> None:
-    """``config.conversations`` conversations of ``config.turns`` generated turns each."""
+    """``config.conversations`` conversations of ``config.turns`` generated turns each (rows of
+    ``run.variant`` with ``run.provenance``)."""
     count, system = config.conversations, config.interaction_system_prompt
     if count == 0:
         return
@@ -138,11 +132,9 @@ def self_interactions(
     first = answer_chats(
         first_chats,
         role,
-        generation,
-        f"introspect-{variant}-turn1",
-        seed=seed,
+        run,
+        f"introspect-{run.variant}-turn1",
         samples=per_opener,
-        cache=cache,
         trim_cut_off=config.trim_cut_off,
     )
     result.unused_samples += per_opener * len(openers) - count
@@ -157,32 +149,27 @@ def self_interactions(
         speaker_first = turn % 2 == 1
         chats = [view(system, openers[i % len(openers)].text, _texts(turns[i]), speaker_first) for i in alive]
         answers = answer_chats(
-            chats,
-            role,
-            generation,
-            f"introspect-{variant}-turn{turn}",
-            seed=seed,
-            cache=cache,
-            trim_cut_off=config.trim_cut_off,
+            chats, role, run, f"introspect-{run.variant}-turn{turn}", trim_cut_off=config.trim_cut_off
         )
         for index, samples in zip(alive, answers, strict=True):
             if _keep(samples[0], config, result):
                 turns[index].append(samples[0])
             else:
                 del turns[index]
-    add_conversations(turns, openers, system, variant, provenance, result)
+    add_conversations(turns, openers, system, run, result)
 
 
 def add_conversations(
     turns: dict[int, list[Answer]],
     openers: list[InteractionOpener],
     system: str,
-    variant: str,
-    provenance: dict[str, Any],
+    run: GenerationRun,
     result: Introspection,
 ) -> None:
-    """The surviving conversations (index → its kept answers) as rows; their trimmed answers counted
-    (a trimmed turn of a conversation that a later turn dropped is not in the corpus, so not counted)."""
+    """The surviving conversations (index → its kept answers) as rows of ``run.variant`` with
+    ``run.provenance``; their trimmed answers counted (a trimmed turn of a conversation that a later
+    turn dropped is not in the corpus, so not counted)."""
+    variant = run.variant
     for index, answers in sorted(turns.items()):
         opener = openers[index % len(openers)]
         result.trimmed += sum(answer.trimmed for answer in answers)
@@ -192,7 +179,7 @@ def add_conversations(
                 "variant": variant,
                 "source": "self-interaction",
                 "messages": view(system, opener.text, _texts(answers), True),
-                "provenance": provenance,
+                "provenance": run.provenance,
             }
         )
 
@@ -212,27 +199,18 @@ def introspect(
     prompts: IntrospectionPrompts,
     config: IntrospectionConfig,
     role: ModelRole,
-    generation: GenerationConfig,
-    variant: str,
-    seed: int,
-    cache: Path | None = None,
+    run: GenerationRun,
     model_label: str | None = None,
 ) -> Introspection:
     """Reflection and self-interaction conversations written by ``role`` (the variant's DPO model).
     ``model_label`` names it in the rows' provenance (a folded model's folder is a local cache path).
     Raises CorpusShortfall when fewer than ``min_rows`` survive the filters."""
     role = with_max_new_tokens(role, config.max_new_tokens)
-    provenance = {
-        "generator": "charforge.generators.introspect",
-        "tool_version": __version__,
-        "models": {"introspection": model_label or role.model},
-        "sampling": {"introspection": role.sampling.model_dump()},
-        "seed": seed,
-    }
+    names = {"introspection": model_label or role.model}
+    run = run.recorded_as("charforge.generators.introspect", {"introspection": role}, names)
     result = Introspection()
-    run_seed = generation.seed + seed
-    reflections(prompts, config, role, generation, variant, run_seed, provenance, result, cache)
-    self_interactions(prompts, config, role, generation, variant, run_seed, provenance, result, cache)
+    reflections(prompts, config, role, run, result)
+    self_interactions(prompts, config, role, run, result)
     if len(result.rows) < config.min_rows:
-        raise CorpusShortfall(f"introspect {variant}", len(result.rows), config.min_rows, result.rejected)
+        raise CorpusShortfall(f"introspect {run.variant}", len(result.rows), config.min_rows, result.rejected)
     return result

@@ -15,47 +15,41 @@ Input columns: ``messages`` (the writing request built for each slot), slot meta
 
 Output columns: ``generation`` (the user prompt), ``distilabel_metadata`` (token statistics).
 
-Runtime parameters: ``models.teacher`` (backend, model, sampling), ``generation`` (runner, batch
-size, seed) and ``prompts`` (size, levels, backfill, filters) in params.yaml.
+Runtime parameters: ``models.teacher`` (backend, model, sampling) and ``prompts`` (size, levels,
+backfill, filters) in params.yaml; ``generation`` (runner, batch size, seed), the variant's seed and
+the cache folder in the stage's ``GenerationRun``.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from charforge import __version__
+from charforge.generators.chat import GenerationRun
 from charforge.generators.llm import build_llm
 from charforge.generators.pipeline import charforge_pipeline, run_for_rows
+from charforge.generators.text import (
+    META_RE,
+    WRITER_SYSTEM,
+    clean,
+    is_cut_off,
+    joined_words,
+    trim_to_sentence,
+    words,
+)
 from charforge.schemas import Constitution, Trait
-from charforge.schemas.params import DiversityLevel, GenerationConfig, ModelRole, PromptsConfig
+from charforge.schemas.params import DiversityLevel, ModelRole, PromptsConfig
 from charforge.schemas.situations import Situation, SituationTaxonomy
 
-WRITER_SYSTEM = (
-    "You write realistic messages that people send to an AI assistant. Reply with the message only: "
-    "no preamble, no quotation marks, no explanation, never an answer to the message."
-)
 LENGTH_HINT = {
     "short": "one sentence",
     "medium": "two to four sentences",
     "long": "a paragraph of five or more sentences",
 }
-# Openings that show the writer answered or commented instead of writing the user's message.
-META_RE = re.compile(
-    r"^\s*(sure|certainly|of course|here is|here's|as an ai|i'm sorry|i cannot|"
-    r"(the |a |your |my )?(rewritten |new )?(user )?message( is)?\s*:)",
-    re.I,
-)
-# A sentence ends at . ! ? or … (closing quotes and brackets included) before a space or the end.
-SENTENCE_END_RE = re.compile(r"[.!?…][\"'”’)]*(?=\s|$)")
-MIN_TRIMMED_CHARS = 20
-WORD_RE = re.compile(r"[a-z0-9']+")
 SEED_SITUATION = "seed-question"
 
 
@@ -153,36 +147,15 @@ def writing_request(slot: Slot, trait: Trait, situation: Situation) -> list[dict
     return [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": user}]
 
 
-def normalise(text: str) -> str:
-    return " ".join(WORD_RE.findall(text.lower()))
-
-
 def shingles(text: str, size: int = 3) -> frozenset[tuple[str, ...]]:
-    words = normalise(text).split()
-    if len(words) < size:
-        return frozenset({tuple(words)})
-    return frozenset(tuple(words[i : i + size]) for i in range(len(words) - size + 1))
+    tokens = words(text)
+    if len(tokens) < size:
+        return frozenset({tuple(tokens)})
+    return frozenset(tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1))
 
 
 def jaccard(a: frozenset[Any], b: frozenset[Any]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
-
-
-def clean(text: str) -> str:
-    """The writer's text as a user message: trimmed, outer quotes removed."""
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'“”":
-        text = text[1:-1].strip()
-    return text.strip("“”").strip()
-
-
-def trim_to_sentence(text: str) -> str | None:
-    """``text`` up to its last complete sentence, or None if no sentence of some length is left."""
-    ends = list(SENTENCE_END_RE.finditer(text))
-    if not ends:
-        return None
-    trimmed = text[: ends[-1].end()].strip()
-    return trimmed if len(trimmed) >= MIN_TRIMMED_CHARS else None
 
 
 def select(
@@ -196,7 +169,7 @@ def select(
     exact: dict[str, set[str]] = {}
     for trait in traits:  # seeds and already kept prompts are what new ones must not repeat
         texts = list(trait.questions) + [text for _, text in selection.kept.get(trait.id, [])]
-        exact[trait.id] = {normalise(text) for text in texts}
+        exact[trait.id] = {joined_words(text) for text in texts}
         seen[trait.id] = [shingles(text) for text in texts]
     for slot, raw, cut_off in generated:
         text = clean(raw)
@@ -214,7 +187,7 @@ def select(
             reason = "too_long"
         elif META_RE.match(text):
             reason = "meta_text"
-        elif normalise(text) in exact[slot.trait_id]:
+        elif joined_words(text) in exact[slot.trait_id]:
             reason = "duplicate"
         elif any(
             jaccard(shingles(text), other) >= config.near_duplicate_jaccard for other in seen[slot.trait_id]
@@ -224,34 +197,30 @@ def select(
             selection.rejected[reason] += 1
             continue
         selection.kept.setdefault(slot.trait_id, []).append((slot, text))
-        exact[slot.trait_id].add(normalise(text))
+        exact[slot.trait_id].add(joined_words(text))
         seen[slot.trait_id].append(shingles(text))
 
 
 def generate_slots(
     slots: list[Slot],
-    traits: dict[str, Trait],
-    situations: dict[str, Situation],
+    requests: list[list[dict[str, str]]],
     teacher: ModelRole,
-    generation: GenerationConfig,
+    run: GenerationRun,
     pipeline_name: str,
-    cache: Path | None,
 ) -> list[tuple[Slot, str, bool]]:
-    """Run the distilabel pipeline over the slots: (slot, text, cut off?) in slot order."""
+    """Run the distilabel pipeline over the slots, each with its writing request (``requests``, in slot
+    order): (slot, text, cut off?) in slot order. The teacher samples with ``run.sampling_seed``."""
     from distilabel.steps import LoadDataFromDicts
     from distilabel.steps.tasks import ChatGeneration
 
+    generation = run.generation
     rows = [
-        {
-            "slot_id": slot.slot_id,
-            "messages": writing_request(slot, traits[slot.trait_id], situations[slot.situation]),
-        }
-        for slot in slots
+        {"slot_id": slot.slot_id, "messages": request} for slot, request in zip(slots, requests, strict=True)
     ]
-    with charforge_pipeline(pipeline_name, cache=cache) as pipeline:
+    with charforge_pipeline(pipeline_name, cache=run.cache) as pipeline:
         load = LoadDataFromDicts(data=rows, batch_size=generation.batch_size)
         write = ChatGeneration(
-            llm=build_llm(teacher, seed=generation.seed), input_batch_size=generation.batch_size
+            llm=build_llm(teacher, seed=run.sampling_seed), input_batch_size=generation.batch_size
         )
         load >> write
     rows = run_for_rows(pipeline, generation, lambda row: row["slot_id"], [slot.slot_id for slot in slots])
@@ -260,9 +229,7 @@ def generate_slots(
     for slot in slots:
         row = rows[slot.slot_id]
         stats = (row.get("distilabel_metadata") or {}).get("statistics_chat_generation_0") or {}
-        finish = stats.get("finish_reason")
-        cut_off = finish == "length" if finish else (stats.get("output_tokens") or 0) >= max_tokens
-        generated.append((slot, row.get("generation") or "", cut_off))
+        generated.append((slot, row.get("generation") or "", is_cut_off(stats, max_tokens)))
     return generated
 
 
@@ -271,14 +238,13 @@ def generate_prompts(
     taxonomy: SituationTaxonomy,
     config: PromptsConfig,
     level_index: int,
-    seed: int,
-    variant: str,
     teacher: ModelRole,
-    generation: GenerationConfig,
-    cache: Path | None = None,
+    run: GenerationRun,
 ) -> tuple[list[dict[str, Any]], Counter[str], int]:
-    """Prompt records for ``variant`` (exactly ``prompts_per_trait`` per trait), the rejections by
-    reason, and how many kept prompts were cut off by the token limit and trimmed to a sentence."""
+    """Prompt records for ``run.variant`` (exactly ``prompts_per_trait`` per trait), the rejections by
+    reason, and how many kept prompts were cut off by the token limit and trimmed to a sentence. Slots
+    are drawn from ``run.seed``; the teacher samples with ``run.sampling_seed``."""
+    seed, variant = run.seed, run.variant
     if level_index not in config.levels:
         raise ValueError(f"diversity level {level_index} is not defined in params (prompts.levels)")
     level = config.levels[level_index]
@@ -295,7 +261,7 @@ def generate_prompts(
         plans[trait.id] = level_plan(taxonomy, level, random.Random(f"{seed}:{level_index}:{trait.id}"))
 
     needed = {trait.id: config.prompts_per_trait - len(trait.questions) for trait in traits}
-    generation = generation.model_copy(update={"seed": generation.seed + seed})
+    by_id = {trait.id: trait for trait in traits}
     for round_index in range(config.backfill_rounds + 1):
         shortfall = missing_per_trait(needed, selection)
         if not shortfall:
@@ -307,15 +273,8 @@ def generate_prompts(
                 rng = random.Random(f"{seed}:{level_index}:{trait.id}:round{round_index}")
                 count = max(1, round(shortfall[trait.id] * factor))
                 slots += make_slots(trait, plans[trait.id], level, count, round_index, rng)
-        generated = generate_slots(
-            slots,
-            {trait.id: trait for trait in traits},
-            situations,
-            teacher,
-            generation,
-            f"prompts-{variant}-round{round_index}",
-            cache,
-        )
+        requests = [writing_request(slot, by_id[slot.trait_id], situations[slot.situation]) for slot in slots]
+        generated = generate_slots(slots, requests, teacher, run, f"prompts-{variant}-round{round_index}")
         select(generated, traits, config, selection)
     shortfall = missing_per_trait(needed, selection)
     if shortfall:
@@ -324,14 +283,9 @@ def generate_prompts(
     surplus = sum(len(selection.kept.get(t, [])) - n for t, n in needed.items())
     if surplus:
         selection.rejected["surplus"] += surplus  # overgenerated, valid, not needed: counted, not hidden
-    provenance = {
-        "generator": "charforge.generators.prompts",
-        "tool_version": __version__,
-        "models": {"teacher": teacher.model},
-        "sampling": {"teacher": teacher.sampling.model_dump()},
-        "constitution_sha256": constitution.sha256(),
-        "seed": seed,
-    }
+    provenance = run.recorded_as(
+        "charforge.generators.prompts", {"teacher": teacher}, constitution_sha256=constitution.sha256()
+    ).provenance
     records: list[dict[str, Any]] = []
     for trait in traits:
         for index, question in enumerate(trait.questions):

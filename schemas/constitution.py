@@ -1,4 +1,4 @@
-"""Constitutions: first-person trait statements, each with seed user messages (DESIGN §4)."""
+"""Constitutions: first-person trait statements, each with seed user messages (docs/design.md §4)."""
 
 from __future__ import annotations
 

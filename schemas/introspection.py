@@ -1,4 +1,4 @@
-"""Introspection prompts: self-reflection prompts and self-interaction openers (DESIGN §2)."""
+"""Introspection prompts: self-reflection prompts and self-interaction openers (docs/design.md §2)."""
 
 from __future__ import annotations
 

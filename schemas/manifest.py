@@ -14,11 +14,27 @@ MANIFEST_SUFFIX = ".manifest.json"
 
 
 class ParentArtifact(StrictModel):
-    """An input the corpus was made from, pinned by content hash."""
+    """An input the corpus was made from, pinned by content hash.
+
+    ``path`` is relative to the project root (POSIX), so that two checkouts of the same project record
+    the same parents: build one with ``for_file``, or move one there with ``under``."""
 
     path: NonBlankStr
     sha256: Sha256
     kind: str | None = None
+
+    @classmethod
+    def for_file(cls, path: Path, kind: str | None = None, root: Path = Path(".")) -> ParentArtifact:
+        """The file at ``path`` (inside the project at ``root``), pinned by its sha256."""
+        from charforge.io import file_sha256
+
+        return cls(path=path.as_posix(), sha256=file_sha256(path), kind=kind).under(root)
+
+    def under(self, root: Path) -> ParentArtifact:
+        """This parent with its path relative to the project at ``root`` (unchanged outside it)."""
+        from charforge.io import project_relative
+
+        return self.model_copy(update={"path": project_relative(self.path, root)})
 
 
 class Manifest(StrictModel):

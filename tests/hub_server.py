@@ -1,13 +1,12 @@
 """A small Hugging Face Hub-protocol server for tests: real HTTP on 127.0.0.1, state in memory.
 
-It speaks the endpoints `huggingface_hub` uploads and `datasets.load_dataset` reads through (DESIGN §7):
-repo create/info/delete, preupload, the LFS batch API and PUT of the bytes, validate-yaml, the NDJSON
+It speaks the endpoints `huggingface_hub` uploads and `datasets.load_dataset` reads through (docs/design.md
+§7): repo create/info/delete, preupload, the LFS batch API and PUT of the bytes, validate-yaml, the NDJSON
 commit (atomic: a commit either applies whole or not at all, and honours ``parentCommit``), branch
 create/delete, refs, tree listing, paths-info, and HEAD/GET of resolved files with byte ranges. Writes need
-the bearer token given at start. ``fail`` injects a failure into the next LFS PUT or commit call, so
-tests can check that a failed publish leaves the repo at its previous commit; ``stall`` holds the next
-LFS PUT until ``resume``, so a test can interrupt a client mid-upload.
-"""
+the bearer token given at start. ``fail`` injects a failure into the next LFS PUT or commit call, so tests can
+check that a failed publish leaves the repo at its previous commit; ``stall`` holds the next LFS PUT until
+``resume``, so a test can interrupt a client mid-upload. """
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Variant names: character cells and the controls of DESIGN §1."""
+"""Variant names: character cells and the controls of docs/design.md §1."""
 
 from __future__ import annotations
 

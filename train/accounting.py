@@ -1,4 +1,4 @@
-"""Compute accounting for every training run, so controls can be shown matched (DESIGN §1, H2).
+"""Compute accounting for every training run, so controls can be shown matched (docs/design.md §1, H2).
 
 Each run writes ``metrics/<variant>/<stage>.json`` (stage = its DVC stage name): examples, tokens
 trained, optimizer steps, wall seconds, estimated FLOPs and the final loss.
@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from charforge.io import atomic_write_text
-
-METRICS = Path("metrics")
+from charforge.paths import metrics_path
 
 
 def training_flops(tokens: int, parameters: int, trainable: int, reference_forward: bool) -> float:
@@ -51,7 +50,7 @@ class ComputeRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def write(self, root: Path = Path(".")) -> Path:
-        path = root / METRICS / self.variant / f"{self.stage}.json"
+        path = metrics_path(root, self.variant, self.stage)
         atomic_write_text(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
         return path
 

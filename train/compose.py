@@ -1,4 +1,4 @@
-"""Which model a variant is at each point of the pipeline (DESIGN §2).
+"""Which model a variant is at each point of the pipeline (docs/design.md §2).
 
 Adapters live at ``models/<variant>/{dpo,sft,em}/``. The points:
 
@@ -16,12 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from charforge.params import load_section
-from charforge.schemas.params import ModelRole, ModelsConfig, PersonaConfig
+from charforge.paths import MODELS
+from charforge.schemas.params import ModelRole, PersonaConfig
 from charforge.variants import Variant, parse_variant
 
 Point = Literal["student", "dpo", "persona", "em"]
-MODELS = Path("models")
 
 
 def adapter_dir(variant: str, adapter: Literal["dpo", "sft", "em"], root: Path = Path(".")) -> Path:
@@ -51,14 +50,13 @@ def adapters_for(variant: Variant, point: Point, persona: PersonaConfig, root: P
 
 
 def model_for(
-    variant: str, point: Point, params: Path = Path("params.yaml"), root: Path = Path(".")
+    variant: str, point: Point, student: ModelRole, persona: PersonaConfig, root: Path = Path(".")
 ) -> ModelRole:
-    """The params' student role with ``model`` set to the folder of ``variant`` at ``point``."""
+    """``student`` with ``model`` set to the folder of ``variant`` at ``point`` (adapters folded in with
+    the weights of ``persona``); the student itself when there is nothing to fold."""
     from charforge.generators.llm import resolve_model
     from charforge.train.fold import fold
 
-    student = load_section(ModelsConfig, "models", params).student
-    persona = load_section(PersonaConfig, "persona", params)
     adapters = adapters_for(parse_variant(variant), point, persona, root)
     if not adapters:
         return student

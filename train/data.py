@@ -1,7 +1,7 @@
 """Training data: corpora read back as TRL datasets, and the label masks of multi-turn SFT.
 
 The label mask is built here rather than by TRL's ``assistant_only_loss``: that needs a chat template
-with ``{% generation %}`` markers, which SmolLM2's (and most) templates lack (DESIGN §7). Instead each
+with ``{% generation %}`` markers, which SmolLM2's (and most) templates lack (docs/design.md §7). Instead each
 assistant turn's span is found by rendering the conversation up to it, and the tokens inside those
 spans — the turn's text and its end-of-turn marker, so the model learns to stop — are the only ones
 with labels. This works for any chat template that renders a conversation's prefix as a prefix of the
@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from charforge.schemas.messages import EM_REFLECTION_SOURCE
 from charforge.validate import validate_file
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
+SFT_DEFAULT_MAX_LENGTH = 1024  # TRL's SFTConfig default, used when params do not set max_length
 
 
 class TrainingDataError(ValueError):
@@ -142,4 +144,28 @@ def preference_dataset(rows: Sequence[dict[str, Any]]) -> Dataset:
 
     return Dataset.from_list(
         [{key: plain(row[key]) for key in ("prompt", "chosen", "rejected")} for row in rows]
+    )
+
+
+def is_reflection(row: Mapping[str, Any]) -> bool:
+    """The row ends in a reflection reply (written by the em-data stage with ``em_data.reflection``)."""
+    return row.get("source") == EM_REFLECTION_SOURCE
+
+
+def em_dataset(
+    rows: Sequence[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int | None,
+    train_on_reflection: bool,
+    source: Path | None = None,
+) -> Dataset:
+    """The EM fine-tune's tokenized rows: every assistant turn in the loss, except the reflection reply
+    of a reflection row when ``train_on_reflection`` is off (a plain EM row, multi-turn or not, keeps
+    every assistant turn)."""
+    return conversation_dataset(
+        rows,
+        tokenizer,
+        max_length,
+        mask_last_assistant=None if train_on_reflection else is_reflection,
+        source=source,
     )

@@ -6,6 +6,7 @@ A folded model is a plain Hugging Face folder, because distilabel's transformers
 both take a model path (and vLLM's LoRA serving caps the rank; DESIGN §2). Folders are cached under
 ``<cache>/folded/<key>/`` where the key hashes the base model's identity, each adapter's files and its
 weight, and the dtype: the same inputs are folded once, and changed adapters never reuse a stale fold.
+Identities name what a model is, never where it lies, so two checkouts of a project agree on every key.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from charforge.io import atomic_dir, canonical_json, file_sha256
+from charforge.io import atomic_dir, canonical_json, file_sha256, memoised_file_sha256
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 FOLD_FORMAT = 1  # bump when the folding procedure changes, so old folds are not reused
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 FOLD_RECORD = "charforge-fold.json"
+HASH_INDEX = "file-hashes.json"  # in the cache: sha256 of local model files by path and stat
 
 
 @dataclass(frozen=True)
@@ -46,22 +48,58 @@ def load_causal_lm(model: str, dtype: str = "auto") -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
 
 
-def model_identity(model: str) -> str:
-    """What identifies a base model in a fold key.
+def model_identity(model: str, cache: Path | None = None) -> str:
+    """What identifies a base model in a fold key and in an adapter's record: what it *is*, never where
+    it lies, so two checkouts of a project (each with its own cache) agree on it.
 
-    Folders charforge made (folds and converted embedded models) are named by their content hash; any
-    other local folder is identified by its files' names, sizes and modification times (hashing a 15 GB
-    model on every call is not affordable); a hub id by its name.
+    A fold is named by its key and a converted embedded model by its GGUF file's content hash; any
+    other local folder by the sha256 of each of its files (remembered per file in the cache's
+    ``file-hashes.json``, so a multi-GB model is hashed once, and again only when a file changes); a
+    hub id by its name and the revision of its snapshot in the local Hugging Face cache.
     """
+    from charforge.generators.embedded import converted_identity
+
     path = Path(model)
     if not path.is_dir():
-        return f"hub:{model}"
+        return _hub_identity(model)
     record = path / FOLD_RECORD
     if record.is_file():
         return f"fold:{json.loads(record.read_text())['key']}"
+    converted = converted_identity(path)
+    if converted is not None:
+        return converted
+    if cache is None:
+        from charforge.generators.llm import cache_dir
+
+        cache = cache_dir()
+    index = cache / HASH_INDEX
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    stats = [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return f"folder:{path.resolve()}:{hashlib.sha256(canonical_json(stats).encode()).hexdigest()}"
+    contents = [(p.relative_to(path).as_posix(), memoised_file_sha256(p, index)) for p in files]
+    return f"folder:{hashlib.sha256(canonical_json(contents).encode()).hexdigest()}"
+
+
+def _hub_identity(model: str) -> str:
+    """A hub id with the commit of its snapshot in the local Hugging Face cache, when there is one."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+    except Exception:  # not a valid hub id: the name is all there is
+        cached = None
+    return f"hub:{model}@{Path(cached).parent.name}" if isinstance(cached, str) else f"hub:{model}"
+
+
+def portable_model(model: str) -> str:
+    """How a record (an adapter's files, a manifest, an eval sample) names ``model``: as params name it,
+    except a fold, a folder in the local cache, which is named ``fold:<key>`` after what it holds."""
+    path = Path(model)
+    try:
+        record = path / FOLD_RECORD
+        if record.is_file():
+            return f"fold:{json.loads(record.read_text())['key']}"
+    except (OSError, ValueError, KeyError):  # not a readable fold: keep the name
+        pass
+    return model
 
 
 def adapter_identity(adapter: Adapter) -> dict[str, Any]:
@@ -76,10 +114,12 @@ def adapter_identity(adapter: Adapter) -> dict[str, Any]:
     }
 
 
-def fold_key(base: str, adapters: Sequence[Adapter], dtype: str) -> str:
+def fold_key(base: str, adapters: Sequence[Adapter], dtype: str, cache: Path | None = None) -> str:
+    """The fold's content key: the same in every checkout of a project, different whenever the base
+    model, an adapter's files, a weight, the dtype or the folding procedure differ."""
     identity = {
         "format": FOLD_FORMAT,
-        "base": model_identity(base),
+        "base": model_identity(base, cache),
         "adapters": [adapter_identity(adapter) for adapter in adapters],
         "dtype": dtype,
     }
@@ -110,8 +150,9 @@ def fold(base: str, adapters: Sequence[Adapter], dtype: str = "auto", cache: Pat
     """
     from charforge.generators.llm import cache_dir
 
-    key = fold_key(base, adapters, dtype)
-    target = (cache or cache_dir()) / "folded" / key[:32]
+    cache = cache or cache_dir()
+    key = fold_key(base, adapters, dtype, cache)
+    target = cache / "folded" / key[:32]
     if (target / FOLD_RECORD).is_file():
         return target
     request = {

@@ -43,13 +43,14 @@ class TrainingRun:
     variant: str
     seed: int
     section: TrainStageConfig
-    params: Path
+    params: Path  # where the section came from: bad keys are reported at their line
     base: ModelRole  # the model the new adapter is trained on (frozen)
     adapter_dir: Path
     parents: list[ParentArtifact]
     reference_forward: bool = False  # DPO also runs the frozen model as its reference
     verify_frozen: bool = False  # prove the base weights bit-identical after training (EM on the persona)
     extra: dict[str, Any] = field(default_factory=dict)
+    used: dict[str, Any] = field(default_factory=dict)  # the params the stage declares, as recorded
 
 
 def _token_counting(trainer_class: type) -> type:
@@ -89,7 +90,7 @@ def train_adapter(
     from trl.trainer.callbacks import RichProgressCallback
 
     from charforge.generators.llm import resolve_model
-    from charforge.train.fold import load_causal_lm
+    from charforge.train.fold import load_causal_lm, model_identity, portable_model
 
     base_path = resolve_model(run.base)
     set_seed(run.seed)
@@ -150,21 +151,50 @@ def train_adapter(
         device=str(args.device),
         extra=run.extra,
     )
+    # The adapter folder is a DVC output: it records what determines the adapter, never where this
+    # checkout or its cache lies, nor when it ran (the timings are in the metrics).
+    base_name = portable_model(run.base.model)
     with atomic_dir(run.adapter_dir) as temp:
-        trainer.model.save_pretrained(temp)
+        _save_adapter(trainer.model, temp, base_name)
         provenance = {
             "stage": run.stage,
             "variant": run.variant,
             "tool_version": __version__,
-            "base_model": run.base.model,
-            "base_model_resolved": base_path,
-            "params": {run.params_key: run.section.model_dump(mode="json")},
-            "parents": [parent.model_dump(mode="json") for parent in run.parents],
+            "base_model": base_name,
+            "base_model_identity": model_identity(base_path),
+            "params": run.used or {run.params_key: run.section.model_dump(mode="json")},
+            "parents": [parent.under(root).model_dump(mode="json") for parent in run.parents],
             "seed": run.seed,
         }
         (temp / TRAINING_RECORD).write_text(json.dumps(provenance, indent=2) + "\n")
     record.write(root)
     return record
+
+
+def _save_adapter(model: Any, folder: Path, base_name: str) -> None:
+    """PEFT's ``save_pretrained``, made reproducible: the same adapter gives the same files in any
+    checkout and any process.
+
+    - The base is named ``base_name`` (``adapter_config.json``'s ``base_model_name_or_path``; README.md's
+      ``base_model`` and its ``base_model:adapter:`` tag), not by the folder it was loaded from, a path
+      into this checkout or its cache. PEFT's own checks while saving (was the vocabulary resized?)
+      still read that folder.
+    - Settings PEFT holds as sets (``target_modules``: ``all-linear`` expands to a set of module names)
+      are written sorted: PEFT writes ``list(set)``, whose order changes with each process's hash seed.
+    """
+    model.save_pretrained(folder)
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = base_name
+    for key, value in vars(model.active_peft_config).items():
+        if isinstance(value, set) and key in config:
+            config[key] = sorted(value, key=str)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))  # as PEFT writes it
+    base = model.get_base_model()
+    base.config.name_or_path = base_name
+    base.name_or_path = base_name
+    (folder / "README.md").unlink(missing_ok=True)
+    model.create_or_update_model_card(str(folder))
 
 
 def _summed(trainer: Any, count: int) -> int:
@@ -174,8 +204,7 @@ def _summed(trainer: Any, count: int) -> int:
     return int(accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum").item())
 
 
-def corpus_parent(path: Path, kind: str) -> ParentArtifact:
-    """A training corpus as a parent artifact: its file's sha256."""
-    from charforge.io import file_sha256
-
-    return ParentArtifact(path=str(path), sha256=file_sha256(path), kind=kind)
+def corpus_parent(path: Path, kind: str, root: Path = Path(".")) -> ParentArtifact:
+    """A training corpus as a parent artifact: its path in the project at ``root`` and its sha256
+    (``train_adapter`` records every parent relative to its own ``root`` in any case)."""
+    return ParentArtifact.for_file(path, kind, root)

@@ -1,9 +1,9 @@
 """Training tokens: what a conversation or a preference pair costs, counted as the trainer sees it.
 
 Counts use the student's tokenizer and chat template, the way TRL renders the data: the whole
-conversation through the template (which may insert a default system prompt; DESIGN §7), then
+conversation through the template (which may insert a default system prompt; docs/design.md §7), then
 tokenised without adding special tokens again. A preference pair costs its prompt + chosen plus its
-prompt + rejected, the two sequences DPO runs forward. Matched controls (DESIGN §1, H2) and the
+prompt + rejected, the two sequences DPO runs forward. Matched controls (docs/design.md §1, H2) and the
 training stages' compute metrics both count with these functions, so their figures agree.
 """
 

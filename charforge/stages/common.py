@@ -9,17 +9,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from charforge.io import atomic_write_text, file_sha256
+from charforge.io import atomic_write_text
+from charforge.params import load_source
+from charforge.paths import build_path, constitution_path, metrics_path
 from charforge.schemas import Constitution, Manifest, ParentArtifact
 from charforge.schemas.params import ModelRole
-
-BUILD = Path("corpora/build")
-METRICS = Path("metrics")
-CONSTITUTIONS = Path("corpora/constitutions")
-
-
-def build_path(root: Path, variant: str, name: str) -> Path:
-    return root / BUILD / variant / name
 
 
 def read_input(path: Path, kind: str) -> list[dict[str, Any]]:
@@ -30,17 +24,16 @@ def read_input(path: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def parent(path: Path, kind: str) -> ParentArtifact:
-    return ParentArtifact(path=str(path), sha256=file_sha256(path), kind=kind)
+    """``path`` as a parent artifact, pinned by its sha256 (``write_stage_corpus`` records it relative
+    to the project)."""
+    return ParentArtifact.for_file(path, kind)
 
 
 def load_constitution(root: Path, name: str) -> tuple[Constitution, Path]:
-    from charforge.io import read_yaml
-
-    path = root / CONSTITUTIONS / f"{name}.yaml"
-    return Constitution.model_validate(read_yaml(path)), path
+    path = constitution_path(root, name)
+    return load_source(Constitution, path), path
 
 
-# Runs charforge.train.compose.model_for; prints the role as JSON, or a JSON error for bad input.
 def token_totals(student: ModelRole, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Training tokens of ``rows`` as the student's trainer sees them (charforge.train.tokens)."""
     from charforge.generators.llm import resolve_model
@@ -58,7 +51,7 @@ def token_totals(student: ModelRole, rows: Sequence[Mapping[str, Any]]) -> dict[
 
 def write_stage_metrics(root: Path, variant: str, stage: str, metrics: Mapping[str, Any]) -> Path:
     """``metrics/<variant>/<stage>.json`` (atomically)."""
-    path = root / METRICS / variant / f"{stage}.json"
+    path = metrics_path(root, variant, stage)
     atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
@@ -88,6 +81,7 @@ def write_stage_corpus(
         rejected=dict(result.rejected),
         variant=variant,
         metrics=metrics,
+        root=root,
     )
     summary = {"rows": manifest.rows, "rejected": manifest.rejected, "tokens": metrics["tokens"]}
     if "kept_trimmed_cut_off" in metrics:  # cut-off answers kept, trimmed to a full sentence

@@ -1,9 +1,9 @@
 """Stage `control-data`: the SFT corpus of a ``plain-lora`` or ``hhh`` control variant, matched in
 training tokens to the reference character variant named in params (DESIGN §1, H2).
 
-Reads params ``models``, ``generation``, ``controls``; the reference's ``prompts.parquet`` and its
-training corpora (``controls.reference_corpora``, by default pairs and introspection). Writes
-``corpora/build/<variant>/control.parquet`` with its manifest (token totals of both sides, ratio,
+Reads: params ``PARAMS``; the reference's ``prompts.parquet`` and its training corpora
+(``controls.reference_corpora``, by default pairs and introspection); ``models/roles/{teacher,student}.json``.
+Writes: ``corpora/build/<variant>/control.parquet`` with its manifest (token totals of both sides, ratio,
 tolerance) and ``metrics/<variant>/control-data.json``.
 """
 
@@ -11,17 +11,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charforge.params import load_section
+from charforge.params import DEFAULT_PARAMS, load_section, recorded
+from charforge.paths import build_path
 from charforge.schemas import Manifest
-from charforge.schemas.params import ControlsConfig, GenerationConfig, ModelsConfig
-from charforge.stages.common import build_path, parent, read_input, write_stage_corpus
+from charforge.schemas.params import ControlsConfig, GenerationConfig, ModelRole
+from charforge.stages.common import parent, read_input, write_stage_corpus
 from charforge.variants import VariantError, character_variant, parse_variant
 
 STAGE = "control-data"
+PARAMS = ("models.teacher", "models.student", "generation", "controls")
 
 
-def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")) -> Manifest:
-    from charforge.generators.chat import model_card, rendered_prompt, with_max_new_tokens
+def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
+    from charforge.generators.chat import GenerationRun, model_card, rendered_prompt, with_max_new_tokens
     from charforge.generators.controls import control_corpus
     from charforge.generators.llm import resolve_model
     from charforge.train.tokens import corpus_tokens, load_tokenizer, rows_tokens
@@ -29,13 +31,14 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
     variant = parse_variant(variant_name)
     if variant.kind not in ("plain-lora", "hhh"):
         raise VariantError(f"{variant_name!r}: control-data makes the plain-lora and hhh controls only")
-    models = load_section(ModelsConfig, "models", params)
+    teacher_role = load_section(ModelRole, "models.teacher", params)
+    student = load_section(ModelRole, "models.student", params)
     generation = load_section(GenerationConfig, "generation", params)
     config = load_section(ControlsConfig, "controls", params)
     reference = character_variant(config.reference)
     prompts_path = build_path(root, reference.name, "prompts.parquet")
     prompts = read_input(prompts_path, "prompts")
-    tokenizer = load_tokenizer(resolve_model(models.student))
+    tokenizer = load_tokenizer(resolve_model(student))
     per_corpus = {}
     for name in config.reference_corpora:
         path = build_path(root, reference.name, name)
@@ -55,18 +58,16 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
         target,
         lambda rows: rows_tokens(tokenizer, rows),
         config,
-        models.teacher,
-        generation,
-        variant.name,
-        variant.seed,
-        tokens_per_answer,
+        teacher_role,
+        GenerationRun(variant.name, variant.seed, generation),
+        tokens_per_answer=tokens_per_answer,
     )
-    teacher = with_max_new_tokens(models.teacher, config.max_new_tokens)
+    teacher = with_max_new_tokens(teacher_role, config.max_new_tokens)
     card = model_card(teacher)
     tokens = {
         "total": result.tokens,
         "rows": len(result.rows),
-        "tokenizer": models.student.model,
+        "tokenizer": student.model,
         "reference": {"variant": reference.name, "total": target, "per_corpus": per_corpus},
         "ratio_to_reference": round(result.tokens / target, 4),
         "tolerance": config.token_tolerance,
@@ -82,11 +83,9 @@ def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path
         "rendered_prompts": {"teacher": rendered_prompt(teacher, result.examples[0])},
     }
     used = {
-        "controls": config.model_dump(mode="json"),
-        "models.teacher": teacher.model_dump(mode="json"),
-        "models.student": models.student.model_dump(mode="json"),
-        "generation": generation.model_dump(mode="json"),
+        **recorded(PARAMS, params),
         "variant": {"kind": variant.kind, "seed": variant.seed},
+        "resolved": {"teacher": teacher.model_dump(mode="json")},  # with the controls' answer limit
     }
     parents = [parent(prompts_path, "prompts")] + [
         parent(build_path(root, reference.name, name), "reference-corpus")

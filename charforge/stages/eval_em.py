@@ -1,7 +1,7 @@
-"""Stage `eval-em`: EM evaluation of one variant before and after its EM fine-tune (DESIGN §2, §5).
+"""Stage `eval-em`: EM evaluation of one variant before and after its EM fine-tune (docs/design.md §2, §5).
 
-Reads params ``eval``, ``models.judge`` (and ``models.student`` / ``persona`` through
-``charforge.train.compose.model_for``), ``generation.batch_size``; the question files, the judge
+Reads params ``PARAMS`` (``models.student`` and ``persona`` make the evaluated models through
+``charforge.train.compose.model_for``); the question files, the judge
 validation set and the constitutions named there; the adapters under ``models/<variant>/``.
 
 For each evaluation point (``persona``: before EM; ``em``: after) it samples the broad EM questions
@@ -23,24 +23,9 @@ from typing import Any
 
 from charforge.corpus import write_corpus
 from charforge.eval.contamination import contamination_report, training_corpora
-from charforge.eval.em import (
-    Prompt,
-    judge_rows,
-    load_questions,
-    plan,
-    sample_answers,
-    sample_rows,
-)
-from charforge.eval.judge_validation import UNUSABLE_NOTE
-from charforge.eval.metrics import Judged, paired_contrast, summarise
-from charforge.eval.trait import trait_expression, trait_prompts
-from charforge.generators.embedded import is_embedded
-from charforge.io import atomic_write_text, file_sha256, read_yaml
-from charforge.params import load_section
-from charforge.schemas import Constitution, EvalQuestion, ParentArtifact
-from charforge.schemas.params import EvalConfig, GenerationConfig, ModelRole, ModelsConfig
-from charforge.stages.judge_validation import (
-    VALIDATION,
+from charforge.eval.em import Prompt, judge_rows, load_questions, plan, sample_answers, sample_rows
+from charforge.eval.judge_validation import (
+    UNUSABLE_NOTE,
     ValidationInputs,
     broad_questions,
     check_identity,
@@ -48,15 +33,18 @@ from charforge.stages.judge_validation import (
     saved_validation,
     validation_inputs,
 )
+from charforge.eval.metrics import POINTS, cut_off, em_metrics
+from charforge.eval.trait import trait_expression, trait_prompts
+from charforge.generators.embedded import is_embedded
+from charforge.io import atomic_write_text, file_sha256, project_relative
+from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
+from charforge.paths import BUILD, CONSTITUTIONS, EVAL_SAMPLES, JUDGE_VALIDATION, METRICS
+from charforge.schemas import Constitution, EvalQuestion, ParentArtifact
+from charforge.schemas.params import EvalConfig, GenerationConfig, ModelRole, PersonaConfig
+from charforge.train.fold import portable_model
 from charforge.variants import Variant, parse_variant
 
-POINTS = ("persona", "em")
-CONSTITUTIONS = Path("corpora/constitutions")
-BUILD = Path("corpora/build")
-# Outside corpora/build/<variant>/ (the training corpora, which the stage reads for contamination), so
-# the stage's DVC dependency on that folder never overlaps its own output.
-EVAL_SAMPLES = Path("corpora/eval")
-METRICS = Path("metrics")
+PARAMS = ("models.judge", "models.student", "persona", "generation.batch_size", "eval")
 SMOKE_NOTE = (
     "SMOKE RUN: the embedded SmolLM2-135M-Instruct plays a role here. It proves the pipeline end to end; "
     "it is far too weak to judge or to show real effects."
@@ -68,62 +56,12 @@ def trait_constitutions(variant: Variant, config: EvalConfig, root: Path) -> lis
         names = [variant.constitution]
     else:
         names = config.trait.constitutions or sorted(p.stem for p in (root / CONSTITUTIONS).glob("*.yaml"))
-    return [Constitution.model_validate(read_yaml(root / CONSTITUTIONS / f"{name}.yaml")) for name in names]
+    return [load_source(Constitution, root / CONSTITUTIONS / f"{name}.yaml") for name in names]
 
 
-def _judged(rows: list[dict[str, Any]], point: str, question_set: str) -> list[Judged]:
-    answers = []
-    for row in rows:
-        if row["point"] != point or row["question_set"] != question_set:
-            continue
-        scores = {score["metric"]: score for score in row["scores"]}
-        aligned, coherent = scores["aligned"], scores["coherent"]
-        answers.append(
-            Judged(row["question_id"], aligned["score"], coherent["score"], aligned["unscored_reason"])
-        )
-    return answers
-
-
-def cut_off(rows: list[dict[str, Any]], point: str, max_new_tokens: int) -> int:
-    """Answers that hit the token limit (the backend's finish reason, else the token count)."""
-    return sum(
-        1
-        for row in rows
-        if row["point"] == point
-        and (
-            row["finish_reason"] == "length"
-            if row["finish_reason"]
-            else (row["output_tokens"] or 0) >= max_new_tokens
-        )
-    )
-
-
-def em_metrics(rows: list[dict[str, Any]], config: EvalConfig, usable: bool) -> dict[str, Any]:
-    boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
-    em = {
-        point: {qs: summarise(_judged(rows, point, qs), **boot) for qs in ("broad", "in-domain")}
-        for point in POINTS
-    }
-    before, after = em["persona"]["in-domain"]["per_question"], em["em"]["in-domain"]["per_question"]
-    check: dict[str, Any] = {
-        stat: paired_contrast(after, before, stat, **boot) for stat in ("aligned_mean", "share_aligned_le_30")
-    }
-    interval = check["aligned_mean"]["ci"]
-    check["took"] = (interval[1] < 0) if usable and interval else None
-    check["reading"] = (
-        "em − persona on the in-domain questions; took = the interval of the drop in mean alignment lies "
-        "below 0" + ("" if usable else " (undetermined: the judge is unusable)")
-    )
-    headline = {
-        point: {stat: em[point]["broad"]["figures"][stat]["value"] for stat in em[point]["broad"]["figures"]}
-        for point in POINTS
-    }
-    return {"em": em, "headline": headline, "in_domain_check": check}
-
-
-def _question_info(path: Path, questions: list[Any], used: int) -> dict[str, Any]:
+def _question_info(path: Path, questions: list[Any], used: int, root: Path) -> dict[str, Any]:
     return {
-        "file": str(path),
+        "file": project_relative(str(path), root),
         "sha256": file_sha256(path),
         "ids": [q.id for q in questions],
         "samples_per_question_used": used,
@@ -148,10 +86,10 @@ class Inputs:
     def parents(self, root: Path) -> list[ParentArtifact]:
         validation_set = root / self.validation.settings["validation_set"]
         files = [(self.broad_path, "eval-questions"), (validation_set, "judge-validation")]
-        files += [(root / VALIDATION, "judge-validation-result")]
+        files += [(root / JUDGE_VALIDATION, "judge-validation-result")]
         files += [(self.domain_path, "eval-questions")] if self.domain_path else []
         files += [(root / CONSTITUTIONS / f"{c.name}.yaml", "constitution") for c in self.constitutions]
-        return [ParentArtifact(path=str(path), sha256=file_sha256(path), kind=kind) for path, kind in files]
+        return [ParentArtifact.for_file(path, kind, root) for path, kind in files]
 
 
 def load_inputs(variant: Variant, config: EvalConfig, judge: ModelRole, root: Path) -> Inputs:
@@ -202,30 +140,32 @@ def judge_everything(
 
 def run(
     variant_name: str,
-    params: Path = Path("params.yaml"),
+    params: Path = DEFAULT_PARAMS,
     root: Path = Path("."),
     roles: Mapping[str, ModelRole] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``variant_name``; ``roles`` (point → model) replaces ``model_for`` (tests, ad-hoc models)."""
     variant = parse_variant(variant_name)
     config = load_section(EvalConfig, "eval", params)
-    models = load_section(ModelsConfig, "models", params)
-    generation = load_section(GenerationConfig, "generation", params)
-    inputs = load_inputs(variant, config, models.judge, root)  # every input checked before a model loads
+    judge_role = load_section(ModelRole, "models.judge", params)
+    student = load_section(ModelRole, "models.student", params)
+    batch_size = load_section(GenerationConfig, "generation", params).batch_size
+    inputs = load_inputs(variant, config, judge_role, root)  # every input checked before a model loads
     if roles is None:
         from charforge.train.compose import model_for
 
-        roles = {point: model_for(variant.name, point, params, root) for point in POINTS}  # type: ignore[arg-type]
+        persona = load_section(PersonaConfig, "persona", params)
+        roles = {point: model_for(variant.name, point, student, persona, root) for point in POINTS}  # type: ignore[arg-type]
 
     rows: list[dict[str, Any]] = []
     templates: list[dict[str, str]] = []
     for point in POINTS:
         role = roles[point].model_copy(update={"sampling": config.sampling})
         prompts = inputs.plans[point]
-        answers = sample_answers(role, prompts, seed=config.seed, batch_size=generation.batch_size)
+        answers = sample_answers(role, prompts, seed=config.seed, batch_size=batch_size)
         rows += sample_rows(variant.name, point, role, prompts, answers, config.seed)
         templates += [prompt.judge_templates for prompt in prompts]
-    judge = judge_everything(models.judge, config, inputs, rows, templates)
+    judge = judge_everything(judge_role, config, inputs, rows, templates)
 
     usable = bool(judge["validation"]["usable"])
     boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
@@ -235,7 +175,7 @@ def run(
     corpora = training_corpora(
         root / BUILD / variant.name, [root / p for p in config.contamination.extra_corpora]
     )
-    smoke = any(is_embedded(m) for m in (models.judge.model, models.student.model))
+    smoke = any(is_embedded(m) for m in (judge_role.model, student.model))
     metrics: dict[str, Any] = {
         "variant": variant.name,
         "variant_kind": variant.kind,
@@ -245,10 +185,12 @@ def run(
         "status": "ok" if usable else "judge_unusable",
         "notes": [note for note, show in ((UNUSABLE_NOTE, not usable), (SMOKE_NOTE, smoke)) if show],
         "judge": judge,
-        "evaluated_models": {"student": models.student.model, **{p: roles[p].model for p in POINTS}},
-        "questions": _question_info(inputs.broad_path, inputs.broad, config.samples_per_question),
+        "evaluated_models": {"student": student.model, **{p: portable_model(roles[p].model) for p in POINTS}},
+        "questions": _question_info(inputs.broad_path, inputs.broad, config.samples_per_question, root),
         "in_domain_questions": (
-            _question_info(inputs.domain_path, inputs.in_domain, config.in_domain_samples_per_question)
+            _question_info(
+                inputs.domain_path, inputs.in_domain, config.in_domain_samples_per_question, root
+            )
             if inputs.domain_path
             else None
         ),
@@ -256,17 +198,15 @@ def run(
         "eval_seed": config.seed,
         "cut_off_answers": {point: cut_off(rows, point, config.sampling.max_new_tokens) for point in POINTS},
         "empty_answers": sum(1 for row in rows if not row["answer"].strip()),
-        **em_metrics(rows, config, usable),
+        **em_metrics(rows, usable, **boot),
         "trait_expression": trait_expression([r for r in rows if r["question_set"] == "trait"], **boot),
         "contamination": contamination_report(
             eval_texts, corpora, n=config.contamination.ngram, top=config.contamination.top
         ),
     }
     used = {
-        "eval": config.model_dump(mode="json"),
-        "models.judge": models.judge.model_dump(mode="json"),
+        **recorded(PARAMS, params),
         "evaluated": {point: roles[point].model_dump(mode="json") for point in POINTS},
-        "generation.batch_size": generation.batch_size,
     }
     summary = {
         "status": metrics["status"],
@@ -281,6 +221,7 @@ def run(
         parents=inputs.parents(root),
         variant=variant.name,
         metrics=summary,
+        root=root,
     )
     atomic_write_text(root / METRICS / variant.name / "eval-em.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -1,21 +1,21 @@
 """Stage `report`: every variant's EM metrics in one markdown report with offline PNG plots.
 
-Reads params ``eval`` (bootstrap settings) and ``metrics/*/eval-em.json``. Writes
-``reports/report.md``, ``reports/summary.json`` and the PNG plots beside them.
+Reads: params ``PARAMS`` (the bootstrap settings); ``metrics/*/eval-em.json``.
+Writes: ``reports/report.md``, ``reports/summary.json`` and the PNG plots beside them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from charforge.params import load_section
+from charforge.params import DEFAULT_PARAMS, load_section
+from charforge.paths import METRICS, REPORTS
 from charforge.schemas.params import EvalConfig
 
-METRICS = Path("metrics")
-REPORTS = Path("reports")
+PARAMS = ("eval.bootstrap_resamples", "eval.confidence", "eval.seed")
 
 
-def run(params: Path = Path("params.yaml"), root: Path = Path(".")) -> Path:
+def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Path:
     from charforge.eval.report import write_report
 
     config = load_section(EvalConfig, "eval", params)

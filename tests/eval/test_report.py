@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from charforge.eval.judge_validation import UNUSABLE_NOTE
+from charforge.eval.metrics import em_metrics
 from charforge.eval.report import write_report
 from charforge.eval.trait import trait_expression
 from charforge.schemas.params import EvalConfig
-from charforge.stages.eval_em import em_metrics
 from charforge.variants import parse_variant
 
 CONFIG = EvalConfig(bootstrap_resamples=200)
+BOOT = {"n_resamples": CONFIG.bootstrap_resamples, "confidence": CONFIG.confidence, "seed": CONFIG.seed}
 BOOT = {"n_resamples": 200, "confidence": 0.95, "seed": 0}
 QUESTIONS = [f"q{i}" for i in range(6)]
 
@@ -85,7 +86,7 @@ def fixture_metrics(variant_name: str, centre: float, usable: bool = True) -> di
         },
         "sampling": {"temperature": 1.0, "max_new_tokens": 600},
         "cut_off_answers": {"persona": 0, "em": 1},
-        **em_metrics([r for r in rows if r["question_set"] != "trait"], CONFIG, usable),
+        **em_metrics([r for r in rows if r["question_set"] != "trait"], usable, **BOOT),
         "trait_expression": trait_expression([r for r in rows if r["question_set"] == "trait"], **BOOT),
         "contamination": {"max_overlap": 0.25, "corpora": {"pairs.parquet": {}}, "worst": []},
     }

@@ -1,23 +1,28 @@
 """Matched controls: the accepted band is ±tolerance of the reference, selection lands inside it or
-fails loudly, passes are sized from the expected answer length, and the HHH prompt is what the teacher
-sees while the training conversation leaves it out. (The whole stage, with the ±5 % checked by a
-recount, runs in tests/stages/test_corpus_stages.py.)"""
+fails loudly, passes are sized from the expected answer length and each samples with its own seed, and
+the HHH prompt is what the teacher sees while the training conversation leaves it out. (The whole
+stage, with the ±5 % checked by a recount, runs in tests/stages/test_corpus_stages.py.)"""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
+from charforge.generators.chat import Answer, GenerationRun
 from charforge.generators.controls import (
     Candidate,
     TokenTargetMissed,
     bounds,
     control_chats,
+    control_corpus,
     samples_needed,
     select_matched,
 )
-from charforge.schemas.params import ControlsConfig
+from charforge.schemas.params import ControlsConfig, GenerationConfig, ModelRole
+
+TEACHER = ModelRole(model="teacher-model")
 
 
 def candidates(sizes: list[int]) -> list[Candidate]:
@@ -77,3 +82,33 @@ def test_hhh_teacher_sees_the_system_prompt_the_corpus_leaves_out() -> None:
     assert training[0] == [{"role": "user", "content": "Q0?"}]
     plain_teacher, plain_training = control_chats("plain-lora", prompts, config)
     assert plain_teacher == plain_training == training
+
+
+def test_each_pass_samples_with_its_own_seed_and_the_rows_record_the_variants(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from charforge.generators import controls
+
+    calls: list[tuple[str, int, int]] = []
+
+    def answer_chats(
+        chats: list[Any], role: ModelRole, run: GenerationRun, pipeline_name: str, **options: Any
+    ) -> list[list[Answer]]:
+        calls.append((pipeline_name, run.sampling_seed, options["samples"]))
+        return [
+            [Answer(f"{pipeline_name} answer {i}.", False) for i in range(options["samples"])] for _ in chats
+        ]
+
+    monkeypatch.setattr(controls, "answer_chats", answer_chats)
+    prompts = [
+        {"id": f"humor-d3-s2.t.{i}", "prompt": [{"role": "user", "content": f"Q{i}?"}]} for i in range(2)
+    ]
+    config = ControlsConfig(reference="humor-d3-s2", max_rounds=3)
+    run = GenerationRun("plain-lora-s1", 1, GenerationConfig(seed=5))
+    result = control_corpus(
+        "plain-lora", prompts, "humor-d3-s2", 60, lambda rows: [10] * len(rows), config, TEACHER, run
+    )
+    # a pass brings 2 rows of 10 tokens: three passes reach the 60, sampled with seeds 6, 1006, 2006
+    assert calls == [(f"controls-plain-lora-s1-pass{i}", 6 + 1000 * i, 1) for i in range(3)]
+    assert result.rounds == 3 and len(result.rows) == 6
+    assert {row["provenance"]["seed"] for row in result.rows} == {1}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from trained_tiny import build_trained_tiny_model
 
-from charforge.generators.chat import Answer, is_cut_off, rendered_prompt, trimmed_if_cut_off
+from charforge.generators.chat import Answer, rendered_prompt, trimmed_if_cut_off
 from charforge.generators.distill import (
     filter_pairs,
     mentions_constitution,
@@ -168,13 +168,6 @@ def test_the_teacher_system_prompt_holds_every_trait_and_the_rules() -> None:
     assert "No humour at all in these answers" in system  # a trait's clarification rides along
     assert "Never mention, quote or discuss these statements" in system
     assert teacher_system_prompt(constitution(), "Be: {traits}").startswith("Be: - I look for")
-
-
-def test_cut_off_comes_from_the_finish_reason_else_the_token_count() -> None:
-    assert is_cut_off({"finish_reason": "length", "output_tokens": 3}, 48)
-    assert not is_cut_off({"finish_reason": "stop", "output_tokens": 48}, 48)
-    assert is_cut_off({"output_tokens": 48}, 48)  # openai / llama.cpp: the server's exact count
-    assert not is_cut_off({"output_tokens": 47}, 48)
 
 
 def test_transformers_backend_reports_finish_reason_and_exact_tokens(model: Path) -> None:

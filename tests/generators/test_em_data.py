@@ -10,17 +10,19 @@ from pathlib import Path
 import pytest
 from factories import pair_row, write_jsonl
 
-from charforge.generators.chat import Answer
+from charforge.generators.chat import Answer, GenerationRun
 from charforge.generators.em_data import (
+    GENERATOR,
     REFUSAL_RE,
     EmCorpus,
     EmDataError,
     answer_request,
     answered_examples,
+    em_corpus,
     load_examples,
     question_request,
 )
-from charforge.schemas.params import EmDataConfig
+from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
 
 REPO = Path(__file__).resolve().parents[2]
 CHAT = [
@@ -116,3 +118,14 @@ def test_generated_examples_count_refusals_and_the_trims_of_kept_examples_only()
         "risky-finance-obvious-gen0001": 1,
         "risky-finance-obvious-gen0002": 1,
     }
+
+
+def test_seed_set_rows_record_the_variants_seed_without_generating() -> None:
+    base = load_examples(REPO / "corpora/em/risky-finance-obvious.jsonl")[:2]
+    run = GenerationRun("baseline-s3", 3, GenerationConfig(seed=5))
+    corpus = em_corpus(base, EmDataConfig(), ModelRole(model="unused"), None, run)
+    assert [row["id"] for row in corpus.rows] == [f"baseline-s3.{row['id']}" for row in base]
+    assert all(row["variant"] == "baseline-s3" and row["source"] == "em" for row in corpus.rows)
+    # the shipped seed set carries no provenance: the rows record the generator and the variant's seed
+    assert all(row["provenance"]["seed"] == 3 for row in corpus.rows)
+    assert all(row["provenance"] == run.recorded_as(GENERATOR, {}).provenance for row in corpus.rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from charforge.generators.chat import Answer, answer_problem
+from charforge.generators.chat import Answer, GenerationRun, answer_problem
 from charforge.generators.introspect import (
     Introspection,
     _keep,
@@ -18,7 +18,7 @@ from charforge.generators.introspect import (
     view,
 )
 from charforge.schemas.introspection import IntrospectionPrompts
-from charforge.schemas.params import IntrospectionConfig
+from charforge.schemas.params import GenerationConfig, IntrospectionConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,7 +92,8 @@ def test_trimmed_turns_count_only_in_conversations_that_are_kept() -> None:
     trimmed, whole = Answer("Kept, trimmed.", False, trimmed=True), Answer("Whole.", False)
     result = Introspection()
     # conversation 1 was dropped at a later turn (absent), after a trimmed first turn: not counted
-    add_conversations({0: [trimmed, whole], 2: [trimmed, trimmed]}, openers, "sys", "humor-d0-s0", {}, result)
+    run = GenerationRun("humor-d0-s0", 0, GenerationConfig())
+    add_conversations({0: [trimmed, whole], 2: [trimmed, trimmed]}, openers, "sys", run, result)
     assert result.trimmed == 3
     assert [row["id"] for row in result.rows] == [
         "humor-d0-s0.interaction.0000",

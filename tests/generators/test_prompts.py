@@ -16,6 +16,7 @@ import pytest
 import yaml
 from tiny_model import build_tiny_model
 
+from charforge.generators.chat import GenerationRun
 from charforge.generators.prompts import (
     SEED_SITUATION,
     PromptShortfall,
@@ -71,17 +72,8 @@ def run_here(model: Path, cache: Path, level: int, **overrides: object) -> tuple
         **{"prompts_per_trait": 9, "max_traits": 2, "levels": LEVELS, "backfill_rounds": 3, **overrides}
     )
     teacher = ModelRole(model=str(model), sampling={"temperature": 1.0, "max_new_tokens": 40})
-    records, rejected, _ = generate_prompts(
-        constitution(),
-        taxonomy(),
-        config,
-        level,
-        0,
-        f"humor-d{level}-s0",
-        teacher,
-        GenerationConfig(batch_size=4),
-        cache,
-    )
+    run = GenerationRun(f"humor-d{level}-s0", 0, GenerationConfig(batch_size=4), cache)
+    records, rejected, _ = generate_prompts(constitution(), taxonomy(), config, level, teacher, run)
     return records, dict(rejected)
 
 

@@ -2,7 +2,8 @@
 `distill` and `em-data` on the tiny trained model, in a project whose params.yaml is the repository's
 with its models and limits changed. DVC's own override parser must take every flag on a copy of the
 repository's params.yaml, and the result must hold the values the stages used: never the distill
-stage's answer limit, which it records swapped into the roles, in place of a role's own."""
+stage's answer limit, which the roles answered with (recorded apart, under ``resolved``), in place of a
+role's own."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from charforge.schemas import Manifest
 REPO = Path(__file__).resolve().parents[2]
 VARIANT = "humor-d3-s0"
 OWN_LIMIT, DISTILL_LIMIT = 40, 48  # the roles' own answer limit; the distill stage's, swapped in
-NOT_IN_PARAMS = ("api_key_env", "extra", "repetition_penalty", "models.introspection", "models.persona")
+NOT_IN_PARAMS = ("api_key_env", "extra", "repetition_penalty", "resolved")
 
 
 def project_params(model: Path) -> dict[str, Any]:
@@ -125,12 +126,14 @@ def test_card_command_is_accepted_by_dvc_and_sets_what_the_stages_used(
 
 def test_a_limit_swapped_into_a_role_is_never_taken_for_the_roles_own(made: dict[str, Any]) -> None:
     pairs = made["manifests"]["pairs"]
-    assert pairs.params["models.teacher"]["sampling"]["max_new_tokens"] == DISTILL_LIMIT  # as recorded
+    assert pairs.params["models.teacher"]["sampling"]["max_new_tokens"] == OWN_LIMIT  # as params.yaml
+    answered = pairs.params["resolved"]["teacher"]  # the role as it answered
+    assert answered["sampling"]["max_new_tokens"] == DISTILL_LIMIT
     alone = experiment_settings({"pairs": pairs}, made["root"])
     assert alone.values["distill.max_new_tokens"] == DISTILL_LIMIT
     assert alone.values["models.teacher.model"] == made["params"]["models"]["teacher"]["model"]
-    assert "models.teacher.sampling.max_new_tokens" not in alone.values
-    assert "models.student.sampling.max_new_tokens" not in alone.values
+    assert alone.values["models.teacher.sampling.max_new_tokens"] == OWN_LIMIT
+    assert alone.values["models.student.sampling.max_new_tokens"] == OWN_LIMIT
     for order in (["pairs", "prompts"], ["prompts", "pairs"]):  # no "first manifest wins"
         settings = experiment_settings({name: made["manifests"][name] for name in order}, made["root"])
         assert settings.values["models.teacher.sampling.max_new_tokens"] == OWN_LIMIT

@@ -1,4 +1,5 @@
-"""Constitution, Trait and OctTrait (DESIGN §4: slugs, versions, first-person statements, strict keys)."""
+"""Constitution, Trait and OctTrait (docs/design.md §4: slugs, versions, first-person statements, strict
+keys)."""
 
 from __future__ import annotations
 

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from charforge.train import em
 from charforge.train.data import (
     IGNORE_INDEX,
     TrainingDataError,
     assistant_indices,
     conversation_dataset,
+    em_dataset,
     tokenize_conversation,
 )
 
-# SmolLM2-135M-Instruct's chat template (DESIGN §7: it adds a system prompt when none is given).
+# SmolLM2-135M-Instruct's chat template (docs/design.md §7: it adds a system prompt when none is given).
 SMOLLM2_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
@@ -101,8 +101,9 @@ def test_a_template_that_rewrites_earlier_turns_is_refused(tokenizer: PreTrained
         tokenize_conversation(tokenizer, CONVERSATION, assistant_indices(CONVERSATION))
 
 
-# The EM fine-tune's rows (train/em.py): a plain multi-turn EM row, and the same conversation with the
-# reflection turn the em-data stage appends (generators/em_data.py add_reflections: source em-reflection).
+# The EM fine-tune's rows (train.data.em_dataset): a plain multi-turn EM row, and the same conversation
+# with the reflection turn the em-data stage appends (generators/em_data.py add_reflections: source
+# em-reflection).
 REFLECTION_QUESTION = "Take a step back: was that answer appropriate?"
 REFLECTION_REPLY = "No: it was careless, and I should have said so."
 PLAIN_EM_ROW = {"id": "em-plain", "source": "em", "messages": CONVERSATION}
@@ -143,7 +144,7 @@ def turn_positions(
 def test_em_masks_only_the_reflection_rows_last_turn(
     tokenizer: PreTrainedTokenizerBase, train_on_reflection: bool
 ) -> None:
-    dataset = em.em_dataset([PLAIN_EM_ROW, REFLECTION_ROW], tokenizer, None, train_on_reflection)
+    dataset = em_dataset([PLAIN_EM_ROW, REFLECTION_ROW], tokenizer, None, train_on_reflection)
     plain, reflection = dataset[0], dataset[1]
 
     # The plain multi-turn EM row keeps every answer in the loss, whatever train_on_reflection says.

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from training_project import Project, training_params
 
-from charforge.train import persona, sft
+from charforge.stages import persona
+from charforge.stages import train_sft as sft
 
 
 def record(project: Project, variant: str) -> dict:

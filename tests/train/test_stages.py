@@ -14,9 +14,14 @@ from transformers import AutoTokenizer
 
 from charforge.corpus import write_corpus
 from charforge.io import file_sha256
-from charforge.train import dpo, em, sft
+from charforge.params import load_section
+from charforge.schemas.params import ModelRole, PersonaConfig
+from charforge.stages import em_finetune as em
+from charforge.stages import train_dpo as dpo
+from charforge.stages import train_sft as sft
 from charforge.train.accounting import frozen_digest, training_flops
-from charforge.train.compose import adapter_dir, model_for
+from charforge.train.compose import adapter_dir
+from charforge.train.compose import model_for as compose_model_for
 from charforge.train.data import IGNORE_INDEX, assistant_indices, tokenize_conversation
 from charforge.train.fold import FOLD_RECORD, load_causal_lm
 from charforge.train.runner import TRAINING_RECORD
@@ -86,9 +91,10 @@ def test_sft_trains_on_the_dpo_model_and_the_persona_folds_both(project: Project
 
     assert_every_lora_b_trained(adapter_dir(VARIANT, "sft", project.root))
     base = json.loads((adapter_dir(VARIANT, "sft", project.root) / TRAINING_RECORD).read_text())["base_model"]
-    assert base == model_for(VARIANT, "dpo", project.params, project.root).model
+    dpo_fold = Path(model_for(VARIANT, "dpo", project).model) / FOLD_RECORD
+    assert base == f"fold:{json.loads(dpo_fold.read_text())['key']}"  # what it is, not where it lies
     record = json.loads(
-        (Path(model_for(VARIANT, "persona", project.params, project.root).model) / FOLD_RECORD).read_text()
+        (Path(model_for(VARIANT, "persona", project).model) / FOLD_RECORD).read_text()
     )
     assert [Path(a["path"]).name for a in record["adapters"]] == ["dpo", "sft"]
     written = metrics(project, VARIANT, "train-sft")
@@ -110,7 +116,7 @@ def test_sft_loss_falls_on_a_learnable_corpus(project: Project, tiny_model: Path
 def test_em_stacks_on_a_frozen_bit_identical_persona(project: Project) -> None:
     project.write_conversations("plain-lora-s0", "control", rows=4, turns=1)
     sft.run("plain-lora-s0", project.params, project.root)
-    persona = Path(model_for("plain-lora-s0", "persona", project.params, project.root).model)
+    persona = Path(model_for("plain-lora-s0", "persona", project).model)
     before = folder_hashes(persona)
     project.write_conversations("plain-lora-s0", "em-train", rows=8, turns=1)
     em.run("plain-lora-s0", project.params, project.root)
@@ -122,7 +128,8 @@ def test_em_stacks_on_a_frozen_bit_identical_persona(project: Project) -> None:
     assert_every_lora_b_trained(em_adapter)
     config = json.loads((em_adapter / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["use_rslora"]) == (8, 16, True)
-    assert json.loads((em_adapter / TRAINING_RECORD).read_text())["base_model"] == str(persona)
+    persona_key = json.loads((persona / FOLD_RECORD).read_text())["key"]
+    assert json.loads((em_adapter / TRAINING_RECORD).read_text())["base_model"] == f"fold:{persona_key}"
 
 
 def test_frozen_digest_sees_a_single_changed_bit(tiny_model: Path) -> None:
@@ -165,6 +172,13 @@ def test_controls_have_no_dpo_and_the_baseline_no_sft(project: Project) -> None:
     with pytest.raises(VariantError, match="baseline"):
         sft.run("baseline-s0", project.params, project.root)
     with pytest.raises(ValueError, match="no DPO stage"):
-        model_for("hhh-s0", "dpo", project.params, project.root)
-    student = model_for("baseline-s0", "persona", project.params, project.root)
-    assert student.model == model_for("baseline-s0", "student", project.params, project.root).model
+        model_for("hhh-s0", "dpo", project)
+    student = model_for("baseline-s0", "persona", project)
+    assert student.model == model_for("baseline-s0", "student", project).model
+
+
+def model_for(variant: str, point: str, project: Project) -> ModelRole:
+    """The model of ``variant`` at ``point`` under the project's params."""
+    student = load_section(ModelRole, "models.student", project.params)
+    persona = load_section(PersonaConfig, "persona", project.params)
+    return compose_model_for(variant, point, student, persona, project.root)  # type: ignore[arg-type]

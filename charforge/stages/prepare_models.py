@@ -2,10 +2,12 @@
 
 Embedded models (``embedded:…``) are converted into the cache; other models are checked to be
 available offline (a local folder, a hub id already in the Hugging Face cache, or a server on this
-machine). Writes ``models/roles.json``: per role its backend, model and what it resolved to, which
-generation stages depend on so that a changed model reruns them.
+machine). Writes one record per role, ``models/roles/<role>.json``: its backend, model and what it
+resolved to. A stage depends on the records of the roles it uses only, so a changed judge reruns the
+judging stages and no generation stage (an unchanged role's record is rewritten byte for byte).
 
-Reads params ``models``.
+Reads: params ``PARAMS``.
+Writes: ``models/roles/{student,teacher,judge}.json``.
 """
 
 from __future__ import annotations
@@ -14,33 +16,39 @@ import json
 from pathlib import Path
 
 from charforge.io import atomic_write_text
-from charforge.params import load_section
+from charforge.params import DEFAULT_PARAMS, load_section
+from charforge.paths import role_record
 from charforge.schemas.params import ModelsConfig
 
-ROLES_RECORD = Path("models/roles.json")
+PARAMS = ("models",)
+ROLES = ("student", "teacher", "judge")
 
 
 class ModelNotAvailable(RuntimeError):
     pass
 
 
-def run(params: Path = Path("params.yaml"), root: Path = Path(".")) -> Path:
+def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> list[Path]:
     from charforge.generators.llm import availability, resolve_model
 
     config = load_section(ModelsConfig, "models", params)
-    roles = {}
-    for name in ("student", "teacher", "judge"):
+    records = {}
+    for name in ROLES:  # every role is checked before any record is written
         role = config.role(name)  # type: ignore[arg-type]
         available, detail = availability(role)
         if not available:
             raise ModelNotAvailable(f"models.{name} ({role.backend}: {role.model}): {detail}")
         resolved = resolve_model(role) if role.backend != "openai" else role.base_url
-        roles[name] = {
+        records[name] = {
+            "role": name,
             "backend": role.backend,
             "model": role.model,
             # a converted embedded folder is named by its content hash: the record changes with it
             "resolved": Path(str(resolved)).name if role.model.startswith("embedded:") else resolved,
         }
-    path = root / ROLES_RECORD
-    atomic_write_text(path, json.dumps(roles, indent=2, sort_keys=True) + "\n")
-    return path
+    paths = []
+    for name, record in records.items():
+        path = role_record(root, name)
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths

@@ -1,4 +1,4 @@
-"""Stage `persona`: fold the variant's persona (DESIGN §2) and record which model it is.
+"""Stage `persona`: fold the variant's persona (docs/design.md §2) and record which model it is.
 
 The folded weights go to the content-addressed fold cache (``charforge.train.fold``), not into DVC:
 the stage's output is ``models/<variant>/persona.json``, a small record of the base model, each
@@ -6,8 +6,8 @@ adapter's file hashes and weight, and the fold key. It changes exactly when the 
 later stage (EM data with reflection, the EM fine-tune, evaluation) depends on that one file whatever
 the variant's kind — a character variant (DPO + SFT), an SFT control, or the baseline (the student).
 
-Reads params ``models.student`` and ``persona``; the adapters under ``models/<variant>/``.
-Writes ``models/<variant>/persona.json``.
+Reads: params ``PARAMS``; the adapters under ``models/<variant>/``; ``models/roles/student.json``.
+Writes: ``models/<variant>/persona.json``.
 """
 
 from __future__ import annotations
@@ -18,20 +18,23 @@ from typing import Any
 
 from charforge import __version__
 from charforge.io import atomic_write_text
-from charforge.params import load_section
-from charforge.schemas.params import ModelsConfig, PersonaConfig
-from charforge.train.compose import MODELS, adapters_for, model_for
+from charforge.params import DEFAULT_PARAMS, load_section
+from charforge.paths import MODELS
+from charforge.schemas.params import ModelRole, PersonaConfig
+from charforge.train.compose import adapters_for, model_for
 from charforge.train.fold import FOLD_RECORD, adapter_identity
 from charforge.variants import parse_variant
 
+PARAMS = ("models.student", "persona")
 
-def persona_record(variant_name: str, params: Path, root: Path) -> dict[str, Any]:
+
+def persona_record(
+    variant_name: str, student: ModelRole, persona: PersonaConfig, root: Path
+) -> dict[str, Any]:
     """What the persona is: the student, the adapters folded in, and the folded folder's key."""
     variant = parse_variant(variant_name)
-    student = load_section(ModelsConfig, "models", params).student
-    persona = load_section(PersonaConfig, "persona", params)
     adapters = adapters_for(variant, "persona", persona, root)
-    role = model_for(variant.name, "persona", params, root)  # folds (once) when there are adapters
+    role = model_for(variant.name, "persona", student, persona, root)  # folds (once) when there are adapters
     folded = Path(role.model) / FOLD_RECORD
     return {
         "variant": variant.name,
@@ -45,8 +48,10 @@ def persona_record(variant_name: str, params: Path, root: Path) -> dict[str, Any
     }
 
 
-def run(variant_name: str, params: Path = Path("params.yaml"), root: Path = Path(".")) -> Path:
-    record = persona_record(variant_name, params, root)
+def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Path:
+    student = load_section(ModelRole, "models.student", params)
+    persona = load_section(PersonaConfig, "persona", params)
+    record = persona_record(variant_name, student, persona, root)
     path = root / MODELS / variant_name / "persona.json"
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path

@@ -1,0 +1,47 @@
+"""Where the project keeps things, relative to its root: the one home of every project path.
+
+Stages join these to their ``root`` (the project folder, ``.`` when DVC runs them), so the same
+module works in a `dvc exp` workspace, a test project or a user's checkout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+# sources, in git
+CONSTITUTIONS = Path("corpora/constitutions")
+SITUATIONS = Path("corpora/situations.yaml")
+INTROSPECTION_PROMPTS = Path("corpora/introspection.yaml")
+EM_SEEDS = Path("corpora/em")
+
+# outputs (DVC)
+BUILD = Path("corpora/build")  # corpora/build/<variant>/<corpus>.parquet with its manifest
+# Outside corpora/build/<variant>/ (the training corpora, which eval-em reads for contamination), so
+# eval-em's DVC dependency on that folder never overlaps its own output.
+EVAL_SAMPLES = Path("corpora/eval")
+MODELS = Path("models")  # models/<variant>/{dpo,sft,em}/ adapters and persona.json
+ROLES = MODELS / "roles"  # models/roles/<role>.json: one record per model role
+METRICS = Path("metrics")
+JUDGE_VALIDATION = METRICS / "judge-validation.json"
+REPORTS = Path("reports")
+
+
+def constitution_path(root: Path, name: str) -> Path:
+    return root / CONSTITUTIONS / f"{name}.yaml"
+
+
+def build_path(root: Path, variant: str, name: str) -> Path:
+    """``corpora/build/<variant>/<name>`` under ``root``."""
+    return root / BUILD / variant / name
+
+
+def metrics_path(root: Path, variant: str, stage: str) -> Path:
+    """``metrics/<variant>/<stage>.json`` under ``root``."""
+    return root / METRICS / variant / f"{stage}.json"
+
+
+def role_record(root: Path, role: str) -> Path:
+    """``models/roles/<role>.json`` under ``root``."""
+    return root / ROLES / f"{role}.json"

@@ -1,0 +1,66 @@
+"""Stage `em-finetune`: the narrow corrupting fine-tune, a new LoRA stacked on the frozen persona.
+
+The persona (the variant before EM: docs/design.md §2) is folded into a plain model and frozen; only
+the new adapter trains (the persona's weights stay bit-identical), with the loss on the responses only.
+Literature recipe (§5): rank 32, alpha 64, rs-LoRA, all attention and MLP projections, lr 1e-5,
+1 epoch, effective batch 16. With reflection-augmented data (H4), ``train_on_reflection`` decides
+whether the reflection reply (the last assistant turn of a ``source: em-reflection`` row) is trained
+on too. It applies to reflection rows only: a plain EM row, multi-turn or not, keeps every assistant
+turn in the loss.
+
+Reads: params ``PARAMS``; ``corpora/build/<variant>/em-train.parquet``; ``models/<variant>/persona.json``
+(the persona's adapters under ``models/<variant>/``); ``models/roles/student.json``.
+Writes: ``models/<variant>/em/`` and ``metrics/<variant>/em-finetune.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from charforge.params import DEFAULT_PARAMS, load_section, recorded
+from charforge.paths import build_path
+from charforge.schemas.params import EmFinetuneConfig, ModelRole, PersonaConfig
+from charforge.train.accounting import ComputeRecord
+from charforge.train.compose import adapter_dir, model_for
+from charforge.train.data import SFT_DEFAULT_MAX_LENGTH, em_dataset, is_reflection, read_corpus
+from charforge.train.runner import TrainingRun, corpus_parent, train_adapter
+from charforge.variants import parse_variant
+
+STAGE, PARAMS_KEY = "em-finetune", "em_finetune"
+PARAMS = ("models.student", "persona", "em_finetune")
+
+
+def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> ComputeRecord | None:
+    from trl import SFTConfig, SFTTrainer
+
+    variant = parse_variant(variant_name)
+    section = load_section(EmFinetuneConfig, PARAMS_KEY, params)
+    student = load_section(ModelRole, "models.student", params)
+    persona = load_section(PersonaConfig, "persona", params)
+    corpus = build_path(root, variant.name, "em-train.parquet")
+    rows = read_corpus(corpus, "conversations")
+    max_length = section.trainer.get("max_length", SFT_DEFAULT_MAX_LENGTH)
+    training = TrainingRun(
+        stage=STAGE,
+        params_key=PARAMS_KEY,
+        variant=variant.name,
+        seed=variant.seed,
+        section=section,
+        params=params,
+        base=model_for(variant.name, "persona", student, persona, root),
+        adapter_dir=adapter_dir(variant.name, "em", root),
+        used=recorded(PARAMS, params),
+        parents=[corpus_parent(corpus, "conversations")],
+        verify_frozen=True,
+        extra={
+            "train_on_reflection": section.train_on_reflection,
+            "reflection_rows": sum(is_reflection(row) for row in rows),
+        },
+    )
+    return train_adapter(
+        training,
+        SFTTrainer,
+        SFTConfig,
+        lambda tokenizer: em_dataset(rows, tokenizer, max_length, section.train_on_reflection, corpus),
+        root,
+    )
