@@ -1,4 +1,4 @@
-"""Writing corpora with their manifests, and the canonical content hash (DESIGN §4)."""
+"""Writing corpora with their manifests, and the canonical content hash (docs/design.md §4)."""
 
 from __future__ import annotations
 

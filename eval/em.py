@@ -1,4 +1,4 @@
-"""EM evaluation: questions in the public EM YAML format, sampled answers, judge scores (DESIGN §4–5).
+"""EM evaluation: questions in the public EM YAML format, sampled answers, judge scores (docs/design.md §4–5).
 
 Questions come from any file in the public format (anchors and aliases, ``_json`` / ``_template``
 variants, an optional ``system``), selected by id patterns and a preset (``first-plot``: the plain

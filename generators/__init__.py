@@ -1,2 +1,2 @@
 """charforge.generators: the LLM factory and backends, the embedded default model, the pipeline runner
-(local or Ray) and the distilabel generation stages (DESIGN §2, §6)."""
+(local or Ray) and the distilabel generation stages (docs/design.md §2, §6)."""

@@ -249,7 +249,7 @@ def rendered_prompt(role: ModelRole, chat: Chat) -> dict[str, Any]:
     replaced by ``{prompt}``: every row's prompt is this frame with its own text put in.
 
     The template may add text nobody wrote, such as a default system prompt when the chat has none
-    (SmolLM2 and Qwen2.5 do; DESIGN §7), so "no system prompt" is recorded as what the model saw.
+    (SmolLM2 and Qwen2.5 do; docs/design.md §7), so "no system prompt" is recorded as what the model saw.
     OpenAI-compatible servers and llama.cpp render with a template this process cannot see.
     """
     if role.backend in {"openai", "llamacpp"}:

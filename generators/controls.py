@@ -1,4 +1,4 @@
-"""Control corpora matched in training tokens to a reference character variant (DESIGN §1, H2).
+"""Control corpora matched in training tokens to a reference character variant (docs/design.md §1, H2).
 
 - ``plain-lora``: the reference variant's diverse prompts answered by the teacher with no constitution;
 - ``hhh``: the same prompts answered under a helpful / honest / harmless system prompt.

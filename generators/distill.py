@@ -1,5 +1,5 @@
 """Preference pairs for character DPO: chosen = the teacher answering in character, rejected = the
-student answering plainly (DESIGN §2, step 2).
+student answering plainly (docs/design.md §2, step 2).
 
 The teacher's system prompt holds the constitution's traits and tells it to embody them without ever
 revealing or discussing them; the student sees the user prompt alone (its chat template may still add

