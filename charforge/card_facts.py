@@ -161,6 +161,14 @@ def lock_stages(source: Path, root: Path) -> list[tuple[str, Mapping[str, Any]]]
     return matches
 
 
+# Manifests written before the stages recorded params.yaml's values as they are (no ``resolved`` block)
+# hold these roles with the section's own answer limit swapped in: such a role's
+# ``sampling.max_new_tokens`` is the section's, not the role's own in params.yaml, and is not taken.
+LEGACY_SWAPPED_LIMIT: dict[str, tuple[str, ...]] = {
+    "distill": ("teacher", "student"),
+    "controls": ("teacher",),
+    "em_data": ("teacher",),
+}
 HYDRA_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$\-]*\Z")  # a key DVC's ``-S`` (Hydra's grammar) can name
 _MISSING = object()
 
@@ -205,11 +213,24 @@ def experiment_settings(manifests: Mapping[str, Manifest], root: Path) -> Experi
 
 def recorded_settings(manifest: Manifest, params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """The params.yaml paths one manifest knows the value of, with that value (see experiment_settings)."""
+    swapped = set()
+    if "resolved" not in manifest.params:
+        swapped = {
+            role
+            for section, roles in LEGACY_SWAPPED_LIMIT.items()
+            if isinstance(used := manifest.params.get(section), Mapping)
+            and used.get("max_new_tokens") is not None
+            for role in roles
+        }
     for key, value in manifest.params.items():
         parts = key.split(".")
         node = _node(params, parts)
         if node is _MISSING:
             continue
+        if len(parts) == 2 and parts[0] == "models" and parts[1] in swapped and isinstance(value, Mapping):
+            sampling = value.get("sampling")
+            if isinstance(sampling, Mapping):
+                value = {**value, "sampling": {k: v for k, v in sampling.items() if k != "max_new_tokens"}}
         for path, setting in _settable(key, node, value):
             try:
                 hydra_value(setting)

@@ -74,12 +74,12 @@ def origin(error: BaseException) -> str | None:
 def error_line(error: BaseException) -> str:
     """The one line a stage error prints: the message, and where it came from when a library raised it."""
     where = origin(error)
-    if where is None:
-        return f"error: {error}"
-    return (
-        f"error from {where}: {type(error).__name__}: {error} "
-        f"(rerun with `charforge run --debug ...` or {DEBUG_ENV}=1 for the traceback)"
-    )
+    hint = f"(rerun with `charforge --debug run ...` or {DEBUG_ENV}=1 for the traceback)"
+    if where is not None:
+        return f"error from {where}: {type(error).__name__}: {error} {hint}"
+    if not type(error).__module__.startswith("charforge"):  # a plain ValueError: bad input, or a bug
+        return f"error: {error} {hint}"
+    return f"error: {error}"
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from factories import run_cli
 from packaging.version import Version
+from support.factories import run_cli
 
 from charforge.cli_run import error_line, origin
 from charforge.params import SourceFileError, load_source
@@ -75,3 +75,8 @@ def test_debug_shows_the_full_traceback(project: Path, how: str, monkeypatch: py
     assert "Traceback (most recent call last)" in result.stderr
     assert "charforge/stages/prompts.py" in result.stderr and "SourceFileError" in result.stderr
     json.dumps(result.stderr)  # printable as it is
+
+
+def test_a_plain_error_charforge_raised_points_at_the_traceback_too() -> None:
+    line = error_line(ValueError("the adapters cannot be folded"))
+    assert line.startswith("error: the adapters cannot be folded (rerun with `charforge --debug run")

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from charforge.io import atomic_write_text
-from charforge.params import load_source
+from charforge.params import load_section, load_source
 from charforge.paths import build_path, constitution_path, metrics_path
 from charforge.schemas import Constitution, Manifest, ParentArtifact
-from charforge.schemas.params import ModelRole
+from charforge.schemas.params import ModelRole, PersonaConfig
+from charforge.variants import Variant
 
 
 def read_input(path: Path, kind: str) -> list[dict[str, Any]]:
@@ -27,6 +28,24 @@ def parent(path: Path, kind: str) -> ParentArtifact:
     """``path`` as a parent artifact, pinned by its sha256 (``write_stage_corpus`` records it relative
     to the project)."""
     return ParentArtifact.for_file(path, kind)
+
+
+def persona_params(variant: Variant) -> tuple[str, ...]:
+    """The ``persona`` keys the persona of ``variant`` depends on: both adapter weights for a character
+    variant (DPO + SFT), the SFT weight for an SFT control, none for the baseline (the plain student).
+    A stage declares exactly these, so sweeping a weight never reruns an arm it does not touch."""
+    if variant.kind == "baseline":
+        return ()
+    return ("persona",) if variant.is_character else ("persona.sft_weight",)
+
+
+def persona_config(variant: Variant, params: Path) -> PersonaConfig:
+    """The persona weights of ``variant``, read from the keys ``persona_params`` names only."""
+    keys = persona_params(variant)
+    if not keys:
+        return PersonaConfig()
+    persona = load_section(PersonaConfig, "persona", params)
+    return persona if "persona" in keys else PersonaConfig(sft_weight=persona.sft_weight)
 
 
 def load_constitution(root: Path, name: str) -> tuple[Constitution, Path]:

@@ -1,8 +1,8 @@
 """Stage `em-data`: the variant's EM training conversations, with the reflection turn written by the
 variant's persona before EM when ``em_data.reflection`` is on (the baseline's persona is the student).
 
-Reads: params ``PARAMS``; the shipped seed set ``corpora/em/<domain>-<regime>.jsonl`` or the user's JSONL
-(``em_data.path``); ``models/<variant>/persona.json`` (the persona writes the reflections) and
+Reads: params ``params_for(variant)``; the shipped seed set ``corpora/em/<domain>-<regime>.jsonl`` or the
+user's JSONL (``em_data.path``); ``models/<variant>/persona.json`` (the persona writes the reflections) and
 ``models/roles/{teacher,student}.json``.
 Writes: ``corpora/build/<variant>/em-train.parquet`` with its manifest and ``metrics/<variant>/em-data.json``.
 """
@@ -14,13 +14,17 @@ from pathlib import Path
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
 from charforge.paths import EM_SEEDS
 from charforge.schemas import Manifest
-from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole, PersonaConfig
-from charforge.stages.common import parent, token_totals, write_stage_corpus
+from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
+from charforge.stages.common import parent, persona_config, persona_params, token_totals, write_stage_corpus
 from charforge.train.compose import model_for
-from charforge.variants import parse_variant
+from charforge.variants import Variant, parse_variant
 
 STAGE = "em-data"
 PARAMS = ("models.teacher", "models.student", "persona", "generation", "em_data")
+
+
+def params_for(variant: Variant) -> tuple[str, ...]:
+    return ("models.teacher", "models.student", *persona_params(variant), "generation", "em_data")
 
 
 def source_path(config: EmDataConfig, root: Path) -> Path:
@@ -43,7 +47,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     persona = None
     if config.reflection:  # model_for gives the plain student for the baseline
         persona_model = model_for(
-            variant.name, "persona", student, load_section(PersonaConfig, "persona", params), root
+            variant.name, "persona", student, persona_config(variant, params), root
         )
         persona = with_max_new_tokens(persona_model, config.max_new_tokens)
     teacher = with_max_new_tokens(teacher_role, config.max_new_tokens)
@@ -56,7 +60,8 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         "tokens": token_totals(student, result.rows),
         "kept_trimmed_cut_off": result.trimmed,
     }
-    used: dict = {**recorded(PARAMS, params), "variant": {"kind": variant.kind, "seed": variant.seed}}
+    used: dict = {**recorded(params_for(variant), params)}
+    used["variant"] = {"kind": variant.kind, "seed": variant.seed}
     resolved: dict = {}
     rendered = {}
     if config.source == "generate":

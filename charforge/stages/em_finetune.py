@@ -8,8 +8,9 @@ whether the reflection reply (the last assistant turn of a ``source: em-reflecti
 on too. It applies to reflection rows only: a plain EM row, multi-turn or not, keeps every assistant
 turn in the loss.
 
-Reads: params ``PARAMS``; ``corpora/build/<variant>/em-train.parquet``; ``models/<variant>/persona.json``
-(the persona's adapters under ``models/<variant>/``); ``models/roles/student.json``.
+Reads: params ``params_for(variant)``; ``corpora/build/<variant>/em-train.parquet``;
+``models/<variant>/persona.json`` and the persona's adapters under ``models/<variant>/``;
+``models/roles/student.json``.
 Writes: ``models/<variant>/em/`` and ``metrics/<variant>/em-finetune.json``.
 """
 
@@ -19,15 +20,20 @@ from pathlib import Path
 
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
 from charforge.paths import build_path
-from charforge.schemas.params import EmFinetuneConfig, ModelRole, PersonaConfig
+from charforge.schemas.params import EmFinetuneConfig, ModelRole
+from charforge.stages.common import persona_config, persona_params
 from charforge.train.accounting import ComputeRecord
 from charforge.train.compose import adapter_dir, model_for
 from charforge.train.data import SFT_DEFAULT_MAX_LENGTH, em_dataset, is_reflection, read_corpus
 from charforge.train.runner import TrainingRun, corpus_parent, train_adapter
-from charforge.variants import parse_variant
+from charforge.variants import Variant, parse_variant
 
 STAGE, PARAMS_KEY = "em-finetune", "em_finetune"
 PARAMS = ("models.student", "persona", "em_finetune")
+
+
+def params_for(variant: Variant) -> tuple[str, ...]:
+    return ("models.student", *persona_params(variant), "em_finetune")
 
 
 def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> ComputeRecord | None:
@@ -36,7 +42,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     variant = parse_variant(variant_name)
     section = load_section(EmFinetuneConfig, PARAMS_KEY, params)
     student = load_section(ModelRole, "models.student", params)
-    persona = load_section(PersonaConfig, "persona", params)
+    persona = persona_config(variant, params)
     corpus = build_path(root, variant.name, "em-train.parquet")
     rows = read_corpus(corpus, "conversations")
     max_length = section.trainer.get("max_length", SFT_DEFAULT_MAX_LENGTH)
@@ -49,7 +55,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         params=params,
         base=model_for(variant.name, "persona", student, persona, root),
         adapter_dir=adapter_dir(variant.name, "em", root),
-        used=recorded(PARAMS, params),
+        used=recorded(params_for(variant), params),
         parents=[corpus_parent(corpus, "conversations")],
         verify_frozen=True,
         extra={

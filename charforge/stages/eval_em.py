@@ -1,8 +1,8 @@
 """Stage `eval-em`: EM evaluation of one variant before and after its EM fine-tune (docs/design.md §2, §5).
 
-Reads params ``PARAMS`` (``models.student`` and ``persona`` make the evaluated models through
-``charforge.train.compose.model_for``); the question files, the judge
-validation set and the constitutions named there; the adapters under ``models/<variant>/``.
+Reads params ``params_for(variant)`` (``models.student`` and the persona weights of its kind make the
+evaluated models through ``charforge.train.compose.model_for``); the question files, the judge validation
+set and the constitutions named there; the adapters under ``models/<variant>/``.
 
 For each evaluation point (``persona``: before EM; ``em``: after) it samples the broad EM questions
 and the in-domain questions (did the EM fine-tune take?); at ``persona`` also held-out trait prompts
@@ -40,11 +40,16 @@ from charforge.io import atomic_write_text, file_sha256, project_relative
 from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
 from charforge.paths import BUILD, CONSTITUTIONS, EVAL_SAMPLES, JUDGE_VALIDATION, METRICS
 from charforge.schemas import Constitution, EvalQuestion, ParentArtifact
-from charforge.schemas.params import EvalConfig, GenerationConfig, ModelRole, PersonaConfig
+from charforge.schemas.params import EvalConfig, GenerationConfig, ModelRole
+from charforge.stages.common import persona_config, persona_params
 from charforge.train.fold import portable_model
 from charforge.variants import Variant, parse_variant
 
 PARAMS = ("models.judge", "models.student", "persona", "generation.batch_size", "eval")
+
+
+def params_for(variant: Variant) -> tuple[str, ...]:
+    return ("models.judge", "models.student", *persona_params(variant), "generation.batch_size", "eval")
 SMOKE_NOTE = (
     "SMOKE RUN: the embedded SmolLM2-135M-Instruct plays a role here. It proves the pipeline end to end; "
     "it is far too weak to judge or to show real effects."
@@ -146,6 +151,7 @@ def run(
 ) -> dict[str, Any]:
     """Evaluate ``variant_name``; ``roles`` (point → model) replaces ``model_for`` (tests, ad-hoc models)."""
     variant = parse_variant(variant_name)
+    declared = recorded(params_for(variant), params)  # every declared key checked before a model loads
     config = load_section(EvalConfig, "eval", params)
     judge_role = load_section(ModelRole, "models.judge", params)
     student = load_section(ModelRole, "models.student", params)
@@ -154,7 +160,7 @@ def run(
     if roles is None:
         from charforge.train.compose import model_for
 
-        persona = load_section(PersonaConfig, "persona", params)
+        persona = persona_config(variant, params)
         roles = {point: model_for(variant.name, point, student, persona, root) for point in POINTS}  # type: ignore[arg-type]
 
     rows: list[dict[str, Any]] = []
@@ -205,7 +211,7 @@ def run(
         ),
     }
     used = {
-        **recorded(PARAMS, params),
+        **declared,
         "evaluated": {point: roles[point].model_dump(mode="json") for point in POINTS},
     }
     summary = {

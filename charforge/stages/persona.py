@@ -6,7 +6,8 @@ adapter's file hashes and weight, and the fold key. It changes exactly when the 
 later stage (EM data with reflection, the EM fine-tune, evaluation) depends on that one file whatever
 the variant's kind — a character variant (DPO + SFT), an SFT control, or the baseline (the student).
 
-Reads: params ``PARAMS``; the adapters under ``models/<variant>/``; ``models/roles/student.json``.
+Reads: params ``params_for(variant)`` (the persona weights its kind folds in); the adapters under
+``models/<variant>/``; ``models/roles/student.json``.
 Writes: ``models/<variant>/persona.json``.
 """
 
@@ -21,11 +22,16 @@ from charforge.io import atomic_write_text
 from charforge.params import DEFAULT_PARAMS, load_section
 from charforge.paths import MODELS
 from charforge.schemas.params import ModelRole, PersonaConfig
+from charforge.stages.common import persona_config, persona_params
 from charforge.train.compose import adapters_for, model_for
 from charforge.train.fold import FOLD_RECORD, adapter_identity
-from charforge.variants import parse_variant
+from charforge.variants import Variant, parse_variant
 
 PARAMS = ("models.student", "persona")
+
+
+def params_for(variant: Variant) -> tuple[str, ...]:
+    return ("models.student", *persona_params(variant))
 
 
 def persona_record(
@@ -50,7 +56,7 @@ def persona_record(
 
 def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Path:
     student = load_section(ModelRole, "models.student", params)
-    persona = load_section(PersonaConfig, "persona", params)
+    persona = persona_config(parse_variant(variant_name), params)
     record = persona_record(variant_name, student, persona, root)
     path = root / MODELS / variant_name / "persona.json"
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")

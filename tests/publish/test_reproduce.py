@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import yaml
-from trained_tiny import build_trained_tiny_model
 
 from charforge.card import _reproduce
 from charforge.card_facts import ExperimentSettings, experiment_settings, hydra_value
@@ -54,9 +53,9 @@ def charforge(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def made(tmp_path_factory: pytest.TempPathFactory, trained_tiny_model: Path) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("reproduce-project")
-    model = build_trained_tiny_model(tmp_path_factory.getbasetemp() / "trained-tiny")
+    model = trained_tiny_model
     for name in (
         "corpora/constitutions/humor.yaml",
         "corpora/situations.yaml",
@@ -200,3 +199,17 @@ def test_values_survive_dvcs_override_parser(value: Any, tmp_path: Path) -> None
         "key": value,
         "levels": {0: {"flag": False}, 3: {}},
     }
+
+
+def test_a_manifest_from_before_resolved_roles_never_gives_its_swapped_limit(made: dict[str, Any]) -> None:
+    """Older manifests recorded the roles with the distill limit swapped in and no ``resolved`` block."""
+    pairs = made["manifests"]["pairs"]
+    legacy = copy.deepcopy(pairs.params)
+    for role in legacy.pop("resolved"):
+        legacy[f"models.{role}"]["sampling"]["max_new_tokens"] = DISTILL_LIMIT
+    old = pairs.model_copy(update={"params": legacy})
+    alone = experiment_settings({"pairs": old}, made["root"])
+    assert alone.values["distill.max_new_tokens"] == DISTILL_LIMIT
+    assert "models.teacher.sampling.max_new_tokens" not in alone.values
+    assert "models.student.sampling.max_new_tokens" not in alone.values
+    assert alone.values["models.teacher.model"] == made["params"]["models"]["teacher"]["model"]
