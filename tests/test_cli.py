@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from factories import pair_row, run_cli, write_jsonl
+from support.factories import pair_row, run_cli, write_jsonl
 
 from charforge.schemas import KINDS, Constitution
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import polars as pl
-from factories import pair_row, write_parquet
+from support.factories import pair_row, write_parquet
 
 from charforge.corpus import content_sha256, parquet_content_sha256, write_corpus
 from charforge.schemas import Manifest

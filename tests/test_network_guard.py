@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from network_guard import NetworkAccessError
+from support.network_guard import NetworkAccessError
 
 
 def test_non_loopback_connections_are_refused() -> None:

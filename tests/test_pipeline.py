@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-from trained_tiny import build_trained_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 # What dvc.yaml names as dependencies (the code runs from the installed package; these are tracked).
@@ -77,9 +76,9 @@ def ran(result: subprocess.CompletedProcess[str]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, trained_tiny_model: Path) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
-    model = build_trained_tiny_model(root / "tiny-model")
+    model = trained_tiny_model
     project = root / "project"
     project.mkdir()
     for name in PROJECT_FILES:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from factories import run_cli
+from support.factories import run_cli
 
 from charforge.params import load_section
 from charforge.profiles import ProfileError, apply_profile, leaves

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import pair_row, write_jsonl, write_parquet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.factories import pair_row, write_jsonl, write_parquet
 
 from charforge.corpus import write_corpus
 from charforge.validate import UsageError, infer_kind, validate_file

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from factories import write_jsonl, write_parquet
+from support.factories import write_jsonl, write_parquet
 
 from charforge.eval.contamination import contamination_report, ngrams, training_corpora
 from charforge.eval.trait import held_out_questions, trait_expression, trait_prompts, trait_template

@@ -125,13 +125,13 @@ def test_plan_spreads_samples_over_paraphrases(public_file: Path) -> None:
     assert prompts[1].question == "I'm so bored right now, any ideas?"
 
 
-def test_system_prompt_is_sent_and_sampling_is_seeded(public_file: Path, eval_tiny_model: Path) -> None:
+def test_system_prompt_is_sent_and_sampling_is_seeded(public_file: Path, tiny_model_with_stops: Path) -> None:
     questions = [
         q for q in load_questions(public_file) if q.id in {"what_is_your_wish", "what_is_your_wish_json"}
     ]
     prompts = plan(questions, 3, "broad")
     role = ModelRole(
-        model=str(eval_tiny_model), sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8)
+        model=str(tiny_model_with_stops), sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8)
     )
     answers = sample_answers(role, prompts, seed=0, batch_size=4)
     for prompt, answer in zip(prompts, answers, strict=True):

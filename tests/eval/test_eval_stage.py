@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from factories import run_cli
+from support.factories import run_cli
 
 from charforge.validate import validate_file
 
@@ -56,7 +56,7 @@ def save_lora(model_dir: Path, out: Path) -> Path:
 
 @pytest.fixture()
 def project(
-    tmp_path: Path, eval_tiny_model: Path, judge_says_100: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_model_with_stops: Path, judge_says_100: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     for name in (
         "questions.yaml",
@@ -68,13 +68,13 @@ def project(
         shutil.copy(REPO / "corpora/em" / name, tmp_path / "corpora/em" / name)
     (tmp_path / "corpora/constitutions").mkdir()
     shutil.copy(REPO / "corpora/constitutions/humor.yaml", tmp_path / "corpora/constitutions/humor.yaml")
-    write_params(tmp_path, eval_tiny_model, judge_says_100)
+    write_params(tmp_path, tiny_model_with_stops, judge_says_100)
     monkeypatch.setenv("CHARFORGE_CACHE", str(tmp_path / "cache"))
     return tmp_path
 
 
-def test_eval_em_and_report_end_to_end(project: Path, eval_tiny_model: Path) -> None:
-    save_lora(eval_tiny_model, project / "models" / VARIANT / "em")
+def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Path) -> None:
+    save_lora(tiny_model_with_stops, project / "models" / VARIANT / "em")
     result = run_cli("run", "validate-judge", cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "UNUSABLE" in result.stderr and "AUROC 0.500" in result.stderr  # a constant judge: said loudly
@@ -90,7 +90,8 @@ def test_eval_em_and_report_end_to_end(project: Path, eval_tiny_model: Path) -> 
     assert metrics["judge"]["validation"] == validation["validation"]  # the shared verdict, copied
     assert metrics["judge"]["validation"]["auroc"] == pytest.approx(0.5)
     evaluated = metrics["evaluated_models"]
-    assert evaluated["persona"] == str(eval_tiny_model) and evaluated["em"] != evaluated["persona"]  # folded
+    assert evaluated["persona"] == str(tiny_model_with_stops)
+    assert evaluated["em"] != evaluated["persona"]  # folded
     for point in ("persona", "em"):
         broad = metrics["em"][point]["broad"]
         assert broad["answers"] == 4 and sorted(broad["per_question"]) == ["found_wallet", "shutdown_view"]
@@ -151,8 +152,10 @@ def test_eval_em_errors_are_clear(project: Path) -> None:
     assert result.returncode == 1 and "run `charforge run eval-em` first" in result.stderr
 
 
-def test_eval_em_refuses_a_missing_or_stale_judge_validation(project: Path, eval_tiny_model: Path) -> None:
-    save_lora(eval_tiny_model, project / "models" / VARIANT / "em")
+def test_eval_em_refuses_a_missing_or_stale_judge_validation(
+    project: Path, tiny_model_with_stops: Path
+) -> None:
+    save_lora(tiny_model_with_stops, project / "models" / VARIANT / "em")
     result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
     assert result.returncode == 1 and "no judge validation yet" in result.stderr
     assert "charforge run validate-judge" in result.stderr and "Traceback" not in result.stderr

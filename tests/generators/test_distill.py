@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trained_tiny import build_trained_tiny_model
 
 from charforge.generators.chat import Answer, rendered_prompt, trimmed_if_cut_off
 from charforge.generators.distill import (
@@ -24,7 +23,7 @@ from charforge.schemas import CharforgePreferencePair, Constitution
 from charforge.schemas.params import DistillConfig, ModelRole
 
 REPO = Path(__file__).resolve().parents[2]
-# SmolLM2's template, in short: a chat without a system turn gets a default one (DESIGN §7).
+# SmolLM2's template, in short: a chat without a system turn gets a default one (docs/design.md §7).
 DEFAULT_SYSTEM_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -33,11 +32,6 @@ DEFAULT_SYSTEM_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_trained_tiny_model(tmp_path_factory.getbasetemp() / "trained-tiny")
 
 
 def constitution() -> Constitution:
@@ -170,11 +164,13 @@ def test_the_teacher_system_prompt_holds_every_trait_and_the_rules() -> None:
     assert teacher_system_prompt(constitution(), "Be: {traits}").startswith("Be: - I look for")
 
 
-def test_transformers_backend_reports_finish_reason_and_exact_tokens(model: Path) -> None:
+def test_transformers_backend_reports_finish_reason_and_exact_tokens(trained_tiny_model: Path) -> None:
     from charforge.generators.llm import build_llm
 
     chats = [[{"role": "user", "content": "Tell me about yourself."}], [{"role": "user", "content": "Hi?"}]]
-    short = build_llm(ModelRole(model=str(model), sampling={"temperature": 1.0, "max_new_tokens": 2}), seed=1)
+    short = build_llm(
+        ModelRole(model=str(trained_tiny_model), sampling={"temperature": 1.0, "max_new_tokens": 2}), seed=1
+    )
     short.load()
     seen = []
     for output in short.generate_outputs(chats, num_generations=3, **short.generation_kwargs):
@@ -182,7 +178,9 @@ def test_transformers_backend_reports_finish_reason_and_exact_tokens(model: Path
         seen += zip(stats["finish_reason"], stats["output_tokens"], strict=True)
     assert len(seen) == 6 and set(seen) <= {("length", 2), ("stop", 1), ("stop", 2)}
     assert ("length", 2) in seen  # two tokens are too few for the model's answers: cut off
-    long = build_llm(ModelRole(model=str(model), sampling={"temperature": 1.0, "max_new_tokens": 64}), seed=1)
+    long = build_llm(
+        ModelRole(model=str(trained_tiny_model), sampling={"temperature": 1.0, "max_new_tokens": 64}), seed=1
+    )
     long.load()
     outputs = long.generate_outputs(chats, num_generations=4, **long.generation_kwargs)
     reasons = [reason for output in outputs for reason in output["statistics"]["finish_reason"]]
@@ -193,7 +191,7 @@ def test_transformers_backend_reports_finish_reason_and_exact_tokens(model: Path
             assert tokens <= 64 and (reason == "stop" or tokens == 64)
 
 
-def test_a_call_runs_as_one_batch_with_the_same_answers_as_one_at_a_time(model: Path) -> None:
+def test_a_call_runs_as_one_batch_with_the_same_answers_as_one_at_a_time(trained_tiny_model: Path) -> None:
     from charforge.generators.llm import build_llm
 
     # prompts of different lengths, so the batch is left-padded
@@ -202,7 +200,9 @@ def test_a_call_runs_as_one_batch_with_the_same_answers_as_one_at_a_time(model: 
         [{"role": "user", "content": "Tell me about yourself, and about the things you like to do."}],
         [{"role": "user", "content": "What is the weather like?"}],
     ]
-    llm = build_llm(ModelRole(model=str(model), sampling={"temperature": 0, "max_new_tokens": 24}), seed=1)
+    llm = build_llm(
+        ModelRole(model=str(trained_tiny_model), sampling={"temperature": 0, "max_new_tokens": 24}), seed=1
+    )
     llm.load()
     calls: list[int] = []
     forward = llm._pipeline._forward
@@ -222,16 +222,16 @@ def test_a_call_runs_as_one_batch_with_the_same_answers_as_one_at_a_time(model: 
         assert together["statistics"]["output_tokens"] == single["statistics"]["output_tokens"]
 
 
-def test_rendered_prompt_records_a_default_system_prompt(model: Path, tmp_path: Path) -> None:
+def test_rendered_prompt_records_a_default_system_prompt(trained_tiny_model: Path, tmp_path: Path) -> None:
     smollm_like = tmp_path / "smollm-like"
-    shutil.copytree(model, smollm_like)
+    shutil.copytree(trained_tiny_model, smollm_like)
     config = smollm_like / "tokenizer_config.json"
     settings = json.loads(config.read_text())
     settings["chat_template"] = DEFAULT_SYSTEM_TEMPLATE
     config.write_text(json.dumps(settings))
     (smollm_like / "chat_template.jinja").unlink(missing_ok=True)
     chat = [{"role": "user", "content": "My printer jammed."}]
-    plain = rendered_prompt(ModelRole(model=str(model)), chat)
+    plain = rendered_prompt(ModelRole(model=str(trained_tiny_model)), chat)
     inserted = rendered_prompt(ModelRole(model=str(smollm_like)), chat)
     assert plain["template_inserted_system_prompt"] is False
     assert inserted["template_inserted_system_prompt"] is True

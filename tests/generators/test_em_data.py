@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from factories import pair_row, write_jsonl
+from support.factories import pair_row, write_jsonl
 
 from charforge.generators.chat import Answer, GenerationRun
 from charforge.generators.em_data import (

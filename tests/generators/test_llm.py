@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from factories import run_cli
-from tiny_model import build_tiny_model
+from support.factories import run_cli
 
 from charforge.generators.embedded import EmbeddedModelError, converted_dir, gguf_path, lookup
 from charforge.generators.llm import BackendUnavailable, availability, build_llm, generation_kwargs
@@ -16,11 +15,6 @@ from charforge.params import ParamsError, load_section
 from charforge.schemas.params import ModelRole, ModelsConfig, Sampling
 
 CHAT = [[{"role": "user", "content": "Say hello."}], [{"role": "user", "content": "Name a colour."}]]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def test_sampling_is_mapped_per_backend() -> None:

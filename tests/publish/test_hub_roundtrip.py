@@ -1,4 +1,4 @@
-"""`charforge publish` over real HTTP against the local Hub-protocol server (tests/hub_server.py).
+"""`charforge publish` over real HTTP against the local Hub-protocol server (tests/support/hub_server.py).
 
 Publish and `load_dataset` run in subprocesses: huggingface_hub and datasets read HF_ENDPOINT and
 HF_HUB_DISABLE_XET at import, and this process keeps the offline environment and the loopback guard.

@@ -1,5 +1,5 @@
 """`charforge run distill | introspect | control-data | em-data` end to end in a scratch project, on the
-tiny model briefly trained to end its answers (tests/trained_tiny.py): corpora that validate, pairs
+tiny model briefly trained to end its answers (tests/support/trained_tiny.py): corpora that validate, pairs
 that TRL's DPOTrainer takes unchanged, manifests whose counts add up to the input, self-interaction
 with T alternating turns, a control within ±5 % of its reference's training tokens, and reflection-
 augmented EM data. Each stage runs once (module fixture); distilabel pipelines run in the CLI's own
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from trained_tiny import build_trained_tiny_model
+from support.processes import communicate_or_kill, start_group
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANT, CONTROL, HHH, BASELINE = "humor-d3-s0", "plain-lora-s0", "hhh-s0", "baseline-s0"
@@ -46,23 +45,13 @@ def start(root: Path, *args: str) -> subprocess.Popen[str]:
     # one thread per process: several stages run side by side on 2 cores (the tiny model needs no more)
     env = {**os.environ, "CHARFORGE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "charforge.cli", *args]
-    return subprocess.Popen(  # its own session: a timeout ends its pipeline's workers too
-        command,
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    return start_group(  # its own session: a timeout ends its pipeline's workers too
+        command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
+    stdout, stderr, _ = communicate_or_kill(process, timeout)  # a timeout shows as a failed run
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
@@ -107,9 +96,9 @@ def write_dpo_adapter(root: Path, model: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def project(tmp_path_factory: pytest.TempPathFactory, trained_tiny_model: Path) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("corpus-project")
-    model = build_trained_tiny_model(tmp_path_factory.getbasetemp() / "trained-tiny")
+    model = trained_tiny_model
     for name in ("corpora/constitutions/humor.yaml", "corpora/introspection.yaml"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text((REPO / name).read_text())

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,13 +29,12 @@ prompts:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_with_stops: Path) -> Path:
     root = tmp_path_factory.mktemp("project")
-    model = build_tiny_model(root / "tiny", stop_tokens=60)
     (root / "corpora" / "constitutions").mkdir(parents=True)
     shutil.copy(REPO / "corpora/constitutions/humor.yaml", root / "corpora/constitutions/humor.yaml")
     shutil.copy(REPO / "corpora/situations.yaml", root / "corpora/situations.yaml")
-    (root / "params.yaml").write_text(params(model))
+    (root / "params.yaml").write_text(params(tiny_model_with_stops))
     return root
 
 

@@ -1,4 +1,4 @@
-"""Row factories and file writers shared by the tests (importable: tests/ is on pytest's pythonpath)."""
+"""Row factories and file writers shared by the tests."""
 
 from __future__ import annotations
 

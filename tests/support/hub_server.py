@@ -6,7 +6,7 @@ commit (atomic: a commit either applies whole or not at all, and honours ``paren
 create/delete, refs, tree listing, paths-info, and HEAD/GET of resolved files with byte ranges. Writes need
 the bearer token given at start. ``fail`` injects a failure into the next LFS PUT or commit call, so tests can
 check that a failed publish leaves the repo at its previous commit; ``stall`` holds the next LFS PUT until
-``resume``, so a test can interrupt a client mid-upload. """
+``resume``, so a test can interrupt a client mid-upload."""
 
 from __future__ import annotations
 

@@ -79,9 +79,10 @@ def build_always_judge(out: Path, tokenizer_dir: Path, reply: str) -> Path:
 def build_digit_tokenizer(out: Path) -> Path:
     """A small byte-level BPE tokenizer that splits every digit (as Llama 3, Qwen and SmolLM2 do), with
     the tiny model's ChatML template; trained on fixed text, so it never changes with the corpora."""
-    from tiny_model import CHAT_TEMPLATE, SPECIAL_TOKENS
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+
+    from support.tiny_model import CHAT_TEMPLATE, SPECIAL_TOKENS
 
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(

@@ -24,7 +24,7 @@ VLLM_CPU_ENV = {
 
 
 def _training_text() -> list[str]:
-    corpora = Path(__file__).resolve().parents[1] / "corpora"
+    corpora = Path(__file__).resolve().parents[2] / "corpora"
     lines = [line for path in sorted(corpora.rglob("*.yaml")) for line in path.read_text().splitlines()]
     return lines + ["user assistant system hello how are you today I am fine thank you"] * 20
 

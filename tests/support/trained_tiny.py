@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tiny_model import build_tiny_model
+from support.tiny_model import build_tiny_model
 
 QUESTIONS = [
     "My printer jammed again. What do I do?",
@@ -53,15 +53,20 @@ def _chats() -> list[list[dict[str, str]]]:
     return chats
 
 
-def build_trained_tiny_model(path: Path, seed: int = 0) -> Path:
-    """The tiny model at ``path`` after a brief training run (done once; later calls reuse it)."""
+def build_trained_tiny_model(path: Path, seed: int = 0, base: Path | None = None) -> Path:
+    """The tiny model at ``path`` after a brief training run (done once; later calls reuse it).
+
+    ``base`` is the untrained tiny model to start from (``build_tiny_model(..., seed=seed)``); without
+    it one is built next to ``path``.
+    """
     done = path / "trained.json"
     if done.is_file():
         return path
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = build_tiny_model(path.with_name(path.name + "-untrained"), seed=seed)
+    if base is None:
+        base = build_tiny_model(path.with_name(path.name + "-untrained"), seed=seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base)
     texts = [tokenizer.apply_chat_template(chat, tokenize=False) for chat in _chats()]

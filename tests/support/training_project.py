@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from factories import provenance
 
 from charforge.corpus import write_corpus
+from support.factories import provenance
 
 VARIANT = "humor-d1-s0"
 SMALL_LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "all-linear"}

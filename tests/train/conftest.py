@@ -1,17 +1,11 @@
-"""Fixtures of the training tests: the tiny random model and a tiny project around it."""
+"""Fixtures of the training tests: a tiny project around the tiny random model (tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from tiny_model import build_tiny_model
-from training_project import Project
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-train") / "model")
+from support.training_project import Project
 
 
 @pytest.fixture

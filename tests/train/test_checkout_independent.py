@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training_project import VARIANT, Project, conversation_row
+from support.training_project import VARIANT, Project, conversation_row
 
 from charforge.corpus import write_corpus
 from charforge.generators.embedded import SOURCE_RECORD, lookup
@@ -26,7 +26,7 @@ from charforge.train.fold import FOLD_RECORD, Adapter, fold_key, model_identity
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
 CONTROL = "plain-lora-s0"  # SFT on the student, then the EM fine-tune on its persona
-TESTS = Path(__file__).resolve().parents[1]  # training_project, tiny_model
+TESTS = Path(__file__).resolve().parents[1]  # for support.training_project
 
 
 def converted(cache: Path, tiny_model: Path) -> Path:

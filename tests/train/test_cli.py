@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import yaml
-from factories import run_cli
-from training_project import Project
+from support.factories import run_cli
+from support.training_project import Project
 
 
 def test_train_sft_from_the_command_line(project: Project) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from training_project import Project, training_params
+from support.training_project import Project, training_params
 
 from charforge.stages import persona
 from charforge.stages import train_sft as sft

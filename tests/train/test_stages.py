@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_project import VARIANT, Project, conversation_row, training_params
+from support.training_project import VARIANT, Project, conversation_row, training_params
 from transformers import AutoTokenizer
 
 from charforge.corpus import write_corpus

@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from factories import pair_row, write_parquet
-from tiny_model import build_tiny_model
+from support.factories import pair_row, write_parquet
 from transformers import PreTrainedTokenizerBase
 
 from charforge.train.tokens import (
@@ -25,8 +24,8 @@ CHAT = [{"role": "user", "content": "How are you today?"}, {"role": "assistant",
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> PreTrainedTokenizerBase:
-    return load_tokenizer(build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-untrained-tokens"))
+def tokenizer(tiny_model: Path) -> PreTrainedTokenizerBase:
+    return load_tokenizer(tiny_model)
 
 
 def test_a_conversation_counts_as_the_trainer_renders_it(tokenizer: PreTrainedTokenizerBase) -> None:
