@@ -34,29 +34,7 @@ def load_section(model: type[Section], key: str, path: Path = DEFAULT_PARAMS) ->
     """The ``key`` section of ``path`` as ``model``; ParamsError with FILE:LINE: key.field problems.
 
     ``key`` may be dotted (``models.teacher``): only that part of the file is read and validated."""
-    report = FileReport(path, max_listed=100)
-    try:
-        document, duplicates = load_yaml(read_text(path))
-    except SourceError as error:
-        raise ParamsError([Problem(str(path), str(error.line or "-"), "-", error.message)]) from None
-    for line, message in duplicates:
-        report.add(line, "-", message + " (YAML would silently keep only the last)")
-    parts = tuple(key.split("."))
-    data: Any = document.data
-    for depth, part in enumerate(parts):
-        if not isinstance(data, dict) or part not in data:
-            report.add(None, ".".join(parts[: depth + 1]), "section is missing")
-            raise ParamsError(report.problems)
-        data = data[part]
-    before = len(report.problems)
-    section = check_model(model, data, report, lambda loc: document.line_of((*parts, *loc)))
-    report.problems[before:] = [
-        Problem(p.file, p.where, f"{key}.{p.field}" if p.field != "-" else key, p.message)
-        for p in report.problems[before:]
-    ]
-    if not report.valid or section is None:
-        raise ParamsError(report.problems)
-    return section  # type: ignore[return-value]
+    return _checked(model, path, tuple(key.split(".")), ParamsError)
 
 
 class SourceFileError(ValueError):
@@ -71,16 +49,37 @@ class SourceFileError(ValueError):
 def load_source(model: type[Section], path: Path) -> Section:
     """The YAML file ``path`` as ``model``, or a SourceFileError with every problem located: what
     `charforge validate` would say of it."""
-    report = FileReport(path, max_listed=20)
+    return _checked(model, path, (), SourceFileError)
+
+
+def _checked(
+    model: type[Section], path: Path, parts: tuple[str, ...], error: type[ParamsError | SourceFileError]
+) -> Section:
+    """The part ``parts`` of the YAML file ``path`` (the whole file when empty) as ``model``; ``error``
+    with every problem located at FILE:LINE, fields named from the top of the file."""
+    report = FileReport(path, max_listed=100)
     try:
         document, duplicates = load_yaml(read_text(path))
-    except SourceError as error:
-        raise SourceFileError([Problem(str(path), str(error.line or "-"), "-", error.message)]) from None
+    except SourceError as problem:
+        raise error([Problem(str(path), str(problem.line or "-"), "-", problem.message)]) from None
     for line, message in duplicates:
         report.add(line, "-", message + " (YAML would silently keep only the last)")
-    value = check_model(model, document.data, report, document.line_of)
+    data: Any = document.data
+    for depth, part in enumerate(parts):
+        if not isinstance(data, dict) or part not in data:
+            report.add(None, ".".join(parts[: depth + 1]), "section is missing")
+            raise error(report.problems)
+        data = data[part]
+    before = len(report.problems)
+    value = check_model(model, data, report, lambda loc: document.line_of((*parts, *loc)))
+    if parts:
+        key = ".".join(parts)
+        report.problems[before:] = [
+            Problem(p.file, p.where, f"{key}.{p.field}" if p.field != "-" else key, p.message)
+            for p in report.problems[before:]
+        ]
     if not report.valid or value is None:
-        raise SourceFileError(report.problems)
+        raise error(report.problems)
     return value  # type: ignore[return-value]
 
 
