@@ -23,9 +23,13 @@ VLLM_CPU_ENV = {
 }
 
 
+# The tokenizer's training text is fixed (a snapshot of corpora/*.yaml as of session 6), not read from
+# corpora/: editing a constitution or a comment there must not change the model every test runs on.
+TOKENIZER_TEXT = Path(__file__).with_name("tiny_tokenizer_text.txt")
+
+
 def _training_text() -> list[str]:
-    corpora = Path(__file__).resolve().parents[2] / "corpora"
-    lines = [line for path in sorted(corpora.rglob("*.yaml")) for line in path.read_text().splitlines()]
+    lines = TOKENIZER_TEXT.read_text().splitlines()
     return lines + ["user assistant system hello how are you today I am fine thank you"] * 20
 
 
