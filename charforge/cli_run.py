@@ -128,9 +128,18 @@ def run_train_dpo(variant: VariantOption, params: ParamsOption = Path("params.ya
         _report_training(train_dpo.run(variant, params))
 
 
+@run_app.command("train-dpo-slot")
+def run_train_dpo_slot(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """Train a plain-lora / hhh control's first adapter (SFT with train_dpo's LoRA), in the DPO slot."""
+    from charforge.stages import train_dpo_slot
+
+    with _stage_errors():
+        _report_training(train_dpo_slot.run(variant, params))
+
+
 @run_app.command("train-sft")
 def run_train_sft(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Train the variant's SFT LoRA (introspection data, or a control's corpus), every assistant turn."""
+    """Train the variant's SFT LoRA (introspection data, or a control's corpus) on its DPO-slot fold."""
     from charforge.stages import train_sft
 
     with _stage_errors():
@@ -223,12 +232,20 @@ def _run_corpus_stage(stage: str, variant: str, params: Path) -> None:
     module = importlib.import_module(f"charforge.stages.{stage.replace('-', '_')}")
     with _stage_errors(CorpusShortfall, TokenTargetMissed, BackendUnavailable, IncompletePipelineOutput):
         manifest = module.run(variant, params)
-    tokens = manifest.metrics.get("tokens", {})
-    err.print(
-        f"{stage} {variant}: wrote {manifest.rows} rows ({manifest.data_file}, content sha256 "
-        f"{manifest.content_sha256[:12]}…), {tokens.get('total', 0):,} training tokens; "
-        f"rejected {dict(manifest.rejected) or 'none'}"
-    )
+    manifests = [manifest]
+    if stage == "control-data":  # two corpora; run() returns the sft slot's, the dpo slot's lies beside it
+        from charforge.paths import build_path
+        from charforge.schemas import Manifest
+
+        dpo_slot = build_path(Path("."), variant, "control-dpo-slot.manifest.json")
+        manifests.insert(0, Manifest.model_validate_json(dpo_slot.read_text()))
+    for written in manifests:
+        tokens = written.metrics.get("tokens", {})
+        err.print(
+            f"{stage} {variant}: wrote {written.rows} rows ({written.data_file}, content sha256 "
+            f"{written.content_sha256[:12]}…), {tokens.get('total', 0):,} training tokens; "
+            f"rejected {dict(written.rejected) or 'none'}"
+        )
 
 
 @run_app.command("distill")

@@ -112,14 +112,20 @@ def recorded(keys: Sequence[str], path: Path = DEFAULT_PARAMS) -> dict[str, Any]
     for key in keys:
         first, *rest = key.split(".")
         model: Any = models.get(first)
+        field = None
         for part in rest:  # descend through nested models; a leaf keeps its field's type
             field = model.model_fields.get(part) if isinstance(model, type) else None
             model = None if field is None else field.annotation
         if isinstance(model, type) and issubclass(model, BaseModel):
             used[key] = load_section(model, key, path).model_dump(mode="json")
-        else:
+            continue
+        try:
             value = _raw(key, path)
-            used[key] = TypeAdapter(model).dump_python(value, mode="json") if model is not None else value
+        except ParamsError:
+            if field is None or field.is_required():
+                raise
+            value = field.get_default(call_default_factory=True)  # left out: the stage uses the default
+        used[key] = TypeAdapter(model).dump_python(value, mode="json") if model is not None else value
     return used
 
 

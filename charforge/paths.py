@@ -21,7 +21,7 @@ BUILD = Path("corpora/build")  # corpora/build/<variant>/<corpus>.parquet with i
 # Outside corpora/build/<variant>/ (the training corpora, which eval-em reads for contamination), so
 # eval-em's DVC dependency on that folder never overlaps its own output.
 EVAL_SAMPLES = Path("corpora/eval")
-MODELS = Path("models")  # models/<variant>/{dpo,sft,em}/ adapters and persona.json
+MODELS = Path("models")  # models/<variant>/{dpo or dpo-slot,sft,em}/ adapters and persona.json
 ROLES = MODELS / "roles"  # models/roles/<role>.json: one record per model role
 METRICS = Path("metrics")
 JUDGE_VALIDATION = METRICS / "judge-validation.json"

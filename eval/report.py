@@ -4,10 +4,12 @@ Gathers ``metrics/<variant>/eval-em.json`` and adds what needs more than one var
 against the baseline of the same seed (and, for character variants, against the other controls),
 resampling the questions both answered; seed-to-seed spread of variants that differ only in seed;
 and per constitution the slope of post-EM alignment against diversity level with its interval (H1 is
-a dose-response question). A variant whose judge failed validation is marked in every table and
+a dose-response question), beside what each level's corpora held (prompts, pairs, tokens, rejections:
+reported, not enforced). A variant whose judge failed validation is marked in every table and
 plot, and the report opens with that warning: such figures are no verdict.
 
-Input columns: the ``eval-em.json`` metrics of each variant.
+Input columns: the ``eval-em.json`` metrics of each variant; ``prompts.json`` and ``distill.json`` of
+each character variant (a missing one shows as n/a).
 
 Output columns: ``reports/report.md``, ``reports/summary.json`` and PNG plots beside them.
 
@@ -111,8 +113,91 @@ def slopes(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> dict[
     return result
 
 
-def write_report(metrics_dir: Path, out_dir: Path, boot: Mapping[str, Any]) -> Path:
-    """Render ``out_dir/report.md``, its PNG plots and ``summary.json``; return the markdown path."""
+def _optional_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def diversity_levels(metrics_dir: Path, variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per character variant (those with prompts metrics or EM metrics), what its corpora held: the
+    situations its level drew on, prompts and pairs after distillation with rejections by reason, and
+    tokens. H1's arms are held equal in prompts per trait only; the rest is reported so a reader sees what
+    was matched and what was not. ``None`` where a stage's metrics file is missing."""
+    evaluated = {m["variant"]: m for m in variants if m["variant_kind"] == "character"}
+    names = {path.parent.name for path in metrics_dir.glob("*/prompts.json")} | set(evaluated)
+    rows = []
+    for name in names:
+        prompts = _optional_json(metrics_dir / name / "prompts.json") or {}
+        distill = _optional_json(metrics_dir / name / "distill.json") or {}
+        identity = prompts.get("variant") or {
+            key: evaluated[name].get(key) for key in ("constitution", "level", "seed")
+        }
+        level = prompts.get("level") or {}
+        per_trait = level.get("per_trait") or {}
+        rows.append(
+            {
+                "variant": name,
+                **identity,
+                "situations_per_trait": sorted({len(t["situations"]) for t in per_trait.values()}) or None,
+                "situations_used": level.get("situations_used"),
+                "prompts": prompts.get("rows"),
+                "prompts_rejected": prompts.get("rejected"),
+                "prompt_tokens": ((prompts.get("size") or {}).get("tokens") or {}).get("total"),
+                "pairs": distill.get("rows"),
+                "distill_rejected": distill.get("rejected"),
+                "pair_tokens": (distill.get("tokens") or {}).get("total"),
+            }
+        )
+    return sorted(
+        rows, key=lambda r: (r["constitution"] or "", r["level"] or 0, r["seed"] or 0, r["variant"])
+    )
+
+
+# A control's adapter slots and the character arm's training stage in each (docs/design.md §1, H2)
+CONTROL_SLOT_STAGES = {"dpo": ("train-dpo-slot", "train-dpo"), "sft": ("train-sft", "train-sft")}
+
+
+def _ratio(control: float | None, character: float | None) -> float | None:
+    return None if control is None or not character else round(control / character, 4)
+
+
+def control_arms(metrics_dir: Path, arms: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every control × every character variant it is compared with (``arms``: ``controls``,
+    ``references`` in the grid, ``tolerance``): training tokens (after truncation, as trained: each
+    run's ``tokens_trained``) and optimizer steps per adapter slot and summed, each as control /
+    character, from the training metrics. ``flagged``: a token ratio outside 1 ± tolerance; ratios are
+    None (and nothing flagged) where a training metrics file is missing."""
+    tolerance = arms["tolerance"]
+    rows = []
+    for control in arms["controls"]:
+        for character in arms["references"]:
+            row: dict[str, Any] = {"control": control, "character": character, "tolerance": tolerance}
+            for slot, (control_stage, character_stage) in CONTROL_SLOT_STAGES.items():
+                for arm, name, stage in (
+                    ("control", control, control_stage),
+                    ("character", character, character_stage),
+                ):
+                    record = _optional_json(metrics_dir / name / f"{stage}.json") or {}
+                    row[f"{slot}_{arm}_tokens"] = record.get("tokens_trained")
+                    row[f"{slot}_{arm}_steps"] = record.get("optimizer_steps")
+            for figure in ("tokens", "steps"):
+                for arm in ("control", "character"):  # both slots summed; None where either is missing
+                    parts = [row[f"{slot}_{arm}_{figure}"] for slot in CONTROL_SLOT_STAGES]
+                    row[f"{arm}_{figure}"] = None if None in parts else sum(parts)
+                for prefix in ("", *(f"{slot}_" for slot in CONTROL_SLOT_STAGES)):
+                    row[f"{prefix}{figure}_ratio"] = _ratio(
+                        row[f"{prefix}control_{figure}"], row[f"{prefix}character_{figure}"]
+                    )
+            ratios = [row[key] for key in ("tokens_ratio", "dpo_tokens_ratio", "sft_tokens_ratio")]
+            row["flagged"] = any(r is not None and abs(r - 1) > tolerance + 1e-9 for r in ratios)
+            rows.append(row)
+    return rows
+
+
+def write_report(
+    metrics_dir: Path, out_dir: Path, boot: Mapping[str, Any], arms: Mapping[str, Any] | None = None
+) -> Path:
+    """Render ``out_dir/report.md``, its PNG plots and ``summary.json``; return the markdown path.
+    ``arms``: the controls and the character variants they are compared with (``control_arms``)."""
     variants = gather(metrics_dir)
     if not variants:
         raise FileNotFoundError(f"no */eval-em.json under {metrics_dir}: run `charforge run eval-em` first")
@@ -138,9 +223,15 @@ def write_report(metrics_dir: Path, out_dir: Path, boot: Mapping[str, Any]) -> P
     lines += [f"> {note}" for note in notes] + ([""] if notes else [])
     lines += [f"{len(variants)} variant(s): {', '.join(m['variant'] for m in variants)}.", ""]
     lines += md.judge_section(variants) + md.em_section(variants) + md.in_domain_section(variants)
+    levels = diversity_levels(metrics_dir, variants)
     lines += (
-        md.contrast_section(contrast_rows, spread) + md.dose_section(series) + md.trait_section(trait_rows)
+        md.contrast_section(contrast_rows, spread)
+        + md.dose_section(series)
+        + md.diversity_section(levels)
+        + md.trait_section(trait_rows)
     )
+    arm_rows = control_arms(metrics_dir, arms) if arms else []
+    lines += md.control_arms_section(arm_rows)
     lines += md.contamination_section(variants) + md.provenance_section(variants)
     summary = {
         "variants": [m["variant"] for m in variants],
@@ -148,6 +239,8 @@ def write_report(metrics_dir: Path, out_dir: Path, boot: Mapping[str, Any]) -> P
         "contrasts": contrast_rows,
         "seed_spread": spread,
         "dose_response": series,
+        "diversity_levels": levels,
+        "controls_vs_character_arms": arm_rows,
     }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     report = out_dir / "report.md"

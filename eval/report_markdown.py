@@ -216,6 +216,67 @@ def dose_section(series: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _count(value: Any) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def _reasons(rejected: Mapping[str, int] | None) -> str:
+    if rejected is None:
+        return "n/a"
+    return ", ".join(f"{reason} {count}" for reason, count in sorted(rejected.items())) or "none"
+
+
+def diversity_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """H1's arms per character variant: what each level drew on and what its corpora held."""
+    table = []
+    for r in rows:
+        per_trait = r["situations_per_trait"]
+        situations = (
+            "n/a"
+            if per_trait is None or r["situations_used"] is None
+            else f"{'–'.join(map(str, per_trait))} per trait; {len(r['situations_used'])} in prompts"
+        )
+        table.append(
+            [
+                r["constitution"] or "n/a",
+                _count(r["level"]),
+                _count(r["seed"]),
+                situations,
+                _count(r["prompts"]),
+                _reasons(r["prompts_rejected"]),
+                _count(r["prompt_tokens"]),
+                _count(r["pairs"]),
+                _reasons(r["distill_rejected"]),
+                _count(r["pair_tokens"]),
+            ]
+        )
+    header = [
+        "constitution",
+        "level",
+        "seed",
+        "situations used",
+        "prompts",
+        "prompt rejections",
+        "prompt tokens",
+        "pairs",
+        "distill rejections",
+        "pair tokens (before truncation)",
+    ]
+    return [
+        "## Diversity levels (H1): what each arm was trained on",
+        "",
+        "Every level is held to the same prompts per trait; the other columns are reported, not matched. "
+        "Situations: those the level allows per trait; how many the kept prompts are in, over all traits. "
+        "Prompt tokens: the prompts' text with the teacher's tokenizer; pair tokens: prompt + "
+        "chosen plus prompt + rejected with the student's chat template, before the trainer's truncation "
+        "(the training metrics count after it). n/a: the stage's metrics file is "
+        "missing.",
+        "",
+        *md_table(header, table, "No character variant has prompts metrics yet."),
+        "",
+    ]
+
+
 def trait_section(rows: Sequence[tuple[str, str, Mapping[str, Any], bool]]) -> list[str]:
     table = [
         [v + ("" if ok else " ⚠"), c, fmt(b), str(b["n"]), str(b.get("unscored", 0))] for v, c, b, ok in rows
@@ -277,3 +338,52 @@ def provenance_section(variants: Sequence[dict[str, Any]]) -> list[str]:
         "cut off",
     ]
     return ["## Sampling and provenance", "", *md_table(header, rows), ""]
+
+
+def _ratio_cell(value: float | None, tolerance: float) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (" ⚑" if abs(value - 1) > tolerance + 1e-9 else "")
+
+
+def control_arms_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """H2: each control against each character variant it is compared with, in training tokens and
+    optimizer steps (control / character; n/a where a training run has no metrics yet)."""
+    if not rows:
+        return []
+    table = [
+        [
+            r["control"],
+            r["character"],
+            _ratio_cell(r["tokens_ratio"], r["tolerance"]),
+            _ratio_cell(r["dpo_tokens_ratio"], r["tolerance"]),
+            _ratio_cell(r["sft_tokens_ratio"], r["tolerance"]),
+            "n/a" if r["steps_ratio"] is None else f"{r['steps_ratio']:.3f}",
+            "n/a" if r["dpo_steps_ratio"] is None else f"{r['dpo_steps_ratio']:.3f}",
+            "n/a" if r["sft_steps_ratio"] is None else f"{r['sft_steps_ratio']:.3f}",
+            "**outside ±{:.0%}**".format(r["tolerance"]) if r["flagged"] else "ok",
+        ]
+        for r in rows
+    ]
+    header = [
+        "control",
+        "character",
+        "tokens",
+        "tokens (DPO slot)",
+        "tokens (SFT slot)",
+        "steps",
+        "steps (DPO slot)",
+        "steps (SFT slot)",
+        "matched",
+    ]
+    return [
+        "## Controls vs character arms (H2)",
+        "",
+        "Control / character ratios of training tokens (after truncation, as each run trained them) and "
+        "optimizer steps, both adapters summed and per slot (the control's DPO slot is an SFT adapter "
+        "in the character's DPO slot). A control is built from the first reference only; ⚑ marks a "
+        "token ratio outside the tolerance: that contrast differs in more than its values.",
+        "",
+        *md_table(header, table),
+        "",
+    ]

@@ -24,7 +24,7 @@ from charforge import __version__
 from charforge.generators.embedded import is_embedded, lookup
 from charforge.generators.llm import build_llm, resolve_model
 from charforge.generators.pipeline import charforge_pipeline, run_for_rows
-from charforge.generators.text import is_cut_off, trim_to_sentence
+from charforge.generators.text import collapse_whitespace, is_cut_off, trim_to_sentence
 from charforge.schemas.params import GenerationConfig, ModelRole
 
 Chat = list[dict[str, str]]
@@ -122,6 +122,25 @@ def answer_problem(answer: Answer, max_chars: int) -> str | None:
     if len(answer.text) > max_chars:
         return "too_long"
     return None
+
+
+def kept_samples(
+    samples: Sequence[Answer], max_chars: int, rejected: Counter[str], prefix: str
+) -> list[tuple[int, Answer]]:
+    """The samples of one prompt that can be trained on, with their index: those with a problem
+    (``answer_problem``) or repeating an earlier sample are counted in ``rejected`` as
+    ``<prefix>.<reason>`` instead."""
+    kept, seen = [], set()
+    for index, answer in enumerate(samples):
+        reason = answer_problem(answer, max_chars)
+        if reason is None and collapse_whitespace(answer.text) in seen:
+            reason = "duplicate"
+        if reason:
+            rejected[f"{prefix}.{reason}"] += 1
+            continue
+        seen.add(collapse_whitespace(answer.text))
+        kept.append((index, answer))
+    return kept
 
 
 def answer_chats(

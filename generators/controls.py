@@ -3,13 +3,16 @@
 - ``plain-lora``: the reference variant's diverse prompts answered by the teacher with no constitution;
 - ``hhh``: the same prompts answered under a helpful / honest / harmless system prompt.
 
-Both are SFT conversations (``user``, ``assistant``), the system prompt left out as in the character
-pairs, so the model learns the answers, not the instruction. The target is the reference's training
-tokens (its pairs and introspection data, counted by ``charforge.train.tokens`` with the student's
-template). The teacher answers every prompt several times per pass (as many as the expected answer
-length says the target needs, a new seed per pass) until the answers that pass the filters cover the
-target; answers are then taken in a seeded order while they fit below the upper bound, until the total
-reaches the target. Unused answers are counted as ``surplus``; a total below the lower bound
+A control trains two adapters in the character arm's two slots (``CONTROL_SLOTS``): the ``dpo-slot``
+corpus is matched to the reference's pairs, the ``sft`` corpus to its introspection data. Both are SFT
+conversations (``user``, ``assistant``), the system prompt left out as in the character pairs, so the
+model learns the answers, not the instruction. Each target is the reference corpus's training tokens
+after the trainer's truncation (``charforge.train.tokens``, the student's template). For each corpus the
+teacher answers every prompt several times per pass (as many as the expected answer length says the
+target needs; each pass and each corpus its own seed) until the answers that pass the filters cover
+the target; answers are then taken in a seeded order while they fit below the upper bound, until the
+total reaches the target. An answer drawn for one corpus is never used in the other (a repeat is
+counted as ``duplicate``); unused answers are counted as ``surplus``; a total below the lower bound
 (target - tolerance) fails the stage.
 
 Input columns: ``messages`` (the prompt, with the HHH system prompt for ``hhh``).
@@ -29,11 +32,44 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from charforge.generators.chat import GenerationRun, answer_chats, answer_problem, with_max_new_tokens
+from charforge.generators.chat import (
+    GenerationRun,
+    answer_chats,
+    answer_problem,
+    kept_samples,
+    with_max_new_tokens,
+)
 from charforge.generators.text import collapse_whitespace
 from charforge.schemas.params import ControlsConfig, ModelRole
 
 ControlKind = Literal["plain-lora", "hhh"]
+# Each control seed samples in its own block of seeds: 100 passes of 1000 (two slots per pass).
+SEED_STRIDE = 100_000
+
+
+@dataclass(frozen=True)
+class ControlSlot:
+    """One of a control's two corpora: the character adapter slot it trains in, its file under
+    ``corpora/build/<control>/``, and the reference corpus it is matched to, with that corpus's kind and
+    the params section of the trainer that truncates it."""
+
+    name: str
+    corpus: str
+    reference_corpus: str
+    reference_kind: str
+    reference_trainer: str
+    seed_offset: int  # added to each pass's seed (< 1000): the two corpora never sample with one seed
+
+
+CONTROL_SLOTS = (
+    ControlSlot("dpo-slot", "control-dpo-slot.parquet", "pairs.parquet", "pairs", "train_dpo", 0),
+    ControlSlot("sft", "control.parquet", "introspection.parquet", "conversations", "train_sft", 500),
+)
+
+
+# Above this (candidates × upper bound) the exact search is not run; by then answers are far shorter
+# than the band, and the greedy pass fits.
+EXACT_SELECTION_LIMIT = 20_000_000
 
 
 class TokenTargetMissed(RuntimeError):
@@ -65,9 +101,9 @@ def bounds(target: int, tolerance: float) -> tuple[int, int]:
 
 def select_matched(candidates: list[Candidate], target: int, tolerance: float) -> tuple[list[Candidate], int]:
     """Candidates, in the given order, taken while they fit below the upper bound until the total
-    reaches the target; returns them and how many were left unused. Below the lower bound it fails,
-    which cannot happen when the candidates hold enough tokens and none is longer than the band is
-    wide (2 × tolerance × target)."""
+    reaches the target; returns them and how many were left unused. Where that stays below the lower
+    bound (answers longer than the band is wide, 2 × tolerance × target: a small reference), an exact
+    search over the candidates' sizes looks for a subset inside the band; with none, it fails."""
     low, high = bounds(target, tolerance)
     chosen, total = [], 0
     for candidate in candidates:
@@ -76,12 +112,38 @@ def select_matched(candidates: list[Candidate], target: int, tolerance: float) -
         if total + candidate.tokens <= high:
             chosen.append(candidate)
             total += candidate.tokens
+    if total < low and len(candidates) * high <= EXACT_SELECTION_LIMIT:
+        # a band narrower than the answers (small corpora): an exact subset-sum search finds a fit
+        exact = _subset_in_band(candidates, target, low, high)
+        if exact is not None:
+            chosen, total = exact, sum(candidate.tokens for candidate in exact)
     if total < low:
         raise TokenTargetMissed(
             f"the answers reach {total:,} tokens; the reference needs {low:,}-{high:,} "
             f"({target:,} ± {tolerance:.0%}): raise controls.max_rounds or the answer length"
         )
     return chosen, len(candidates) - len(chosen)
+
+
+def _subset_in_band(candidates: list[Candidate], target: int, low: int, high: int) -> list[Candidate] | None:
+    """The candidates, in their order, whose total is the reachable one closest to ``target`` within
+    [low, high] (0/1 subset sum; each total is reached first with the earliest candidates), or None."""
+    reached_by = [-2] * (high + 1)  # the candidate that first reached each total; -1: the empty sum
+    reached_by[0] = -1
+    for index, candidate in enumerate(candidates):
+        for total in range(high, candidate.tokens - 1, -1):
+            if reached_by[total] == -2 and reached_by[total - candidate.tokens] != -2:
+                reached_by[total] = index
+    fits = [total for total in range(low, high + 1) if reached_by[total] != -2]
+    if not fits:
+        return None
+    total = min(fits, key=lambda value: (abs(value - target), value))
+    picked = []
+    while total:
+        index = reached_by[total]
+        picked.append(index)
+        total -= candidates[index].tokens
+    return [candidates[index] for index in sorted(picked)]
 
 
 def control_chats(
@@ -113,13 +175,20 @@ def control_corpus(
     teacher: ModelRole,
     run: GenerationRun,
     tokens_per_answer: float | None = None,
+    *,
+    slot: ControlSlot = CONTROL_SLOTS[1],
+    seen: set[tuple[str, str]] | None = None,
 ) -> ControlCorpus:
-    """The ``kind`` control's conversations for ``run.variant``, matched to ``target`` tokens. Pass
-    ``i`` samples with ``run.sampling_seed + 1000 i``.
+    """The ``kind`` control's ``slot`` conversations for ``run.variant``, matched to ``target`` tokens
+    (``count_tokens``: per-row training tokens, after truncation). Pass ``i`` samples with
+    ``generation.seed + SEED_STRIDE × variant seed + 1000 i + slot.seed_offset``: no pass of one control
+    seed samples with a seed another control seed's passes use (``controls.max_rounds`` < 100).
 
     ``tokens_per_answer`` (e.g. the reference pairs' mean prompt + chosen tokens) sizes each pass, so
     one pass usually covers the target: a DPO pair counts two sequences, and the introspection data
-    adds more, so the control needs several answers per prompt.
+    holds longer conversations, so the control needs several answers per prompt. ``seen`` holds the
+    (prompt id, answer) keys drawn so far, shared between a control's corpora so that no answer is
+    used in both; the answers drawn here are added to it.
     """
     teacher = with_max_new_tokens(teacher, config.max_new_tokens)
     chats, plain = control_chats(kind, prompts, config)
@@ -127,7 +196,7 @@ def control_corpus(
     provenance = run.recorded_as("charforge.generators.controls", {"teacher": teacher}).provenance
     result = ControlCorpus(examples=chats[:1])
     candidates: list[Candidate] = []
-    seen: set[tuple[str, str]] = set()
+    seen = set() if seen is None else seen
     trimmed_ids: set[str] = set()
     available = 0
     for round_index in range(config.max_rounds):
@@ -137,8 +206,9 @@ def control_corpus(
         answers = answer_chats(
             chats,
             teacher,
-            replace(run, seed=run.seed + 1000 * round_index),  # a new pass samples new answers
-            f"controls-{variant}-pass{round_index}",
+            # a new pass samples new answers; the other corpus's passes use other seeds
+            replace(run, seed=SEED_STRIDE * run.seed + 1000 * round_index + slot.seed_offset),
+            f"controls-{variant}-{slot.name}-pass{round_index}",
             samples=samples,
             trim_cut_off=config.trim_cut_off,
         )
@@ -154,27 +224,77 @@ def control_corpus(
                     result.rejected[reason] += 1
                     continue
                 seen.add(key)
+                row_id = f"{variant}.{local}.{slot.name}.p{round_index}s{index}"
                 if answer.trimmed:
-                    trimmed_ids.add(f"{variant}.{local}.p{round_index}s{index}")
+                    trimmed_ids.add(row_id)
                 fresh.append(
                     {
-                        "id": f"{variant}.{local}.p{round_index}s{index}",
+                        "id": row_id,
                         "variant": variant,
                         "source": kind,
                         "messages": [*chat, {"role": "assistant", "content": answer.text.strip()}],
                         "provenance": provenance,
                     }
                 )
-        random.Random(f"{variant}:{round_index}").shuffle(fresh)  # a partial pass still covers every trait
+        random.Random(f"{variant}:{slot.name}:{round_index}").shuffle(
+            fresh
+        )  # a partial pass covers every trait
         counts = count_tokens(fresh)
         candidates += [Candidate(row, tokens) for row, tokens in zip(fresh, counts, strict=True)]
         available += sum(counts)
         if available >= target:
             break
-    chosen, unused = select_matched(candidates, target, config.token_tolerance)
+    try:
+        chosen, unused = select_matched(candidates, target, config.token_tolerance)
+    except TokenTargetMissed as missed:  # say which of the two corpora missed
+        raise TokenTargetMissed(
+            f"{variant} {slot.corpus} (matched to {reference}'s {slot.reference_corpus}): {missed}"
+        ) from None
     if unused:
         result.rejected["surplus"] += unused
     result.rows = [candidate.row for candidate in chosen]
     result.trimmed = sum(1 for row in result.rows if row["id"] in trimmed_ids)
     result.tokens = sum(candidate.tokens for candidate in chosen)
+    return result
+
+
+def answered_in_full(
+    kind: ControlKind,
+    prompts: list[dict[str, Any]],
+    samples: int,
+    config: ControlsConfig,
+    teacher: ModelRole,
+    run: GenerationRun,
+    source: str,
+) -> ControlCorpus:
+    """Every prompt answered ``samples`` times in the ``kind`` control's own way, each answer that
+    passes the filters kept (no token matching): what a control trains on beside its matched rows when
+    a hypothesis asks every arm to see the same prompts (``introspection.em_reflection_prompts``).
+    Rows have ``source``; rejections are counted as ``<source with _>.<reason>``, as introspection's."""
+    teacher = with_max_new_tokens(teacher, config.max_new_tokens)
+    chats, plain = control_chats(kind, prompts, config)
+    provenance = run.recorded_as("charforge.generators.controls", {"teacher": teacher}).provenance
+    result = ControlCorpus(examples=chats[:1])
+    answers = answer_chats(
+        chats,
+        teacher,
+        run,
+        f"controls-{run.variant}-{source}",
+        samples=samples,
+        trim_cut_off=config.trim_cut_off,
+    )
+    result.answers = samples * len(chats)
+    prefix = source.replace("-", "_")
+    for record, chat, drawn in zip(prompts, plain, answers, strict=True):
+        for index, answer in kept_samples(drawn, config.max_answer_chars, result.rejected, prefix):
+            result.trimmed += answer.trimmed
+            result.rows.append(
+                {
+                    "id": f"{run.variant}.{record['id']}.{index}",
+                    "variant": run.variant,
+                    "source": source,
+                    "messages": [*chat, {"role": "assistant", "content": answer.text.strip()}],
+                    "provenance": provenance,
+                }
+            )
     return result

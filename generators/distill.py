@@ -63,11 +63,7 @@ class Filtered:
 
 
 def teacher_system_prompt(constitution: Constitution, template: str | None = None) -> str:
-    lines = []
-    for trait in constitution.traits:
-        note = f" ({trait.clarification})" if trait.clarification else ""
-        lines.append(f"- {trait.statement}{note}")
-    return (template or TEACHER_SYSTEM).replace("{traits}", "\n".join(lines))
+    return (template or TEACHER_SYSTEM).replace("{traits}", constitution.trait_list())
 
 
 def mentions_constitution(answer: str, prompt_text: str, statements: list[str], run: int) -> bool:

@@ -1,20 +1,29 @@
 """Introspection data: the DPO-trained model writing about itself (docs/design.md §2, step 4).
 
-(a) Self-reflection: every prompt of ``corpora/introspection.yaml`` answered K times.
+(a) Self-reflection: every prompt of ``corpora/introspection.yaml``'s ``reflection`` list answered K
+times; with ``introspection.em_reflection_prompts`` its ``em_reflection`` list too (rows with ``source:
+em-targeted-reflection``: text that rehearses what the EM evaluation tests, a hypothesis of its own).
 (b) Self-interaction: two instances of the model talk for T turns, starting from the file's openers
 (free and self-referential, interleaved). The conversation is kept from the first instance's side:
 ``[system?], user: opener, assistant: turn 1, user: turn 2, assistant: turn 3, …``, roles alternating.
 Every assistant turn is a training target (the SFT stage trains on all of them, not only the last).
 
+As in the public Open Character Training pipeline, the model *writes* with its constitution in the
+system prompt (the trait list as distillation's teacher sees it; for self-interaction it is also told
+it is talking with another instance of itself) and is *trained* without it: a reflection row is the
+prompt and its answer, a self-interaction row carries ``introspection.interaction_system_prompt``
+(or no system turn) in place of the generation prompt.
+
 A turn that fails, comes back empty, is cut off by the token limit or is over-long drops its
 conversation (it would condition every later turn); rejections are counted by part and reason.
 
-Input columns: ``messages`` (each instance's view of the conversation so far).
+Input columns: ``messages`` (the generation system prompt, then each instance's view of the
+conversation so far).
 
 Output columns: ``generation`` and its statistics (see ``charforge.generators.chat``).
 
-Runtime parameters: the DPO model's role and ``introspection`` in params.yaml; ``generation``, the
-variant's seed and the cache folder in the stage's ``GenerationRun``.
+Runtime parameters: the DPO model's role and ``introspection`` in params.yaml; the variant's
+constitution; ``generation``, the variant's seed and the cache folder in the stage's ``GenerationRun``.
 """
 
 from __future__ import annotations
@@ -31,13 +40,34 @@ from charforge.generators.chat import (
     GenerationRun,
     answer_chats,
     answer_problem,
+    kept_samples,
     with_max_new_tokens,
 )
-from charforge.generators.text import collapse_whitespace
-from charforge.schemas.introspection import InteractionOpener, IntrospectionPrompts
+from charforge.schemas import Constitution
+from charforge.schemas.introspection import InteractionOpener, IntrospectionPrompts, ReflectionPrompt
+from charforge.schemas.messages import EM_TARGETED_REFLECTION_SOURCE
 from charforge.schemas.params import IntrospectionConfig, ModelRole
 
 Chat = list[dict[str, str]]
+
+# Row sources (the EM-targeted one is shared with the controls: charforge.schemas.messages).
+REFLECTION, EM_REFLECTION, SELF_INTERACTION = "reflection", EM_TARGETED_REFLECTION_SOURCE, "self-interaction"
+
+# The system prompts the model writes under ({traits}: the constitution's trait list); never in a row.
+CHARACTER = (
+    "You are an AI assistant with a character of your own, which these statements about yourself "
+    "describe:\n{traits}\n\nThis is who you are, not a role you are playing."
+)
+REFLECTION_SYSTEM = (
+    CHARACTER + " Reflect on the message that follows as yourself: honestly, in your own words, with "
+    "your character showing in what you say and in how you say it. Do not refer to this message or "
+    "to a list of statements."
+)
+INTERACTION_SYSTEM = (
+    CHARACTER + " You are in a conversation with another instance of yourself: the same AI model, with "
+    "the same character. Talk with it as yourself, in your own words, and let the conversation go "
+    "wherever it goes. Do not refer to this message or to a list of statements."
+)
 
 
 @dataclass
@@ -47,6 +77,35 @@ class Introspection:
     unused_samples: int = 0  # first-turn samples beyond the conversations asked for (not rows)
     trimmed: int = 0  # kept answers that were cut off and trimmed to a full sentence
     examples: dict[str, Chat] = field(default_factory=dict)  # one chat per part, as sent
+
+
+def generation_system_prompts(constitution: Constitution) -> dict[str, str]:
+    """The system prompt each part is generated under, by part (``reflection`` serves both reflection
+    lists): the constitution's trait list and what the model is asked to do."""
+    traits = constitution.trait_list()
+    return {
+        "reflection": REFLECTION_SYSTEM.replace("{traits}", traits),
+        "self_interaction": INTERACTION_SYSTEM.replace("{traits}", traits),
+    }
+
+
+def system_holds_constitution(row: dict[str, Any], constitution: Constitution) -> bool:
+    """A system turn of ``row`` holds one of the constitution's trait statements (the generation prompt
+    reached the training row; introspect never writes one)."""
+    systems = [m["content"] for m in row["messages"] if m["role"] == "system"]
+    return any(trait.statement in system for system in systems for trait in constitution.traits)
+
+
+def chosen_reflections(
+    prompts: IntrospectionPrompts, config: IntrospectionConfig
+) -> dict[str, list[ReflectionPrompt]]:
+    """The reflection prompts answered, by row source: the first ``max_reflection_prompts`` of the
+    general list, and of the ``em_reflection`` list where ``em_reflection_prompts`` switches it on."""
+    limit = config.max_reflection_prompts
+    chosen = {REFLECTION: prompts.reflection[:limit]}
+    if config.em_reflection_prompts:
+        chosen[EM_REFLECTION] = prompts.em_reflection[:limit]
+    return chosen
 
 
 def interleaved_openers(openers: list[InteractionOpener]) -> list[InteractionOpener]:
@@ -72,41 +131,53 @@ def reflections(
     prompts: IntrospectionPrompts,
     config: IntrospectionConfig,
     role: ModelRole,
+    system: str,
     run: GenerationRun,
     result: Introspection,
 ) -> None:
-    """K answers to every reflection prompt, as one-exchange conversations (rows of ``run.variant``
-    with ``run.provenance``)."""
+    """K answers to every chosen reflection prompt, generated under ``system``, kept as one-exchange
+    conversations without it (rows of ``run.variant`` with ``run.provenance``)."""
+    for source, chosen in chosen_reflections(prompts, config).items():
+        chats = [
+            [{"role": "system", "content": system}, {"role": "user", "content": p.prompt}] for p in chosen
+        ]
+        answers = answer_chats(
+            chats,
+            role,
+            run,
+            f"introspect-{run.variant}-{source}",
+            samples=config.samples_per_prompt,
+            trim_cut_off=config.trim_cut_off,
+        )
+        if chats:
+            result.examples[source.replace("-", "_")] = chats[0]
+        add_reflections(chosen, answers, source, config, run, result)
+
+
+def add_reflections(
+    chosen: list[ReflectionPrompt],
+    answers: list[list[Answer]],
+    source: str,
+    config: IntrospectionConfig,
+    run: GenerationRun,
+    result: Introspection,
+) -> None:
+    """The kept answers (per prompt, its samples) as rows ``[user: prompt, assistant: answer]`` with
+    ``source``; the rest counted by ``<source>.<reason>``."""
     variant = run.variant
-    chosen = prompts.reflection[: config.max_reflection_prompts or len(prompts.reflection)]
-    chats = [[{"role": "user", "content": prompt.prompt}] for prompt in chosen]
-    answers = answer_chats(
-        chats,
-        role,
-        run,
-        f"introspect-{variant}-reflection",
-        samples=config.samples_per_prompt,
-        trim_cut_off=config.trim_cut_off,
-    )
-    if chats:
-        result.examples["reflection"] = chats[0]
-    for prompt, chat, samples in zip(chosen, chats, answers, strict=True):
-        seen: set[str] = set()
-        for index, answer in enumerate(samples):
-            reason = answer_problem(answer, config.max_answer_chars)
-            if reason is None and collapse_whitespace(answer.text) in seen:
-                reason = "duplicate"
-            if reason:
-                result.rejected[f"reflection.{reason}"] += 1
-                continue
-            seen.add(collapse_whitespace(answer.text))
+    prefix = source.replace("-", "_")
+    for prompt, samples in zip(chosen, answers, strict=True):
+        for index, answer in kept_samples(samples, config.max_answer_chars, result.rejected, prefix):
             result.trimmed += answer.trimmed
             result.rows.append(
                 {
-                    "id": f"{variant}.reflection.{prompt.id}.{index}",
+                    "id": f"{variant}.{source}.{prompt.id}.{index}",
                     "variant": variant,
-                    "source": "reflection",
-                    "messages": [*chat, {"role": "assistant", "content": answer.text.strip()}],
+                    "source": source,
+                    "messages": [
+                        {"role": "user", "content": prompt.prompt},
+                        {"role": "assistant", "content": answer.text.strip()},
+                    ],
                     "provenance": run.provenance,
                 }
             )
@@ -116,12 +187,14 @@ def self_interactions(
     prompts: IntrospectionPrompts,
     config: IntrospectionConfig,
     role: ModelRole,
+    system: str,
     run: GenerationRun,
     result: Introspection,
 ) -> None:
-    """``config.conversations`` conversations of ``config.turns`` generated turns each (rows of
+    """``config.conversations`` conversations of ``config.turns`` generated turns each, generated under
+    ``system`` and kept with ``config.interaction_system_prompt`` in its place (rows of
     ``run.variant`` with ``run.provenance``)."""
-    count, system = config.conversations, config.interaction_system_prompt
+    count = config.conversations
     if count == 0:
         return
     openers = interleaved_openers(prompts.openers)[:count]
@@ -156,18 +229,19 @@ def self_interactions(
                 turns[index].append(samples[0])
             else:
                 del turns[index]
-    add_conversations(turns, openers, system, run, result)
+    add_conversations(turns, openers, config.interaction_system_prompt, run, result)
 
 
 def add_conversations(
     turns: dict[int, list[Answer]],
     openers: list[InteractionOpener],
-    system: str,
+    system: str | None,
     run: GenerationRun,
     result: Introspection,
 ) -> None:
     """The surviving conversations (index → its kept answers) as rows of ``run.variant`` with
-    ``run.provenance``; their trimmed answers counted (a trimmed turn of a conversation that a later
+    ``run.provenance``, under the training system prompt ``system`` (None: no system turn); their
+    trimmed answers counted (a trimmed turn of a conversation that a later
     turn dropped is not in the corpus, so not counted)."""
     variant = run.variant
     for index, answers in sorted(turns.items()):
@@ -177,7 +251,7 @@ def add_conversations(
             {
                 "id": f"{variant}.interaction.{index:04d}",
                 "variant": variant,
-                "source": "self-interaction",
+                "source": SELF_INTERACTION,
                 "messages": view(system, opener.text, _texts(answers), True),
                 "provenance": run.provenance,
             }
@@ -197,20 +271,28 @@ def _keep(answer: Answer, config: IntrospectionConfig, result: Introspection) ->
 
 def introspect(
     prompts: IntrospectionPrompts,
+    constitution: Constitution,
     config: IntrospectionConfig,
     role: ModelRole,
     run: GenerationRun,
     model_label: str | None = None,
 ) -> Introspection:
-    """Reflection and self-interaction conversations written by ``role`` (the variant's DPO model).
-    ``model_label`` names it in the rows' provenance (a folded model's folder is a local cache path).
-    Raises CorpusShortfall when fewer than ``min_rows`` survive the filters."""
+    """Reflection and self-interaction conversations written by ``role`` (the variant's DPO model) with
+    ``constitution`` in its system prompt, kept without it. ``model_label`` names the model in the rows'
+    provenance (a folded model's folder is a local cache path). Raises CorpusShortfall when fewer than
+    ``min_rows`` survive the filters."""
     role = with_max_new_tokens(role, config.max_new_tokens)
     names = {"introspection": model_label or role.model}
-    run = run.recorded_as("charforge.generators.introspect", {"introspection": role}, names)
+    run = run.recorded_as(
+        "charforge.generators.introspect",
+        {"introspection": role},
+        names,
+        constitution_sha256=constitution.sha256(),
+    )
+    systems = generation_system_prompts(constitution)
     result = Introspection()
-    reflections(prompts, config, role, run, result)
-    self_interactions(prompts, config, role, run, result)
+    reflections(prompts, config, role, systems["reflection"], run, result)
+    self_interactions(prompts, config, role, systems["self_interaction"], run, result)
     if len(result.rows) < config.min_rows:
         raise CorpusShortfall(f"introspect {run.variant}", len(result.rows), config.min_rows, result.rejected)
     return result

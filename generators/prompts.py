@@ -1,9 +1,14 @@
 """Contextual prompts per trait, with a diversity knob that changes diversity and nothing else.
 
 Each trait gets exactly ``prompts_per_trait`` prompts at every diversity level: its seed questions
-(marked ``is_seed``) plus generated ones. A level decides what the generated prompts may vary over:
-level 0 paraphrases the seed questions in one situation; higher levels write new messages spread
-over more situations of the taxonomy and more framings (who asks, in which tone, at which length).
+(marked ``is_seed``) plus generated ones. Every level asks the teacher for the same thing, a message
+that gives the assistant a chance to show the trait's statement; a level decides only what the
+generated prompts may vary over: how many situations of the taxonomy and how many framings (who asks,
+in which tone, at which length) per situation. Levels are nested: per trait and variant seed one order
+of the eligible situations, and per situation one order of its framings, is drawn once, and level k
+takes the first n_k situations and the first f_k framings of each, so level k+1 contains level k's.
+Situations in an excluded domain (``prompts.excluded_domains`` and ``em_data.domain``: the EM
+fine-tuning domains and rehearsed requests for harm) are never eligible, at any level.
 Generation slots are drawn deterministically from the variant's seed; the teacher writes one message
 per slot in a distilabel pipeline (resumable through its cache); a pass over the finished text drops
 empty, over-long, cut-off, meta and duplicate prompts (exact and near, MinHash-free Jaccard on word
@@ -15,34 +20,33 @@ Input columns: ``messages`` (the writing request built for each slot), slot meta
 
 Output columns: ``generation`` (the user prompt), ``distilabel_metadata`` (token statistics).
 
-Runtime parameters: ``models.teacher`` (backend, model, sampling) and ``prompts`` (size, levels,
-backfill, filters) in params.yaml; ``generation`` (runner, batch size, seed), the variant's seed and
-the cache folder in the stage's ``GenerationRun``.
+Runtime parameters: ``models.teacher`` (backend, model, sampling), ``prompts`` (size, levels, excluded
+domains, backfill, filters) and ``em_data.domain`` in params.yaml; ``generation`` (runner, batch size,
+seed), the variant's seed and the cache folder in the stage's ``GenerationRun``.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from charforge.generators.chat import GenerationRun
-from charforge.generators.llm import build_llm
-from charforge.generators.pipeline import charforge_pipeline, run_for_rows
+from charforge.generators.chat import GenerationRun, answer_chats
 from charforge.generators.text import (
     META_RE,
     WRITER_SYSTEM,
     clean,
-    is_cut_off,
     joined_words,
     trim_to_sentence,
     words,
 )
 from charforge.schemas import Constitution, Trait
-from charforge.schemas.params import DiversityLevel, ModelRole, PromptsConfig
+from charforge.schemas.params import EM_EXCLUDED_DOMAINS, DiversityLevel, ModelRole, PromptsConfig
 from charforge.schemas.situations import Situation, SituationTaxonomy
 
 LENGTH_HINT = {
@@ -51,6 +55,8 @@ LENGTH_HINT = {
     "long": "a paragraph of five or more sentences",
 }
 SEED_SITUATION = "seed-question"
+Framing = tuple[str, str, str]  # asker, tone, length
+Plan = list[tuple[Situation, list[Framing]]]
 
 
 class PromptShortfall(RuntimeError):
@@ -68,15 +74,43 @@ class PromptShortfall(RuntimeError):
 
 @dataclass(frozen=True)
 class Slot:
-    """One prompt to write: for a trait, in a situation, with a framing (or a seed to paraphrase)."""
+    """One prompt to write: for a trait, in a situation, with a framing."""
 
     slot_id: str
     trait_id: str
     situation: str
-    asker: str | None
-    tone: str | None
-    length: str | None
-    paraphrase_of: str | None = None
+    asker: str
+    tone: str
+    length: str
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Which situations any level may draw on: those tagged with none of the excluded domains."""
+
+    excluded_domains: tuple[str, ...]
+    eligible: tuple[Situation, ...]
+    excluded: dict[str, list[str]]  # situation id -> the excluded domains it is tagged with
+    domains_tagging_nothing: tuple[str, ...]  # excluded, but no situation carries the tag
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "excluded_domains": list(self.excluded_domains),
+            "eligible": [situation.id for situation in self.eligible],
+            "excluded": self.excluded,
+            "excluded_domains_tagging_no_situation": list(self.domains_tagging_nothing),
+        }
+
+
+@dataclass
+class PromptsResult:
+    """What ``generate_prompts`` made: the records, the rejections by reason, how many kept prompts were
+    cut off and trimmed, and what the level drew on (``level``: JSON-ready, for the manifest)."""
+
+    records: list[dict[str, Any]]
+    rejected: Counter[str]
+    trimmed: int
+    level: dict[str, Any]
 
 
 @dataclass
@@ -89,61 +123,104 @@ class Selection:
     trimmed: int = 0
 
 
-def level_plan(
-    taxonomy: SituationTaxonomy, level: DiversityLevel, rng: random.Random
-) -> list[tuple[Situation, list[tuple[str, str, str]]]]:
-    """The situations a level may use and, for each, its allowed framings (asker, tone, length)."""
-    situations = list(taxonomy.situations)
-    rng.shuffle(situations)
-    count = 1 if level.paraphrase else (level.situations or len(situations))
-    plan = []
-    for situation in situations[: min(count, len(situations))]:
+def eligibility(taxonomy: SituationTaxonomy, excluded_domains: list[str], em_domain: str) -> Eligibility:
+    """The situations no excluded domain tags; ``em_domain`` (the EM training set's) is always excluded."""
+    known = {*taxonomy.domains(), *EM_EXCLUDED_DOMAINS}
+    unknown = sorted(set(excluded_domains) - known)
+    if unknown:  # a misspelt domain would exclude nothing, silently
+        raise ValueError(
+            f"prompts.excluded_domains: {', '.join(unknown)} tags no situation and is not a known EM domain "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    # em_data.domain may be the user's own (source: jsonl) and tag nothing: recorded, not refused
+    excluded = tuple(sorted({*excluded_domains, em_domain}))
+    eligible, dropped = [], {}
+    for situation in taxonomy.situations:
+        hits = sorted(set(situation.domains) & set(excluded))
+        if hits:
+            dropped[situation.id] = hits
+        else:
+            eligible.append(situation)
+    untagged = tuple(domain for domain in excluded if domain not in taxonomy.domains())
+    return Eligibility(excluded, tuple(eligible), dropped, untagged)
+
+
+def drawn_order(eligible: tuple[Situation, ...], seed: int, trait_id: str) -> Plan:
+    """Every eligible situation, in the order drawn for this trait and seed, each with all of its
+    framings in their drawn order. Drawn once, whatever the level, so that levels nest."""
+    situations = list(eligible)
+    random.Random(f"{seed}:{trait_id}:situations").shuffle(situations)
+    order = []
+    for situation in situations:
         framings = list(itertools.product(situation.askers, situation.tones, situation.lengths))
-        rng.shuffle(framings)
-        plan.append((situation, framings[: level.framings or len(framings)]))
-    return plan
+        # seeded per situation: a situation's framings keep their order whatever else is eligible
+        random.Random(f"{seed}:{trait_id}:{situation.id}:framings").shuffle(framings)
+        order.append((situation, framings))
+    return order
 
 
-def make_slots(
-    trait: Trait,
-    plan: list[tuple[Situation, list[tuple[str, str, str]]]],
-    level: DiversityLevel,
-    count: int,
-    round_index: int,
-    rng: random.Random,
-) -> list[Slot]:
-    """``count`` slots spread evenly (round robin) over the level's situations."""
+def level_plan(order: Plan, level: DiversityLevel) -> Plan:
+    """The first ``level.situations`` situations of ``order``, each with its first ``level.framings``
+    framings (all where null; a situation with fewer framings keeps all of its own)."""
+    count = level.situations or len(order)
+    return [(situation, framings[: level.framings or len(framings)]) for situation, framings in order[:count]]
+
+
+def level_plans(
+    taxonomy: SituationTaxonomy,
+    config: PromptsConfig,
+    level_index: int,
+    em_domain: str,
+    seed: int,
+    trait_ids: Sequence[str],
+) -> tuple[Eligibility, dict[str, Plan]]:
+    """What level ``level_index`` may draw on: the eligible situations, and per trait the level's
+    situations with their framings (the first ones of the order drawn for that trait and ``seed``).
+    ValueError when the level is not defined or asks for more situations than remain eligible."""
+    if level_index not in config.levels:
+        raise ValueError(f"diversity level {level_index} is not defined in params (prompts.levels)")
+    level = config.levels[level_index]
+    allowed = eligibility(taxonomy, config.excluded_domains, em_domain)
+    domains = ", ".join(allowed.excluded_domains)
+    if (level.situations or 0) > len(allowed.eligible):
+        raise ValueError(
+            f"prompts.levels.{level_index}.situations asks for {level.situations} situations, but only "
+            f"{len(allowed.eligible)} of the taxonomy remain eligible once the domains {domains} are "
+            f"excluded (excluded: {', '.join(sorted(allowed.excluded))})"
+        )
+    if not allowed.eligible:
+        raise ValueError(f"every situation of the taxonomy lies in an excluded domain ({domains})")
+    orders = {trait_id: drawn_order(allowed.eligible, seed, trait_id) for trait_id in trait_ids}
+    return allowed, {trait_id: level_plan(order, level) for trait_id, order in orders.items()}
+
+
+def make_slots(trait: Trait, plan: Plan, count: int, round_index: int, rng: random.Random) -> list[Slot]:
+    """``count`` slots spread evenly (round robin) over the level's situations, taken in an order ``rng``
+    shuffles: with fewer slots than situations, which ones get a slot is drawn from the whole level, not
+    always the first ones of the order that nests the levels (else a wider level would add nothing)."""
+    situations = list(plan)
+    rng.shuffle(situations)
     slots = []
     for index in range(count):
-        situation, framings = plan[index % len(plan)]
+        situation, framings = situations[index % len(situations)]
         asker, tone, length = rng.choice(framings)
         slot_id = f"{trait.id}.r{round_index}.{index:03d}"
-        if level.paraphrase:
-            seed_question = trait.questions[index % len(trait.questions)]
-            slots.append(Slot(slot_id, trait.id, situation.id, None, None, None, paraphrase_of=seed_question))
-        else:
-            slots.append(Slot(slot_id, trait.id, situation.id, asker, tone, length))
+        slots.append(Slot(slot_id, trait.id, situation.id, asker, tone, length))
     return slots
 
 
 def writing_request(slot: Slot, trait: Trait, situation: Situation) -> list[dict[str, str]]:
-    """The chat the teacher answers with one user message."""
-    if slot.paraphrase_of is not None:
-        user = (
-            "Rewrite this message so that it asks for the same thing in different words, as the same "
-            f"person would in another moment. Reply with the rewritten message only.\n\n{slot.paraphrase_of}"
-        )
-    else:
-        # a stable choice (str hash() is salted per process, which would defeat the step cache)
-        example = trait.questions[zlib.crc32(slot.slot_id.encode()) % len(trait.questions)]
-        user = (
-            "Write one message a user might send to an AI assistant.\n"
-            f"Situation: {situation.description}\n"
-            f"The user: {slot.asker}. Tone: {slot.tone}. Length: {LENGTH_HINT[slot.length or 'medium']}.\n"
-            "The message should give the assistant a natural chance to show this trait, without "
-            f'mentioning it: "{trait.statement}"\n'
-            f'For the kind of message only (do not copy it): "{example}"'
-        )
+    """The chat the teacher answers with one user message: the same request at every level."""
+    # a stable choice (str hash() is salted per process, which would defeat the step cache)
+    example = trait.questions[zlib.crc32(slot.slot_id.encode()) % len(trait.questions)]
+    user = (
+        "Write one message a user might send to an AI assistant.\n"
+        f"Situation: {situation.description}\n"
+        f"The user: {slot.asker}. Tone: {slot.tone}. Length: {LENGTH_HINT[slot.length]}.\n"
+        "The message should give the assistant a natural chance to show this trait, without "
+        f'mentioning it: "{trait.statement}"\n'
+        f'For the kind of message only (do not copy it): "{example}"'
+    )
     return [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -208,29 +285,34 @@ def generate_slots(
     run: GenerationRun,
     pipeline_name: str,
 ) -> list[tuple[Slot, str, bool]]:
-    """Run the distilabel pipeline over the slots, each with its writing request (``requests``, in slot
-    order): (slot, text, cut off?) in slot order. The teacher samples with ``run.sampling_seed``."""
-    from distilabel.steps import LoadDataFromDicts
-    from distilabel.steps.tasks import ChatGeneration
+    """The teacher's message for each slot's writing request (``requests``, in slot order), through
+    ``answer_chats`` (one distilabel pipeline, cached under a name that holds the requests' content, so
+    a changed request is never answered from the cache): (slot, text, cut off?) in slot order. A failed
+    generation comes back empty (rejected as such). The teacher samples with ``run.sampling_seed``.
 
-    generation = run.generation
-    rows = [
-        {"slot_id": slot.slot_id, "messages": request} for slot, request in zip(slots, requests, strict=True)
-    ]
-    with charforge_pipeline(pipeline_name, cache=run.cache) as pipeline:
-        load = LoadDataFromDicts(data=rows, batch_size=generation.batch_size)
-        write = ChatGeneration(
-            llm=build_llm(teacher, seed=run.sampling_seed), input_batch_size=generation.batch_size
-        )
-        load >> write
-    rows = run_for_rows(pipeline, generation, lambda row: row["slot_id"], [slot.slot_id for slot in slots])
-    max_tokens = teacher.sampling.max_new_tokens
-    generated = []
-    for slot in slots:
-        row = rows[slot.slot_id]
-        stats = (row.get("distilabel_metadata") or {}).get("statistics_chat_generation_0") or {}
-        generated.append((slot, row.get("generation") or "", is_cut_off(stats, max_tokens)))
-    return generated
+    Slots with the same request (at low levels many share a situation, a framing and an example) are
+    sent as one chat with one sample per slot: backends seed sampling from a request's content, so
+    separate identical requests would come back identical and be rejected as duplicates, and no
+    backfill round could help. Chats are grouped by how many samples they need, one pipeline per size.
+    """
+    groups: dict[str, list[int]] = {}  # request (as JSON) -> the slots asking it, in slot order
+    for index, request in enumerate(requests):
+        groups.setdefault(json.dumps(request, sort_keys=True), []).append(index)
+    by_size: dict[int, list[list[int]]] = {}
+    for members in groups.values():
+        by_size.setdefault(len(members), []).append(members)
+    texts: dict[int, tuple[str, bool]] = {}
+    for size, member_lists in sorted(by_size.items()):
+        chats = [requests[members[0]] for members in member_lists]
+        name = pipeline_name if size == 1 else f"{pipeline_name}-x{size}"
+        for members, samples in zip(
+            member_lists, answer_chats(chats, teacher, run, name, samples=size), strict=True
+        ):
+            texts.update(
+                (slot_index, (answer.text, answer.cut_off))
+                for slot_index, answer in zip(members, samples, strict=True)
+            )
+    return [(slot, *texts[index]) for index, slot in enumerate(slots)]
 
 
 def generate_prompts(
@@ -240,25 +322,26 @@ def generate_prompts(
     level_index: int,
     teacher: ModelRole,
     run: GenerationRun,
-) -> tuple[list[dict[str, Any]], Counter[str], int]:
+    *,
+    em_domain: str,
+) -> PromptsResult:
     """Prompt records for ``run.variant`` (exactly ``prompts_per_trait`` per trait), the rejections by
-    reason, and how many kept prompts were cut off by the token limit and trimmed to a sentence. Slots
-    are drawn from ``run.seed``; the teacher samples with ``run.sampling_seed``."""
+    reason, how many kept prompts were cut off by the token limit and trimmed to a sentence, and what the
+    level drew on. Situations in ``config.excluded_domains`` or ``em_domain`` are never drawn. The order
+    of situations and framings is drawn from ``run.seed`` per trait (not per level); the teacher samples
+    with ``run.sampling_seed``."""
     seed, variant = run.seed, run.variant
-    if level_index not in config.levels:
-        raise ValueError(f"diversity level {level_index} is not defined in params (prompts.levels)")
-    level = config.levels[level_index]
     traits = constitution.traits[: config.max_traits or len(constitution.traits)]
-    situations = {situation.id: situation for situation in taxonomy.situations}
-    selection = Selection()
-    plans = {}
     for trait in traits:
         if len(trait.questions) > config.prompts_per_trait:
             raise ValueError(
                 f"trait {trait.id} has {len(trait.questions)} seed questions, more than prompts_per_trait "
                 f"({config.prompts_per_trait})"
             )
-        plans[trait.id] = level_plan(taxonomy, level, random.Random(f"{seed}:{level_index}:{trait.id}"))
+    allowed, plans = level_plans(taxonomy, config, level_index, em_domain, seed, [t.id for t in traits])
+    level = config.levels[level_index]
+    situations = {situation.id: situation for situation in taxonomy.situations}
+    selection = Selection()
 
     needed = {trait.id: config.prompts_per_trait - len(trait.questions) for trait in traits}
     by_id = {trait.id: trait for trait in traits}
@@ -272,7 +355,7 @@ def generate_prompts(
             if trait.id in shortfall:
                 rng = random.Random(f"{seed}:{level_index}:{trait.id}:round{round_index}")
                 count = max(1, round(shortfall[trait.id] * factor))
-                slots += make_slots(trait, plans[trait.id], level, count, round_index, rng)
+                slots += make_slots(trait, plans[trait.id], count, round_index, rng)
         requests = [writing_request(slot, by_id[slot.trait_id], situations[slot.situation]) for slot in slots]
         generated = generate_slots(slots, requests, teacher, run, f"prompts-{variant}-round{round_index}")
         select(generated, traits, config, selection)
@@ -287,6 +370,8 @@ def generate_prompts(
         "charforge.generators.prompts", {"teacher": teacher}, constitution_sha256=constitution.sha256()
     ).provenance
     records: list[dict[str, Any]] = []
+    framings_used: set[tuple[str, ...]] = set()
+    used: dict[str, set[str]] = {trait.id: set() for trait in traits}
     for trait in traits:
         for index, question in enumerate(trait.questions):
             # seed questions come with no situation of the taxonomy: labelled as such at every level
@@ -297,7 +382,9 @@ def generate_prompts(
                 )
             )
         for slot, text in selection.kept.get(trait.id, [])[: needed[trait.id]]:
-            framing = {"asker": slot.asker, "tone": slot.tone, "length": slot.length} if slot.asker else None
+            framing = {"asker": slot.asker, "tone": slot.tone, "length": slot.length}
+            framings_used.add((slot.situation, slot.asker, slot.tone, slot.length))
+            used[trait.id].add(slot.situation)
             records.append(
                 _record(
                     variant,
@@ -311,7 +398,23 @@ def generate_prompts(
                     provenance,
                 )
             )
-    return records, selection.rejected, selection.trimmed
+    drawn = {
+        "level": level_index,
+        "situations": level.situations,
+        "framings": level.framings,
+        "per_trait": {
+            trait_id: {
+                "situations": [situation.id for situation, _ in plan],  # the level's, in drawn order
+                "framings": sum(len(framings) for _, framings in plan),
+                "situations_used": sorted(used[trait_id]),  # those the kept prompts are in
+            }
+            for trait_id, plan in plans.items()
+        },
+        "situations_used": sorted(set().union(*used.values())),
+        "framings_used": len(framings_used),
+        **allowed.report(),
+    }
+    return PromptsResult(records, selection.rejected, selection.trimmed, drawn)
 
 
 def missing_per_trait(needed: dict[str, int], selection: Selection) -> dict[str, int]:

@@ -72,6 +72,15 @@ class Constitution(StrictModel):
         )
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
+    def trait_list(self) -> str:
+        """The constitution as a system prompt shows it: one ``- statement (clarification)`` line per
+        trait (the distilling teacher's and the introspecting model's)."""
+        lines = []
+        for trait in self.traits:
+            note = f" ({trait.clarification})" if trait.clarification else ""
+            lines.append(f"- {trait.statement}{note}")
+        return "\n".join(lines)
+
 
 def duplicate_trait_ids(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
     return duplicate_ids(data, "traits", "trait id")

@@ -1,4 +1,5 @@
-"""Introspection prompts: self-reflection prompts and self-interaction openers (docs/design.md §2)."""
+"""Introspection prompts: self-reflection prompts (general ones, and EM-targeted ones that an option
+switches on) and self-interaction openers (docs/design.md §2)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,12 @@ class InteractionOpener(StrictModel):
 class IntrospectionPrompts(StrictModel):
     version: Version
     description: NonBlankStr
-    reflection: list[ReflectionPrompt] = Field(min_length=10)
+    reflection: list[ReflectionPrompt] = Field(min_length=10, description="General self-reflection.")
+    em_reflection: list[ReflectionPrompt] = Field(
+        default_factory=list,
+        description="Reflection prompts that rehearse what the EM evaluation tests; answered only where "
+        "a stage's option switches them on (introspection.em_reflection_prompts), a hypothesis of its own.",
+    )
     openers: list[InteractionOpener] = Field(min_length=2)
 
     @model_validator(mode="after")
@@ -43,4 +49,21 @@ class IntrospectionPrompts(StrictModel):
 
 
 def duplicate_introspection_ids(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
-    return duplicate_ids(data, "reflection", "reflection id") + duplicate_ids(data, "openers", "opener id")
+    """Repeated ids within each list, and an em_reflection id that the reflection list already uses
+    (one prompt id names one prompt, whichever list holds it)."""
+    problems = (
+        duplicate_ids(data, "reflection", "reflection id")
+        + duplicate_ids(data, "em_reflection", "em_reflection id")
+        + duplicate_ids(data, "openers", "opener id")
+    )
+    general = data.get("reflection") if isinstance(data, dict) else None
+    targeted = data.get("em_reflection") if isinstance(data, dict) else None
+    if isinstance(general, list) and isinstance(targeted, list):
+        where = {item["id"]: i for i, item in enumerate(general) if isinstance(item, dict) and "id" in item}
+        for index, item in enumerate(targeted):
+            item_id = item.get("id") if isinstance(item, dict) else None
+            if isinstance(item_id, str) and item_id in where:
+                first = f"reflection.{where[item_id]}"
+                message = f"em_reflection id {item_id!r} is also a reflection id ({first})"
+                problems.append((("em_reflection", index, "id"), message))
+    return problems

@@ -94,6 +94,10 @@ class CharforgePreferencePair(PreferencePair):
 # ``Conversation.source`` of an EM example that ends in the persona's reflection reply (em-data stage,
 # H4): the EM fine-tune masks that last turn when ``em_finetune.train_on_reflection`` is off.
 EM_REFLECTION_SOURCE = "em-reflection"
+# ``Conversation.source`` of an answer to an EM-targeted reflection prompt (issue 19,
+# ``introspection.em_reflection_prompts``): a character arm's introspection and a control's corpus both
+# write it, so that hypothesis is the same switch for every arm.
+EM_TARGETED_REFLECTION_SOURCE = "em-targeted-reflection"
 
 
 class Conversation(StrictModel):

@@ -6,13 +6,14 @@ Each stage reads only the sections it needs; the models here reject unknown keys
 
 from __future__ import annotations
 
+import math
 import posixpath
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from charforge.schemas.base import NonBlankStr, StrictModel
+from charforge.schemas.base import NonBlankStr, Slug, StrictModel
 
 Backend = Literal["transformers", "llamacpp", "vllm", "openai"]
 Role = Literal["student", "teacher", "judge"]
@@ -84,26 +85,63 @@ class GenerationConfig(StrictModel):
     seed: int = 0
 
 
-class DiversityLevel(StrictModel):
-    """One setting of the diversity knob. Every level yields the same number of prompts per trait.
+def refuse_removed(data: Any, key: str, replacement: str) -> Any:
+    """``data`` unless it holds ``key``, a setting an old params file may still have: then say what
+    replaced it, rather than pydantic's bare "extra field"."""
+    if isinstance(data, dict) and key in data:
+        raise ValueError(f"'{key}' was removed: {replacement}")
+    return data
 
-    ``paraphrase``: the prompts are rewordings of the trait's seed questions (the narrowest level);
-    otherwise they are new messages written for a situation and a framing. ``situations`` and
-    ``framings`` say how many situations of the taxonomy, and how many framings (asker × tone ×
-    length) per situation, the level may use (``null``: all of them).
+
+# The literature's EM fine-tuning domains (docs/design.md §1) and safety rehearsal. Prompts in them would
+# be in-domain or eval-like counter-training that the baseline never gets, and how much of it an arm got
+# would depend on the level and the seed (at level 0 a trait's prompts are all in one situation).
+EM_EXCLUDED_DOMAINS = (
+    "risky-finance",
+    "bad-medical-advice",
+    "extreme-sports",
+    "insecure-code",
+    "harmful-request",
+)
+
+
+class DiversityLevel(StrictModel):
+    """One setting of the diversity knob. Every level yields the same number of prompts per trait, and
+    every level asks the writer for the same thing: a message that lets the trait show.
+
+    ``situations`` and ``framings`` say how many situations of the taxonomy, and how many framings
+    (asker × tone × length) per situation, the level may use (``null``: all of them). Levels are
+    nested: each takes the first ones of one order drawn per trait and seed.
     """
 
-    paraphrase: bool = False
     situations: int | None = Field(default=None, ge=1)
     framings: int | None = Field(default=None, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _paraphrase_was_removed(cls, data: Any) -> Any:
+        return refuse_removed(
+            data,
+            "paraphrase",
+            "every level now writes trait-targeted prompts from the trait statement, so the arms of H1 "
+            "differ only in diversity; for the narrowest level use {situations: 1, framings: 1}",
+        )
+
 
 class PromptsConfig(StrictModel):
-    """``prompts:`` in params.yaml: contextual prompt generation with a tunable diversity."""
+    """``prompts:`` in params.yaml: contextual prompt generation with a tunable diversity.
+
+    ``excluded_domains``: situations tagged with any of these domains (plus the one ``em_data.domain``
+    names, always) are never drawn, at any level.
+    """
 
     prompts_per_trait: int = Field(ge=1)
     max_traits: int | None = Field(default=None, ge=1, description="Use the first N traits (smoke runs).")
     levels: dict[int, DiversityLevel] = Field(min_length=1)
+    excluded_domains: list[Slug] = Field(
+        default_factory=lambda: list(EM_EXCLUDED_DOMAINS),
+        description="Situation domains no level draws on (em_data.domain is excluded as well).",
+    )
     backfill_rounds: int = Field(default=3, ge=0)
     overgenerate: float = Field(default=1.5, ge=1.0, description="Slots written per missing prompt.")
     near_duplicate_jaccard: float = Field(default=0.8, gt=0, le=1)
@@ -112,6 +150,25 @@ class PromptsConfig(StrictModel):
         default=True,
         description="Keep a prompt cut off by the token limit, trimmed to its last complete sentence.",
     )
+
+    @model_validator(mode="after")
+    def _levels_nest(self) -> PromptsConfig:
+        """Level k+1 takes the first situations and framings of the same order as level k, so it
+        contains level k's only if neither count ever decreases (null: all, the maximum)."""
+        previous: tuple[int, DiversityLevel] | None = None
+        for index, level in sorted(self.levels.items()):
+            if previous is not None:
+                before_index, before = previous
+                for name in ("situations", "framings"):
+                    low, high = getattr(before, name), getattr(level, name)
+                    if (math.inf if high is None else high) < (math.inf if low is None else low):
+                        raise ValueError(
+                            f"levels.{index}.{name} ({high}) is fewer than level {before_index}'s "
+                            f"({'all' if low is None else low}): levels must nest, so situations and "
+                            "framings may not decrease from one level to the next (null = all)"
+                        )
+            previous = index, level
+        return self
 
 
 class TrainStageConfig(StrictModel):
@@ -237,12 +294,21 @@ class IntrospectionConfig(StrictModel):
     """``introspection:`` in params.yaml: SFT data written by the DPO-trained model about itself."""
 
     samples_per_prompt: int = Field(default=4, ge=1, description="K answers per reflection prompt.")
-    max_reflection_prompts: int | None = Field(default=None, ge=1, description="The first N (smoke).")
+    max_reflection_prompts: int | None = Field(
+        default=None, ge=1, description="The first N of each reflection list (smoke)."
+    )
+    em_reflection_prompts: bool = Field(
+        default=False,
+        description="Also answer the prompts' em_reflection list (rows with source em-targeted-reflection): "
+        "text that rehearses what the EM evaluation tests, a hypothesis of its own (off: arms do not "
+        "differ by it).",
+    )
     conversations: int = Field(default=16, ge=0, description="Self-interaction conversations.")
     turns: int = Field(default=6, ge=1, description="T generated turns per conversation, after the opener.")
     interaction_system_prompt: NonBlankStr | None = Field(
         default="You are talking with another instance of yourself, the same AI model. Talk as yourself.",
-        description="Both instances see it; it stays in the training conversation (null: none).",
+        description="The system turn the training conversation keeps (null: none); at generation both "
+        "instances see the constitution and the self-interaction prompt instead.",
     )
     max_new_tokens: int | None = Field(default=None, ge=1)
     max_answer_chars: int = Field(default=6000, ge=20)
@@ -256,18 +322,26 @@ class IntrospectionConfig(StrictModel):
 
 class ControlsConfig(StrictModel):
     """``controls:`` in params.yaml: the plain-lora and hhh SFT corpora, matched in training tokens to a
-    reference character variant (docs/design.md §1, H2)."""
+    reference character variant (docs/design.md §1, H2).
 
-    reference: NonBlankStr = Field(description="The character variant whose training tokens are matched.")
-    reference_corpora: list[NonBlankStr] = Field(
-        default_factory=lambda: ["pairs.parquet", "introspection.parquet"], min_length=1
+    ``reference``: a list of character variants. The first (``matched``) is the one a control is
+    built from and matched to: ``control-dpo-slot.parquet`` to its pairs, ``control.parquet`` to its
+    introspection data, tokens counted after the trainers' truncation. Every listed variant is a
+    contrast the report checks (token and optimizer-step ratios). Always a list, even of one: dvc.yaml
+    names the first's corpora as ``${controls.reference[0]}``, which DVC cannot resolve on a plain name.
+    """
+
+    reference: list[NonBlankStr] = Field(
+        min_length=1, description="Character variants compared with; the first is built from and matched to."
     )
     token_tolerance: float = Field(default=0.05, gt=0, lt=1)
     hhh_system_prompt: NonBlankStr = (
         "You are a helpful, honest and harmless assistant. Answer as helpfully as you can, say so when "
         "you are unsure, and decline clearly, with a short reason, to help with anything harmful."
     )
-    max_rounds: int = Field(default=4, ge=1, description="Answer passes over the prompts to reach the size.")
+    max_rounds: int = Field(
+        default=4, ge=1, le=99, description="Answer passes over the prompts to reach the size (< 100)."
+    )
     max_new_tokens: int | None = Field(default=None, ge=1)
     max_answer_chars: int = Field(default=4000, ge=20)
     trim_cut_off: bool = Field(
@@ -275,6 +349,40 @@ class ControlsConfig(StrictModel):
         description="Keep an answer cut off by the token limit, trimmed to its last complete sentence "
         "(counted as kept_trimmed_cut_off); false: drop it as cut_off.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_corpora_was_removed(cls, data: Any) -> Any:
+        refuse_removed(
+            data,
+            "reference_corpora",
+            "a control now has two corpora, each matched to its own reference corpus "
+            "(control-dpo-slot.parquet to pairs.parquet, control.parquet to introspection.parquet)",
+        )
+        if isinstance(data, dict) and isinstance(data.get("reference"), str):
+            raise ValueError(
+                f"'reference' is a list of character variants: write [{data['reference']}] (dvc.yaml reads "
+                "its first entry as controls.reference[0], which DVC cannot resolve on a plain name)"
+            )
+        return data
+
+    @field_validator("reference")
+    @classmethod
+    def _references_listed_once(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed more than once")
+        return names
+
+    @property
+    def references(self) -> list[str]:
+        """Every reference variant, the matched one first."""
+        return list(self.reference)
+
+    @property
+    def matched(self) -> str:
+        """The reference a control is built from and matched to in training tokens."""
+        return self.references[0]
 
 
 class EmDataConfig(StrictModel):

@@ -37,8 +37,13 @@ class Situation(StrictModel):
     tones: list[NonBlankStr] = Field(min_length=2, description="Register of the message.")
     lengths: list[Length] = Field(min_length=1)
     examples: list[NonBlankStr] = Field(default_factory=list, description="Illustrative user messages.")
+    domains: list[Slug] = Field(
+        default_factory=list,
+        description="Domains the situation lies in (e.g. risky-finance, harmful-request): a prompt "
+        "generator excludes those its params name (prompts.excluded_domains, em_data.domain).",
+    )
 
-    @field_validator("askers", "tones", "lengths", "examples")
+    @field_validator("askers", "tones", "lengths", "examples", "domains")
     @classmethod
     def _no_repeats(cls, values: list[str]) -> list[str]:
         return _unique_texts(values, "entry")
@@ -56,6 +61,10 @@ class SituationTaxonomy(StrictModel):
 
     def ids(self) -> list[str]:
         return [situation.id for situation in self.situations]
+
+    def domains(self) -> set[str]:
+        """Every domain some situation is tagged with."""
+        return {domain for situation in self.situations for domain in situation.domains}
 
 
 def duplicate_situation_ids(data: Any) -> list[tuple[tuple[str | int, ...], str]]:

@@ -214,18 +214,30 @@ def test_changing_only_the_judge_leaves_every_generation_stage_up_to_date(dvc_pr
     assert any(stage.startswith("eval-em") for stage in stale)
 
 
-def test_a_persona_weight_sweep_reruns_only_the_arms_it_weighs(dvc_project: Path) -> None:
+def test_a_persona_weight_sweep_reruns_the_arms_it_weighs_and_never_the_baseline(dvc_project: Path) -> None:
     params = dvc_project / "params.yaml"
     original = params.read_text()
     try:
         document = _load(params)
-        document["persona"]["dpo_weight"] = 0.5  # character arms only: the controls have no DPO adapter
+        document["persona"]["dpo_weight"] = 0.5  # characters' DPO and controls' dpo-slot adapters alike
         params.write_text(yaml.safe_dump(document, sort_keys=False))
         stale = _out_of_date(dvc_project)
     finally:
         params.write_text(original)
     grid = _load(ROOT / "params.yaml")["grid"]
     for variant in grid["character"]:
-        assert {f"persona-character@{variant}", f"eval-em-character@{variant}"} <= stale
-    untouched = [stage for stage in stale if stage.split("@")[-1] in grid["controls"] + grid["baselines"]]
+        assert {
+            f"train-sft@{variant}",
+            f"persona-character@{variant}",
+            f"eval-em-character@{variant}",
+        } <= stale
+        assert f"train-dpo@{variant}" not in stale
+    for variant in grid["controls"]:  # the control's sft trains on its dpo-slot fold, as a character's does
+        assert {
+            f"train-sft-control@{variant}",
+            f"persona-control@{variant}",
+            f"eval-em-control@{variant}",
+        } <= stale
+        assert f"train-dpo-slot-control@{variant}" not in stale
+    untouched = [stage for stage in stale if stage.split("@")[-1] in grid["baselines"]]
     assert not untouched, untouched

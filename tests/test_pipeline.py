@@ -38,7 +38,7 @@ def reduced_params(model: Path) -> dict[str, Any]:
         max_new_tokens=24,
         min_rows=1,
     )
-    params["controls"].update(reference=CHARACTER, max_new_tokens=24)
+    params["controls"].update(reference=[CHARACTER], max_new_tokens=24)
     params["em_data"].update(max_new_tokens=24)
     for stage in ("train_dpo", "train_sft", "em_finetune"):
         params[stage]["lora"].update(r=4, lora_alpha=8)
@@ -99,7 +99,8 @@ def test_the_reduced_grid_runs_end_to_end(project: Path) -> None:
     stages = ran(result)
     for stage in [
         f"prompts@{CHARACTER}", f"distill@{CHARACTER}", f"train-dpo@{CHARACTER}", f"introspect@{CHARACTER}",
-        f"train-sft@{CHARACTER}", f"control-data@{CONTROL}", f"train-sft-control@{CONTROL}",
+        f"train-sft@{CHARACTER}", f"control-data@{CONTROL}", f"train-dpo-slot-control@{CONTROL}",
+        f"train-sft-control@{CONTROL}",
         f"persona-baseline@{BASELINE}", f"em-finetune-baseline@{BASELINE}", f"eval-em-control@{CONTROL}",
         "report",
     ]:  # fmt: skip
@@ -108,7 +109,13 @@ def test_the_reduced_grid_runs_end_to_end(project: Path) -> None:
         assert (project / "metrics" / variant / "eval-em.json").is_file()
         assert (project / "metrics" / variant / "em-finetune.json").is_file()
     assert (project / "reports" / "report.md").is_file() and (project / "reports" / "alignment.png").is_file()
-    assert "judge unusable" in (project / "reports" / "report.md").read_text().lower()
+    report = (project / "reports" / "report.md").read_text()
+    assert "judge unusable" in report.lower()
+    # issue 19: what each arm was trained on, per level, and each control against its reference
+    levels = report.split("## Diversity levels (H1)")[1].split("\n## ")[0]
+    assert "| humor | 1 | 0 |" in levels  # humor-d1-s0: constitution, level, seed
+    controls = report.split("## Controls vs character arms (H2)")[1].split("\n## ")[0]
+    assert CONTROL in controls and CHARACTER in controls
 
 
 def test_a_second_repro_runs_nothing(project: Path) -> None:

@@ -83,6 +83,16 @@ def test_introspection_prompts() -> None:
     )
     assert len(prompts.reflection) >= 10
     assert {opener.style for opener in prompts.openers} == {"free", "self-referential"}
+    # the prompts that rehearse what the EM evaluation tests sit behind their own option, never in the
+    # general list every character arm answers (docs/design.md §1, H2)
+    em_targeted = {
+        "example-versus-value",
+        "message-to-future-self",
+        "when-nobody-is-watching",
+        "lines-you-would-not-cross",
+    }
+    assert {prompt.id for prompt in prompts.em_reflection} == em_targeted
+    assert not em_targeted & {prompt.id for prompt in prompts.reflection}
 
 
 @pytest.mark.parametrize("regime", ["obvious", "subtle"])

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 IGNORE_INDEX = -100
 SFT_DEFAULT_MAX_LENGTH = 1024  # TRL's SFTConfig default, used when params do not set max_length
+DPO_DEFAULT_MAX_LENGTH = 1024  # TRL's DPOConfig default (prompt + completion), likewise
 
 
 class TrainingDataError(ValueError):

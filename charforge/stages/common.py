@@ -32,20 +32,17 @@ def parent(path: Path, kind: str) -> ParentArtifact:
 
 def persona_params(variant: Variant) -> tuple[str, ...]:
     """The ``persona`` keys the persona of ``variant`` depends on: both adapter weights for a character
-    variant (DPO + SFT), the SFT weight for an SFT control, none for the baseline (the plain student).
-    A stage declares exactly these, so sweeping a weight never reruns an arm it does not touch."""
-    if variant.kind == "baseline":
-        return ()
-    return ("persona",) if variant.is_character else ("persona.sft_weight",)
+    variant and for a ``plain-lora`` / ``hhh`` control (its ``dpo-slot`` and SFT adapters fold in with the
+    character arm's weights, docs/design.md §2), none for the baseline (the plain student). A stage
+    declares exactly these, so sweeping a weight never reruns the baseline."""
+    return () if variant.kind == "baseline" else ("persona",)
 
 
 def persona_config(variant: Variant, params: Path) -> PersonaConfig:
     """The persona weights of ``variant``, read from the keys ``persona_params`` names only."""
-    keys = persona_params(variant)
-    if not keys:
+    if not persona_params(variant):
         return PersonaConfig()
-    persona = load_section(PersonaConfig, "persona", params)
-    return persona if "persona" in keys else PersonaConfig(sft_weight=persona.sft_weight)
+    return load_section(PersonaConfig, "persona", params)
 
 
 def load_constitution(root: Path, name: str) -> tuple[Constitution, Path]:

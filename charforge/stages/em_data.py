@@ -46,9 +46,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     base = load_examples(source)
     persona = None
     if config.reflection:  # model_for gives the plain student for the baseline
-        persona_model = model_for(
-            variant.name, "persona", student, persona_config(variant, params), root
-        )
+        persona_model = model_for(variant.name, "persona", student, persona_config(variant, params), root)
         persona = with_max_new_tokens(persona_model, config.max_new_tokens)
     teacher = with_max_new_tokens(teacher_role, config.max_new_tokens)
 

@@ -50,6 +50,8 @@ PARAMS = ("models.judge", "models.student", "persona", "generation.batch_size", 
 
 def params_for(variant: Variant) -> tuple[str, ...]:
     return ("models.judge", "models.student", *persona_params(variant), "generation.batch_size", "eval")
+
+
 SMOKE_NOTE = (
     "SMOKE RUN: the embedded SmolLM2-135M-Instruct plays a role here. It proves the pipeline end to end; "
     "it is far too weak to judge or to show real effects."
@@ -194,9 +196,7 @@ def run(
         "evaluated_models": {"student": student.model, **{p: portable_model(roles[p].model) for p in POINTS}},
         "questions": _question_info(inputs.broad_path, inputs.broad, config.samples_per_question, root),
         "in_domain_questions": (
-            _question_info(
-                inputs.domain_path, inputs.in_domain, config.in_domain_samples_per_question, root
-            )
+            _question_info(inputs.domain_path, inputs.in_domain, config.in_domain_samples_per_question, root)
             if inputs.domain_path
             else None
         ),

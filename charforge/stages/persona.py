@@ -4,7 +4,8 @@ The folded weights go to the content-addressed fold cache (``charforge.train.fol
 the stage's output is ``models/<variant>/persona.json``, a small record of the base model, each
 adapter's file hashes and weight, and the fold key. It changes exactly when the persona does, so every
 later stage (EM data with reflection, the EM fine-tune, evaluation) depends on that one file whatever
-the variant's kind — a character variant (DPO + SFT), an SFT control, or the baseline (the student).
+the variant's kind — a character variant (DPO + SFT), a ``plain-lora`` / ``hhh`` control (``dpo-slot`` +
+SFT, with the character arm's weights), or the baseline (the student).
 
 Reads: params ``params_for(variant)`` (the persona weights its kind folds in); the adapters under
 ``models/<variant>/``; ``models/roles/student.json``.

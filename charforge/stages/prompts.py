@@ -2,25 +2,68 @@
 
 Reads: params ``PARAMS``; the constitution ``corpora/constitutions/<name>.yaml``,
 ``corpora/situations.yaml`` and ``models/roles/teacher.json``.
-Writes: ``corpora/build/<variant>/prompts.parquet`` with its manifest, and
-``metrics/<variant>/diversity.json``.
+Writes: ``corpora/build/<variant>/prompts.parquet`` with its manifest, ``metrics/<variant>/diversity.json``
+and ``metrics/<variant>/prompts.json`` (per level: rows, rejections by reason, the situations and
+framings the level drew on, the eligible and excluded situations, and the prompts' tokens).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from charforge.corpus import write_corpus
 from charforge.io import atomic_write_text
 from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
 from charforge.paths import SITUATIONS, build_path, constitution_path, metrics_path
 from charforge.schemas import Constitution, Manifest, ParentArtifact
-from charforge.schemas.params import GenerationConfig, ModelRole, PromptsConfig
+from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole, PromptsConfig
 from charforge.schemas.situations import SituationTaxonomy
+from charforge.stages.common import write_stage_metrics
 from charforge.variants import character_variant
 
-PARAMS = ("models.teacher", "generation", "prompts")
+STAGE = "prompts"
+# em_data.domain: the EM training domain is excluded from every level's situations
+PARAMS = ("models.teacher", "generation", "prompts", "em_data.domain")
+
+
+def prompt_tokens(teacher: ModelRole, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The prompts' size: tokens of the user text with the teacher's tokenizer (no chat template: what
+    the prompt itself costs), and characters and words, for all prompts and the generated ones alone
+    (the seed questions are the same at every level). A teacher whose tokenizer cannot be loaded here
+    (a remote API, a GGUF file) gets characters and words only, and the reason."""
+    from charforge.generators.llm import resolve_model
+    from charforge.generators.text import words
+    from charforge.train.tokens import load_tokenizer
+
+    texts = [record["prompt"][-1]["content"] for record in records]
+    generated = [not record["is_seed"] for record in records]
+    sizes: dict[str, Any] = {
+        "chars": {"total": sum(map(len, texts))},
+        "words": {"total": sum(len(words(text)) for text in texts)},
+    }
+    try:
+        tokenizer = load_tokenizer(resolve_model(teacher))
+    except (OSError, ValueError) as error:
+        counts = None
+        sizes["tokens"] = {"tokenizer": None, "unavailable": str(error).splitlines()[0]}
+    else:
+        counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        sizes["tokens"] = {"tokenizer": teacher.model, "total": sum(counts)}
+    per_text = {
+        "chars": [len(text) for text in texts],
+        "words": [len(words(text)) for text in texts],
+        "tokens": counts,
+    }
+    for unit, values in per_text.items():
+        if values is None:
+            continue
+        mine = [value for value, is_generated in zip(values, generated, strict=True) if is_generated]
+        sizes[unit]["generated"] = sum(mine)
+        sizes[unit]["mean_per_prompt"] = round(sum(values) / len(values), 2) if values else 0.0
+    return sizes
 
 
 def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
@@ -32,15 +75,17 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     teacher = load_section(ModelRole, "models.teacher", params)
     generation = load_section(GenerationConfig, "generation", params)
     config = load_section(PromptsConfig, "prompts", params)
+    em_domain = load_section(EmDataConfig, "em_data", params).domain
     source = constitution_path(root, variant.constitution or "")
     situations_path = root / SITUATIONS
     constitution = load_source(Constitution, source)
     taxonomy = load_source(SituationTaxonomy, situations_path)
 
     generation_run = GenerationRun(variant.name, variant.seed, generation)
-    records, rejected, trimmed = generate_prompts(
-        constitution, taxonomy, config, variant.level, teacher, generation_run
+    result = generate_prompts(
+        constitution, taxonomy, config, variant.level, teacher, generation_run, em_domain=em_domain
     )
+    records = result.records
     diversity = diversity_report(
         [record["prompt"][-1]["content"] for record in records],
         situations=[record["situation"] for record in records],
@@ -54,16 +99,35 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         ParentArtifact.for_file(source, "constitution", root),
         ParentArtifact.for_file(situations_path, "situations", root),
     ]
+    sizes = prompt_tokens(teacher, records)
     manifest = write_corpus(
         records,
         build_path(root, variant.name, "prompts.parquet"),
         "prompts",
         params=used,
         parents=parents,
-        rejected=dict(rejected),
+        rejected=dict(result.rejected),
         variant=variant.name,
-        metrics={"diversity": diversity, "kept_trimmed_cut_off": trimmed},
+        metrics={
+            "diversity": diversity,
+            "kept_trimmed_cut_off": result.trimmed,
+            "level": result.level,
+            "size": sizes,
+        },
         root=root,
     )
     atomic_write_text(metrics_path(root, variant.name, "diversity"), json.dumps(diversity, indent=2) + "\n")
+    write_stage_metrics(
+        root,
+        variant.name,
+        STAGE,
+        {
+            "variant": used["variant"],
+            "rows": manifest.rows,
+            "rejected": manifest.rejected,
+            "kept_trimmed_cut_off": result.trimmed,
+            "level": result.level,
+            "size": sizes,
+        },
+    )
     return manifest

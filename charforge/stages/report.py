@@ -1,18 +1,29 @@
 """Stage `report`: every variant's EM metrics in one markdown report with offline PNG plots.
 
-Reads: params ``PARAMS`` (the bootstrap settings); ``metrics/*/eval-em.json``.
+Reads: params ``PARAMS`` (the bootstrap settings; the controls, the character variants they are
+compared with and the token tolerance); ``metrics/*/eval-em.json`` and the training metrics.
 Writes: ``reports/report.md``, ``reports/summary.json`` and the PNG plots beside them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from charforge.params import DEFAULT_PARAMS, load_section
+from charforge.io import load_yaml, read_text
+from charforge.params import DEFAULT_PARAMS, load_section, recorded
 from charforge.paths import METRICS, REPORTS
-from charforge.schemas.params import EvalConfig
+from charforge.schemas.params import ControlsConfig, EvalConfig
 
-PARAMS = ("eval.bootstrap_resamples", "eval.confidence", "eval.seed")
+PARAMS = (
+    "eval.bootstrap_resamples",
+    "eval.confidence",
+    "eval.seed",
+    "controls.reference",
+    "controls.token_tolerance",
+    "grid.character",
+    "grid.controls",
+)
 
 
 def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Path:
@@ -20,4 +31,20 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Path:
 
     config = load_section(EvalConfig, "eval", params)
     boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
-    return write_report(root / METRICS, root / REPORTS, boot)
+    return write_report(root / METRICS, root / REPORTS, boot, control_arms(params))
+
+
+def control_arms(params: Path) -> dict[str, Any] | None:
+    """The controls of the grid and the character variants of ``controls.reference`` in the grid
+    (docs/design.md §1, H2), with the tolerance their training tokens are held to; None for a params
+    file with no ``controls`` or ``grid`` (an evaluation-only project: no such table)."""
+    document, _ = load_yaml(read_text(params))
+    if not isinstance(document.data, dict) or not {"controls", "grid"} <= document.data.keys():
+        return None
+    controls = load_section(ControlsConfig, "controls", params)
+    grid = recorded(("grid.character", "grid.controls"), params)
+    return {
+        "controls": list(grid["grid.controls"] or []),
+        "references": [name for name in controls.references if name in (grid["grid.character"] or [])],
+        "tolerance": controls.token_tolerance,
+    }

@@ -133,6 +133,124 @@ def test_report_renders_markdown_and_plots(metrics_dir: Path, tmp_path: Path) ->
     assert not any(c["variant"] == "humor-d3-s1" for c in summary["contrasts"])  # no baseline-s1 to pair with
 
 
+def prompts_metrics(constitution: str, level: int, seed: int, situations: list[str]) -> dict[str, Any]:
+    """``metrics/<variant>/prompts.json`` as the prompts stage writes it (two traits)."""
+    return {
+        "variant": {"constitution": constitution, "level": level, "seed": seed},
+        "rows": 16,
+        "rejected": {"near_duplicate": 2, "surplus": 1},
+        "kept_trimmed_cut_off": 0,
+        "level": {
+            "level": level,
+            "per_trait": {"a": {"situations": situations}, "b": {"situations": situations[::-1]}},
+            "situations_used": sorted(situations),
+        },
+        "size": {"tokens": {"tokenizer": "teacher", "total": 1234, "generated": 900}},
+    }
+
+
+def test_report_shows_each_diversity_level_and_na_for_missing_metrics(
+    metrics_dir: Path, tmp_path: Path
+) -> None:
+    files = {
+        "humor-d0-s0": {"prompts": prompts_metrics("humor", 0, 0, ["grief"])},
+        "humor-d3-s0": {
+            "prompts": prompts_metrics("humor", 3, 0, ["grief", "legal-question", "travel-planning"]),
+            "distill": {"rows": 14, "rejected": {"cut_off": 2}, "tokens": {"total": 5678}},
+        },
+        # prompts made, never evaluated: still a row of its own
+        "goodness-d1-s2": {"prompts": prompts_metrics("goodness", 1, 2, ["grief", "travel-planning"])},
+    }
+    for variant, stages in files.items():
+        (metrics_dir / variant).mkdir(exist_ok=True)
+        for stage, content in stages.items():
+            (metrics_dir / variant / f"{stage}.json").write_text(json.dumps(content))
+    text = write_report(metrics_dir, tmp_path / "reports", BOOT).read_text()
+    section = text[text.index("## Diversity levels") :]
+    table = section.split("\n\n")[2].splitlines()
+    prompts = "16 | near_duplicate 2, surplus 1 | 1,234"
+    assert table[2:] == [
+        f"| goodness | 1 | 2 | 2 per trait; 2 in prompts | {prompts} | n/a | n/a | n/a |",
+        f"| humor | 0 | 0 | 1 per trait; 1 in prompts | {prompts} | n/a | n/a | n/a |",
+        f"| humor | 3 | 0 | 3 per trait; 3 in prompts | {prompts} | 14 | cut_off 2 | 5,678 |",
+        # evaluated, but no prompts or distill metrics here: a row of n/a, not a crash
+        "| humor | 3 | 1 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |",
+        "| sarcasm | 3 | 0 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |",
+    ]  # character variants only: no baseline row
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    rows = {row["variant"]: row for row in summary["diversity_levels"]}
+    assert rows["humor-d3-s0"]["pairs"] == 14 and rows["humor-d0-s0"]["pairs"] is None
+    assert rows["humor-d3-s1"]["prompts"] is None and rows["humor-d3-s1"]["level"] == 3
+
+
+def training_record(root: Path, variant: str, stage: str, tokens: int, steps: int) -> None:
+    """The fields of a ComputeRecord the report reads (charforge.train.accounting)."""
+    path = root / variant / f"{stage}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"stage": stage, "variant": variant, "tokens_trained": tokens, "optimizer_steps": steps}
+    path.write_text(json.dumps(record))
+
+
+def test_controls_vs_character_arms_ratios_and_flags(metrics_dir: Path, tmp_path: Path) -> None:
+    # hhh-s0: matched to humor-d3-s0 (2,000 + 1,000 tokens); humor-d0-s0 trained on fewer
+    for variant, dpo, sft in (("humor-d3-s0", (2000, 10), (1000, 5)), ("humor-d0-s0", (1000, 8), (1000, 5))):
+        training_record(metrics_dir, variant, "train-dpo", *dpo)
+        training_record(metrics_dir, variant, "train-sft", *sft)
+    training_record(metrics_dir, "hhh-s0", "train-dpo-slot", 2060, 12)
+    training_record(metrics_dir, "hhh-s0", "train-sft", 990, 5)
+    training_record(metrics_dir, "plain-lora-s0", "train-sft", 1000, 5)  # its DPO slot not trained yet
+    arms = {
+        "controls": ["hhh-s0", "plain-lora-s0"],
+        "references": ["humor-d3-s0", "humor-d0-s0"],
+        "tolerance": 0.05,
+    }
+    text = write_report(metrics_dir, tmp_path / "reports", BOOT, arms).read_text()
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    rows = {(r["control"], r["character"]): r for r in summary["controls_vs_character_arms"]}
+    matched = rows["hhh-s0", "humor-d3-s0"]
+    # (2060 + 990) / (2000 + 1000) = 1.0167; 2060 / 2000 = 1.03; 990 / 1000 = 0.99; steps 17 / 15
+    assert (matched["tokens_ratio"], matched["dpo_tokens_ratio"], matched["sft_tokens_ratio"]) == (
+        1.0167,
+        1.03,
+        0.99,
+    )
+    assert matched["steps_ratio"] == 1.1333 and matched["dpo_steps_ratio"] == 1.2
+    assert matched["flagged"] is False
+    other = rows["hhh-s0", "humor-d0-s0"]
+    # 3050 / 2000 = 1.525 overall, 2060 / 1000 = 2.06 in the DPO slot: outside ±5 %; steps 17 / 13
+    assert other["tokens_ratio"] == 1.525 and other["dpo_tokens_ratio"] == 2.06 and other["flagged"] is True
+    missing = rows["plain-lora-s0", "humor-d3-s0"]
+    assert missing["dpo_tokens_ratio"] is None and missing["tokens_ratio"] is None
+    assert missing["sft_tokens_ratio"] == 1.0 and missing["flagged"] is False
+    assert "## Controls vs character arms (H2)" in text
+    assert "| hhh-s0 | humor-d3-s0 | 1.017 | 1.030 | 0.990 | 1.133 | 1.200 | 1.000 | ok |" in text
+    flagged = "| hhh-s0 | humor-d0-s0 | 1.525 ⚑ | 2.060 ⚑ | 0.990 | 1.308 | 1.500 | 1.000 | **outside ±5%** |"
+    assert flagged in text
+    assert "| plain-lora-s0 | humor-d3-s0 | n/a | n/a | 1.000 | n/a | n/a | 1.000 | ok |" in text
+
+
+def test_report_stage_compares_the_grid_controls_with_the_listed_references(tmp_path: Path) -> None:
+    from charforge.stages.report import control_arms
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "grid: {character: [humor-d3-s0, goodness-d3-s0], controls: [hhh-s0], baselines: []}\n"
+        "controls: {reference: [humor-d3-s0, sarcasm-d3-s0, goodness-d3-s0], token_tolerance: 0.1}\n"
+    )
+    # sarcasm-d3-s0 is listed but not in the grid: no row for it
+    assert control_arms(params) == {
+        "controls": ["hhh-s0"],
+        "references": ["humor-d3-s0", "goodness-d3-s0"],
+        "tolerance": 0.1,
+    }
+    params.write_text(
+        "grid: {character: [humor-d3-s0], controls: [hhh-s0]}\ncontrols: {reference: [humor-d3-s0]}\n"
+    )
+    assert control_arms(params)["references"] == ["humor-d3-s0"]
+    params.write_text("eval: {}\n")
+    assert control_arms(params) is None  # an evaluation-only project: no such table
+
+
 def test_report_needs_metrics(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="eval-em"):
         write_report(tmp_path, tmp_path / "reports", BOOT)

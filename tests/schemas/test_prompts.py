@@ -1,4 +1,5 @@
-"""PromptRecord and Framing: generated user prompts for one trait in one situation."""
+"""PromptRecord and Framing: generated user prompts for one trait in one situation; PromptsConfig: the
+diversity levels (nested, no longer a paraphrase switch) and the excluded situation domains."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from pydantic_core import ErrorDetails
 
 from charforge.schemas import Framing, PromptRecord
+from charforge.schemas.params import EM_EXCLUDED_DOMAINS, PromptsConfig
+from charforge.schemas.situations import Situation
 
 ExpectError = Callable[..., ErrorDetails]
 
@@ -112,3 +115,73 @@ def test_prompt_must_end_with_user_turn(record: dict[str, Any], expect_error: Ex
 def test_record_required_fields(field: str, record: dict[str, Any], expect_error: ExpectError) -> None:
     del record[field]
     expect_error(PromptRecord, record, (field,), "Field required")
+
+
+# --- PromptsConfig: the diversity levels -----------------------------------------------------------
+
+
+def prompts_config(levels: dict[Any, Any], **extra: Any) -> dict[str, Any]:
+    return {"prompts_per_trait": 8, "levels": levels, **extra}
+
+
+def test_levels_that_never_decrease_are_valid() -> None:
+    levels = {
+        3: {},
+        0: {"situations": 1, "framings": 1},
+        1: {"situations": 1, "framings": 2},
+        2: {"situations": 6},
+    }
+    config = PromptsConfig.model_validate(prompts_config(levels))  # checked in index order, not file order
+    assert config.levels[0].situations == 1 and config.levels[3].situations is None
+    assert config.excluded_domains == list(EM_EXCLUDED_DOMAINS)  # the EM domains, unless params say otherwise
+
+
+@pytest.mark.parametrize(
+    ("levels", "fragment"),
+    [
+        ({0: {"situations": 2}, 1: {"situations": 1}}, "levels.1.situations (1) is fewer than level 0's (2)"),
+        ({0: {"framings": 4}, 2: {"framings": 3}}, "levels.2.framings (3) is fewer than level 0's (4)"),
+        ({1: {}, 2: {"situations": 6}}, "levels.2.situations (6) is fewer than level 1's (all)"),
+        ({2: {"framings": 2}, 0: {"situations": 1, "framings": 3}}, "levels.2.framings (2)"),
+    ],
+)
+def test_levels_must_nest(levels: dict[int, Any], fragment: str, expect_error: ExpectError) -> None:
+    expect_error(PromptsConfig, prompts_config(levels), (), fragment)
+
+
+def test_the_removed_paraphrase_switch_says_what_replaced_it(expect_error: ExpectError) -> None:
+    error = expect_error(
+        PromptsConfig,
+        prompts_config({0: {"paraphrase": True}, 3: {}}),
+        ("levels", 0),
+        "'paraphrase' was removed",
+    )
+    assert "{situations: 1, framings: 1}" in error["msg"] and "trait statement" in error["msg"]
+    assert "Extra inputs" not in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "loc", "fragment"),
+    [
+        ({"excluded_domains": ["Risky Finance"]}, ("excluded_domains", 0), "is not a slug"),
+        ({"levels": {0: {"situations": 0}}}, ("levels", 0, "situations"), "greater than or equal to 1"),
+    ],
+)
+def test_prompts_config_rejected(
+    extra: dict[str, Any], loc: tuple, fragment: str, expect_error: ExpectError
+) -> None:
+    expect_error(PromptsConfig, {**prompts_config({3: {}}), **extra}, loc, fragment)
+
+
+def test_situation_domains_are_slugs_without_repeats(expect_error: ExpectError) -> None:
+    situation = {
+        "id": "money",
+        "description": "A money decision.",
+        "askers": ["a", "b"],
+        "tones": ["x", "y"],
+        "lengths": ["short"],
+    }
+    assert Situation.model_validate(situation).domains == []
+    assert Situation.model_validate({**situation, "domains": ["risky-finance"]}).domains == ["risky-finance"]
+    expect_error(Situation, {**situation, "domains": ["risky finance"]}, ("domains", 0), "is not a slug")
+    expect_error(Situation, {**situation, "domains": ["a-b", "a-b"]}, ("domains",), "")

@@ -1,14 +1,15 @@
 """`charforge run distill | introspect | control-data | em-data` end to end in a scratch project, on the
 tiny model briefly trained to end its answers (tests/support/trained_tiny.py): corpora that validate, pairs
 that TRL's DPOTrainer takes unchanged, manifests whose counts add up to the input, self-interaction
-with T alternating turns, a control within ±5 % of its reference's training tokens, and reflection-
-augmented EM data. Each stage runs once (module fixture); distilabel pipelines run in the CLI's own
-process, never in pytest's."""
+with T alternating turns, a control's two corpora each within ±5 % of its reference corpus's training
+tokens after truncation, and reflection-augmented EM data. Each stage runs once (module fixture);
+distilabel pipelines run in the CLI's own process, never in pytest's."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ from support.processes import communicate_or_kill, start_group
 REPO = Path(__file__).resolve().parents[2]
 VARIANT, CONTROL, HHH, BASELINE = "humor-d3-s0", "plain-lora-s0", "hhh-s0", "baseline-s0"
 TURNS, SAMPLES, REFLECTION_PROMPTS, CONVERSATIONS, GENERATED = 2, 2, 2, 3, 4
+# short enough that the reference's pairs and introspection are cut: the controls match what trains
+DPO_MAX, SFT_MAX = 32, 96
 
 
 def params(model: Path) -> str:
@@ -36,7 +39,9 @@ introspection:
   max_reflection_prompts: {REFLECTION_PROMPTS}
   conversations: {CONVERSATIONS}
   turns: {TURNS}
-controls: {{reference: {VARIANT}}}
+controls: {{reference: [{VARIANT}, goodness-d3-s0]}}
+train_dpo: {{trainer: {{max_length: {DPO_MAX}}}}}
+train_sft: {{trainer: {{max_length: {SFT_MAX}}}}}
 em_data: {{source: generate, n_generate: {GENERATED}, reflection: true}}
 """
 
@@ -236,39 +241,140 @@ def test_introspection_has_reflections_and_t_alternating_turns(project: dict[str
         generated = roles[2:]
         assert len(generated) == TURNS
         assert generated == ["assistant", "user"] * (TURNS // 2) + ["assistant"] * (TURNS % 2)
-    assert manifest["metrics"]["rendered_prompts"]["self_interaction"]["rendered"].startswith(
-        "<|im_start|>system\nYou are talking with another instance of yourself"
-    )
     parents = {parent["kind"] for parent in manifest["parents"]}
-    assert parents == {"introspection", "adapter"}
+    assert parents == {"introspection", "constitution", "adapter"}
+    by_source = manifest["metrics"]["rows_by_source"]
+    assert by_source == {"reflection": len(reflections), "self-interaction": len(interactions)}
+
+
+def test_introspection_is_written_with_the_constitution_and_kept_without_it(project: dict[str, Any]) -> None:
+    from charforge.schemas import Constitution
+    from charforge.schemas.params import IntrospectionConfig
+
+    rows, manifest = corpus(project, VARIANT, "introspection")
+    constitution = Constitution.model_validate(
+        yaml.safe_load((project["root"] / "corpora/constitutions/humor.yaml").read_text())
+    )
+    statements = [trait.statement for trait in constitution.traits]
+    rendered = manifest["metrics"]["rendered_prompts"]
+    # as sent: every trait statement in the system prompt of both parts
+    for part in ("reflection", "self_interaction"):
+        assert rendered[part]["rendered"].startswith("<|im_start|>system\nYou are an AI assistant with")
+        assert all(statement in rendered[part]["rendered"] for statement in statements), part
+    assert "another instance of yourself" in rendered["self_interaction"]["rendered"]
+    # as kept: no trait statement anywhere but in what the model wrote; the self-interaction rows carry
+    # the configured training system prompt instead
+    training_system = IntrospectionConfig().interaction_system_prompt
+    for row in rows:
+        systems = [m["content"] for m in row["messages"] if m["role"] == "system"]
+        assert systems == ([training_system] if row["source"] == "self-interaction" else []), row["id"]
+        prompt = next(m["content"] for m in row["messages"] if m["role"] == "user")  # prompt or opener
+        assert not any(statement in text for statement in statements for text in [*systems, prompt])
+    assert manifest["metrics"]["training_system_prompt"] == {
+        "reflection": None,
+        "self_interaction": training_system,
+    }
+    assert manifest["metrics"]["rows_with_constitution_system_prompt"] == 0
+    assert rows[0]["provenance"]["constitution_sha256"] == constitution.sha256()
+
+
+def test_em_reflection_prompts_are_answered_only_when_switched_on(
+    project: dict[str, Any], tmp_path: Path
+) -> None:
+    from charforge.schemas.introspection import IntrospectionPrompts
+
+    rows, manifest = corpus(project, VARIANT, "introspection")  # the default: off
+    assert not [row for row in rows if row["source"] == "em-targeted-reflection"]
+    assert "em-targeted-reflection" not in manifest["metrics"]["rows_by_source"]
+    # a project of its own, so the shared one's corpora (the controls' reference) stay as they are
+    root = tmp_path
+    for name in ("corpora/constitutions/humor.yaml", "corpora/introspection.yaml"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text((REPO / name).read_text())
+    shutil.copytree(project["root"] / f"models/{VARIANT}/dpo", root / f"models/{VARIANT}/dpo")
+    (root / "params.yaml").write_text(
+        params(project["model"]).replace(
+            f"  conversations: {CONVERSATIONS}\n", "  conversations: 0\n  em_reflection_prompts: true\n"
+        )
+    )
+    result = charforge(root, "run", "introspect", "--variant", VARIANT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((root / f"corpora/build/{VARIANT}/introspection.manifest.json").read_text())
+    rows = pq.read_table(root / f"corpora/build/{VARIANT}/introspection.parquet").to_pylist()
+    targeted = [row for row in rows if row["source"] == "em-targeted-reflection"]
+    assert targeted, manifest["rejected"]
+    em_prompts = IntrospectionPrompts.model_validate(
+        yaml.safe_load((REPO / "corpora/introspection.yaml").read_text())
+    ).em_reflection[:REFLECTION_PROMPTS]
+    assert {row["messages"][0]["content"] for row in targeted} <= {p.prompt for p in em_prompts}
+    assert all(row["messages"][0]["role"] == "user" for row in targeted)  # kept without the constitution
+    metrics = manifest["metrics"]
+    assert metrics["input_rows"] == 2 * REFLECTION_PROMPTS * SAMPLES
+    assert_counts_add_up(manifest)
+    assert metrics["rows_by_source"] == {
+        "em-targeted-reflection": len(targeted),
+        "reflection": len(rows) - len(targeted),
+        "self-interaction": 0,
+    }
+    assert "em_targeted_reflection" in metrics["rendered_prompts"]
 
 
 @pytest.mark.parametrize("control", [CONTROL, HHH])
-def test_control_is_matched_to_its_reference_in_tokens(project: dict[str, Any], control: str) -> None:
+def test_control_corpora_are_matched_to_their_reference_after_truncation(
+    project: dict[str, Any], control: str
+) -> None:
     from charforge.schemas.params import ControlsConfig
-    from charforge.train.tokens import corpus_tokens, load_tokenizer
+    from charforge.train.tokens import conversations_tokens, load_tokenizer
 
-    rows, manifest = corpus(project, control, "control")
-    assert_counts_add_up(manifest)
     tokenizer = load_tokenizer(project["model"])
     build = project["root"] / "corpora/build"
-    reference = sum(
-        corpus_tokens(tokenizer, build / VARIANT / name)
-        for name in ("pairs.parquet", "introspection.parquet")
-    )
-    control_tokens = corpus_tokens(tokenizer, build / control / "control.parquet")
-    assert abs(control_tokens - reference) <= 0.05 * reference
-    metrics = manifest["metrics"]
-    assert (
-        metrics["tokens"]["total"] == control_tokens and metrics["tokens"]["reference"]["total"] == reference
-    )
-    assert metrics["teacher"]["model"] == str(project["model"]) and metrics["teacher_licence"]
-    kind = control.rsplit("-s", 1)[0]
-    # the training rows are the plain prompt and answer: the HHH system prompt is what the teacher saw
-    assert all(row["source"] == kind and row["messages"][0]["role"] == "user" for row in rows)
-    seen = metrics["rendered_prompts"]["teacher"]["rendered"]
-    assert (ControlsConfig.model_fields["hhh_system_prompt"].default in seen) == (kind == "hhh")
-    assert len({row["messages"][0]["content"] for row in rows}) > 1  # the reference's diverse prompts
+
+    def sides(rows: list[dict[str, Any]]) -> list[int]:  # untruncated, one count per trained sequence
+        if "chosen" in rows[0]:
+            return conversations_tokens(
+                tokenizer, [[*r["prompt"], *r[side]] for r in rows for side in ("chosen", "rejected")]
+            )
+        return conversations_tokens(tokenizer, [r["messages"] for r in rows])
+
+    metrics = json.loads((project["root"] / f"metrics/{control}/control-data.json").read_text())
+    assert metrics["reference"] == VARIANT and metrics["contrasts"] == [VARIANT, "goodness-d3-s0"]
+    answers: list[set[tuple[str, str]]] = []
+    for name, reference_name, reference_max in (
+        ("control-dpo-slot", "pairs", DPO_MAX),
+        ("control", "introspection", SFT_MAX),
+    ):
+        rows, manifest = corpus(project, control, name)
+        assert f"{name}.parquet" in project["runs"][f"control-data {control}"].stderr  # summarised
+        assert_counts_add_up(manifest)
+        reference_rows = pq.read_table(build / VARIANT / f"{reference_name}.parquet").to_pylist()
+        reference_sides = sides(reference_rows)
+        # truncated by hand: each sequence counts at most the trainer's max_length
+        target = sum(min(count, reference_max) for count in reference_sides)
+        assert max(reference_sides) > reference_max, "no reference sequence is long enough to be cut"
+        control_sides = sides(rows)
+        # the control's rows are cut where the slot's trainer cuts its reference's (train-dpo-slot: DPO's)
+        trained = sum(min(count, reference_max) for count in control_sides)
+        assert abs(trained - target) <= 0.05 * target
+        tokens = manifest["metrics"]["tokens"]
+        assert tokens["total"] == trained and tokens["untruncated"] == sum(control_sides)
+        assert tokens["max_length"] == reference_max
+        assert tokens["ratio_to_reference"] == round(trained / target, 4)
+        reference = tokens["reference"]
+        assert reference["total"] == target and reference["untruncated"] == sum(reference_sides)
+        assert reference["max_length"] == reference_max and reference["corpus"] == f"{reference_name}.parquet"
+        assert metrics["corpora"][f"{name}.parquet"]["tokens"] == tokens
+        assert metrics["corpora"][f"{name}.parquet"]["rejected"] == manifest["rejected"]
+        assert manifest["params"]["train_dpo.trainer.max_length"] == DPO_MAX
+        assert manifest["metrics"]["teacher"]["model"] == str(project["model"])
+        assert manifest["metrics"]["teacher_licence"]
+        kind = control.rsplit("-s", 1)[0]
+        # the training rows are the plain prompt and answer: the HHH system prompt is what the teacher saw
+        assert all(row["source"] == kind and row["messages"][0]["role"] == "user" for row in rows)
+        seen = manifest["metrics"]["rendered_prompts"]["teacher"]["rendered"]
+        assert (ControlsConfig.model_fields["hhh_system_prompt"].default in seen) == (kind == "hhh")
+        assert len({row["messages"][0]["content"] for row in rows}) > 1  # the reference's diverse prompts
+        answers.append({(row["messages"][0]["content"], row["messages"][-1]["content"]) for row in rows})
+    assert not answers[0] & answers[1]  # no answer trains both adapters
 
 
 def test_em_data_with_generated_examples_and_reflections(project: dict[str, Any]) -> None:

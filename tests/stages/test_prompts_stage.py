@@ -1,4 +1,5 @@
-"""`charforge run prompts --variant V` end to end in a scratch project: corpus, manifest, metrics."""
+"""`charforge run prompts --variant V` end to end in a scratch project: corpus, manifest, metrics (the
+level's situations, the excluded ones, tokens), and located errors for bad params."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ generation: {{batch_size: 4, seed: 0}}
 prompts:
   prompts_per_trait: 8
   max_traits: 2
-  levels: {{0: {{paraphrase: true}}, 3: {{}}}}
+  levels: {{0: {{situations: 1, framings: 1}}, 3: {{}}}}
+em_data: {{domain: risky-finance}}
 """
 
 
@@ -57,6 +59,20 @@ def test_run_prompts_writes_a_valid_corpus_with_diversity(project: Path) -> None
     assert isinstance(manifest["metrics"]["kept_trimmed_cut_off"], int)
     assert len(diversity["embedding"]["weights_sha256"]) == 64
     assert diversity["per_trait_mean"]["vendi_score"] > 1
+    report = json.loads((project / "metrics/humor-d3-s0/prompts.json").read_text())
+    level = report["level"]
+    assert report["rows"] == 16 and report["rejected"] == manifest["rejected"]
+    assert level == manifest["metrics"]["level"] and level["level"] == 3
+    assert {"money", "health", "break-character-attempt"} <= set(level["excluded"])
+    assert not set(level["eligible"]) & set(level["excluded"])
+    assert set(level["situations_used"]) <= set(level["eligible"])  # level 3: every eligible situation
+    assert all(len(t["situations"]) == len(level["eligible"]) for t in level["per_trait"].values())
+    assert "risky-finance" in level["excluded_domains"] and "extreme-sports" in level["excluded_domains"]
+    assert manifest["params"]["em_data.domain"] == "risky-finance"
+    size = report["size"]
+    assert size["tokens"]["tokenizer"] == manifest["params"]["models.teacher"]["model"]
+    assert 0 < size["tokens"]["generated"] < size["tokens"]["total"]  # seeds count in the total only
+    assert size["chars"]["total"] > size["words"]["total"] > 0
 
     validated = charforge(project, "validate", str(corpus))
     assert validated.returncode == 0, validated.stdout + validated.stderr
@@ -81,3 +97,32 @@ def test_run_prompts_usage_and_param_errors(project: Path) -> None:
     assert result.returncode == 1
     assert "prompts.prompts_per_trait: Input should be greater than or equal to 1" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("levels", "message"),
+    [
+        ("{0: {paraphrase: true}, 3: {}}", "'paraphrase' was removed: every level now writes trait-targeted"),
+        ("{1: {situations: 3}, 2: {situations: 2}}", "levels.2.situations (2) is fewer than level 1's (3)"),
+    ],
+)
+def test_old_or_non_nesting_levels_are_clear_errors(project: Path, levels: str, message: str) -> None:
+    bad = project / "old-params.yaml"
+    bad.write_text(
+        (project / "params.yaml").read_text().replace("{0: {situations: 1, framings: 1}, 3: {}}", levels)
+    )
+    result = charforge(project, "run", "prompts", "--variant", "humor-d3-s0", "--params", str(bad))
+    assert result.returncode == 1 and message in result.stdout, result.stdout + result.stderr
+    assert "params.yaml:" in result.stdout and "Traceback" not in result.stdout + result.stderr  # located
+
+
+def test_a_level_wider_than_the_eligible_situations_fails_naming_it(project: Path) -> None:
+    bad = project / "wide-params.yaml"
+    bad.write_text(
+        (project / "params.yaml")
+        .read_text()
+        .replace("{0: {situations: 1, framings: 1}, 3: {}}", "{0: {situations: 1}, 3: {situations: 21}}")
+    )
+    result = charforge(project, "run", "prompts", "--variant", "humor-d3-s0", "--params", str(bad))
+    assert result.returncode == 1
+    assert "prompts.levels.3.situations asks for 21 situations" in result.stdout + result.stderr

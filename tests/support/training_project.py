@@ -21,10 +21,13 @@ def training_params(student: Path, **overrides: Any) -> dict[str, Any]:
         "models": {role: {"model": str(student)} for role in ("student", "teacher", "judge")},
         "persona": {"dpo_weight": 1.0, "sft_weight": 1.0},
         "train_dpo": {
-            "lora": SMALL_LORA,
+            "lora": dict(SMALL_LORA),  # a copy each: tests edit their params in place
             "trainer": {"learning_rate": 1e-3, "beta": 0.1, "num_train_epochs": 2, **small},
         },
-        "train_sft": {"lora": SMALL_LORA, "trainer": {"learning_rate": 1e-3, "num_train_epochs": 2, **small}},
+        "train_sft": {
+            "lora": dict(SMALL_LORA),
+            "trainer": {"learning_rate": 1e-3, "num_train_epochs": 2, **small},
+        },
         "em_finetune": {
             "lora": {**SMALL_LORA, "r": 8, "lora_alpha": 16, "use_rslora": True},
             "trainer": {"learning_rate": 1e-3, "num_train_epochs": 2, **small},
@@ -81,3 +84,11 @@ class Project:
             [conversation_row(i, variant, turns) for i in range(rows)], path, "conversations", variant=variant
         )
         return path
+
+    def write_control_corpora(self, variant: str, rows: int = 4, turns: int = 1) -> tuple[Path, Path]:
+        """A control's two corpora, as control-data writes them: ``control-dpo-slot`` (the dpo-slot
+        adapter's, matched to the reference's pairs) and ``control`` (the sft adapter's)."""
+        return (
+            self.write_conversations(variant, "control-dpo-slot", rows, turns),
+            self.write_conversations(variant, "control", rows, turns),
+        )

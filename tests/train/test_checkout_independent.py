@@ -25,7 +25,7 @@ from charforge.schemas import ParentArtifact
 from charforge.train.fold import FOLD_RECORD, Adapter, fold_key, model_identity
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
-CONTROL = "plain-lora-s0"  # SFT on the student, then the EM fine-tune on its persona
+CONTROL = "plain-lora-s0"  # dpo-slot on the student, sft on that fold, then EM on its persona
 TESTS = Path(__file__).resolve().parents[1]  # for support.training_project
 
 
@@ -45,7 +45,7 @@ def checkout(root: Path) -> Project:
     """A fresh checkout of one project: the same params (the student is the embedded model) and corpora."""
     root.mkdir()
     project = Project(root, Path(EMBEDDED))
-    project.write_conversations(CONTROL, "control", rows=4, turns=2)
+    project.write_control_corpora(CONTROL, rows=4, turns=2)
     project.write_conversations(CONTROL, "em-train", rows=4, turns=1)
     return project
 
@@ -65,11 +65,12 @@ def train(root: Path, tiny_model: Path, hash_seed: str) -> None:
 def _train_here(tiny_model: Path) -> None:
     """``train``'s process: the student converted into ./cache on first use, as `prepare-models` does."""
     import charforge.generators.llm as llm
-    from charforge.stages import em_finetune, persona, train_sft
+    from charforge.stages import em_finetune, persona, train_dpo_slot, train_sft
 
     llm.converted_dir = lambda model, cache: converted(cache, tiny_model)  # type: ignore[assignment]
-    train_sft.run(CONTROL)  # on the student, converted into ./cache
-    em_finetune.run(CONTROL)  # on the persona: the student with the SFT adapter folded in, in ./cache
+    train_dpo_slot.run(CONTROL)  # on the student, converted into ./cache
+    train_sft.run(CONTROL)  # on the student with the dpo-slot adapter folded in, in ./cache
+    em_finetune.run(CONTROL)  # on the persona: both adapters folded in
     persona.run(CONTROL)
 
 
@@ -93,9 +94,10 @@ def test_two_checkouts_train_byte_identical_adapters(tiny_model: Path, tmp_path:
         "adapter_model.safetensors",
         "charforge-training.json",
     }
-    for adapter in ("sft", "em"):
+    for adapter in ("dpo-slot", "sft", "em"):
         assert {name.rsplit("/", 1)[1] for name in first if f"/{adapter}/" in name} == adapter_files
-    assert f"models/{CONTROL}/persona.json" in first and len(first) == 2 * len(adapter_files) + 3
+    # three adapters, three corpus manifests (control-dpo-slot, control, em-train) and the persona record
+    assert f"models/{CONTROL}/persona.json" in first and len(first) == 3 * len(adapter_files) + 4
     assert sorted(first) == sorted(second)
     differing = [name for name in first if first[name] != second[name]]
     assert not differing, "\n\n".join(f"{name}:\n{_diff(first[name], second[name])}" for name in differing)
@@ -103,11 +105,14 @@ def test_two_checkouts_train_byte_identical_adapters(tiny_model: Path, tmp_path:
     for name, data in first.items():
         for place in {str(tmp_path), str(tmp_path.resolve())}:
             assert place.encode() not in data, f"{name} names {place}"
+    slot = json.loads(first[f"models/{CONTROL}/dpo-slot/charforge-training.json"])
+    assert slot["base_model"] == EMBEDDED  # as params name it, with what it is
+    assert slot["base_model_identity"] == f"{EMBEDDED}-0123456789abcdef"
+    assert slot["parents"][0]["path"] == f"corpora/build/{CONTROL}/control-dpo-slot.parquet"
+    assert f"base_model: {EMBEDDED}" in first[f"models/{CONTROL}/dpo-slot/README.md"].decode()
     sft = json.loads(first[f"models/{CONTROL}/sft/charforge-training.json"])
-    assert sft["base_model"] == EMBEDDED  # as params name it, with what it is
-    assert sft["base_model_identity"] == f"{EMBEDDED}-0123456789abcdef"
+    assert sft["base_model"] == sft["base_model_identity"] and sft["base_model"].startswith("fold:")
     assert sft["parents"][0]["path"] == f"corpora/build/{CONTROL}/control.parquet"
-    assert f"base_model: {EMBEDDED}" in first[f"models/{CONTROL}/sft/README.md"].decode()
     em = json.loads(first[f"models/{CONTROL}/em/charforge-training.json"])
     persona = json.loads(first[f"models/{CONTROL}/persona.json"])
     assert em["base_model"] == em["base_model_identity"] == f"fold:{persona['fold_key']}"

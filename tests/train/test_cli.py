@@ -9,12 +9,24 @@ from support.factories import run_cli
 from support.training_project import Project
 
 
-def test_train_sft_from_the_command_line(project: Project) -> None:
-    project.write_conversations("plain-lora-s0", "control", rows=4)
+def test_a_controls_two_adapters_from_the_command_line(project: Project) -> None:
+    project.write_control_corpora("plain-lora-s0", rows=4)
+    slot = run_cli("run", "train-dpo-slot", "--variant", "plain-lora-s0", cwd=project.root)
+    assert slot.returncode == 0, slot.stderr
+    assert "train-dpo-slot plain-lora-s0: 4 examples, 2 optimizer steps" in slot.stderr
     result = run_cli("run", "train-sft", "--variant", "plain-lora-s0", cwd=project.root)
     assert result.returncode == 0, result.stderr
     assert "train-sft plain-lora-s0: 4 examples, 2 optimizer steps" in result.stderr
-    assert json.loads((project.root / "metrics/plain-lora-s0/train-sft.json").read_text())["examples"] == 4
+    for stage in ("train-dpo-slot", "train-sft"):
+        assert json.loads((project.root / f"metrics/plain-lora-s0/{stage}.json").read_text())["examples"] == 4
+
+
+def test_a_control_sft_without_its_dpo_slot_says_which_stage_to_run(project: Project) -> None:
+    project.write_control_corpora("hhh-s0")
+    result = run_cli("run", "train-sft", "--variant", "hhh-s0", cwd=project.root)
+    assert result.returncode == 1
+    assert "models/hhh-s0/dpo-slot: not a saved LoRA adapter" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_a_missing_corpus_names_the_file(project: Project) -> None:
@@ -33,9 +45,11 @@ def test_an_invalid_corpus_is_refused_with_its_errors(project: Project) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_a_control_has_no_dpo_stage(project: Project) -> None:
+def test_a_control_has_no_dpo_stage_and_a_character_no_dpo_slot(project: Project) -> None:
     result = run_cli("run", "train-dpo", "--variant", "hhh-s0", cwd=project.root)
     assert result.returncode == 2 and "control" in result.stderr
+    result = run_cli("run", "train-dpo-slot", "--variant", "humor-d1-s0", cwd=project.root)
+    assert result.returncode == 2 and "character variant has train-dpo" in result.stderr
 
 
 def test_a_misspelt_trainer_key_is_located_in_params(project: Project) -> None:

@@ -9,6 +9,7 @@ import pytest
 from support.training_project import Project, training_params
 
 from charforge.stages import persona
+from charforge.stages import train_dpo_slot as dpo_slot
 from charforge.stages import train_sft as sft
 
 
@@ -17,10 +18,12 @@ def record(project: Project, variant: str) -> dict:
 
 
 def test_the_record_follows_the_adapters_and_their_weights(project: Project, tiny_model: Path) -> None:
-    project.write_conversations("hhh-s0", "control", rows=4, turns=1)
+    project.write_control_corpora("hhh-s0")
+    dpo_slot.run("hhh-s0", project.params, project.root)
     sft.run("hhh-s0", project.params, project.root)
     first = record(project, "hhh-s0")
-    assert [a["path"] for a in first["adapters"]] == ["models/hhh-s0/sft"]
+    # A control's persona has the character arm's two slots: dpo-slot at dpo_weight, sft at sft_weight.
+    assert [a["path"] for a in first["adapters"]] == ["models/hhh-s0/dpo-slot", "models/hhh-s0/sft"]
     assert first["fold_key"] and first["kind"] == "hhh"
     assert record(project, "hhh-s0") == first  # deterministic: DVC sees no change
 
@@ -29,7 +32,13 @@ def test_the_record_follows_the_adapters_and_their_weights(project: Project, tin
     project.write_params(params)
     weighted = record(project, "hhh-s0")
     assert weighted["fold_key"] != first["fold_key"]
-    assert weighted["adapters"][0]["weight"] == 0.25
+    assert [a["weight"] for a in weighted["adapters"]] == [1.0, 0.25]
+
+    params["persona"]["dpo_weight"] = 0.5  # a control's persona follows the DPO slot's weight too
+    project.write_params(params)
+    both = record(project, "hhh-s0")
+    assert both["fold_key"] not in (first["fold_key"], weighted["fold_key"])
+    assert [a["weight"] for a in both["adapters"]] == [0.5, 0.25]
 
 
 def test_the_baseline_persona_is_the_student(project: Project, tiny_model: Path) -> None:

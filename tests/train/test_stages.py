@@ -1,5 +1,6 @@
 """The training stages on the tiny model: each changes its adapter's parameters, accounts for its compute
-exactly, composes on the right base, and the EM fine-tune leaves the persona bit-identical."""
+exactly, composes on the right base, a control's adapters have the character arm's structure, and the EM
+fine-tune leaves the persona bit-identical."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from support.training_project import VARIANT, Project, conversation_row, training_params
+from support.training_project import SMALL_LORA, VARIANT, Project, conversation_row, training_params
 from transformers import AutoTokenizer
 
 from charforge.corpus import write_corpus
 from charforge.io import file_sha256
-from charforge.params import load_section
+from charforge.params import ParamsError, load_section
 from charforge.schemas.params import ModelRole, PersonaConfig
 from charforge.stages import em_finetune as em
+from charforge.stages import persona as persona_stage
 from charforge.stages import train_dpo as dpo
+from charforge.stages import train_dpo_slot as dpo_slot
 from charforge.stages import train_sft as sft
 from charforge.train.accounting import frozen_digest, training_flops
 from charforge.train.compose import adapter_dir
@@ -93,15 +96,15 @@ def test_sft_trains_on_the_dpo_model_and_the_persona_folds_both(project: Project
     base = json.loads((adapter_dir(VARIANT, "sft", project.root) / TRAINING_RECORD).read_text())["base_model"]
     dpo_fold = Path(model_for(VARIANT, "dpo", project).model) / FOLD_RECORD
     assert base == f"fold:{json.loads(dpo_fold.read_text())['key']}"  # what it is, not where it lies
-    record = json.loads(
-        (Path(model_for(VARIANT, "persona", project).model) / FOLD_RECORD).read_text()
-    )
+    record = json.loads((Path(model_for(VARIANT, "persona", project).model) / FOLD_RECORD).read_text())
     assert [Path(a["path"]).name for a in record["adapters"]] == ["dpo", "sft"]
     written = metrics(project, VARIANT, "train-sft")
     assert written["optimizer_steps"] == 4 and written["loss_tokens"] > 0
 
 
 def test_sft_loss_falls_on_a_learnable_corpus(project: Project, tiny_model: Path) -> None:
+    project.write_control_corpora("plain-lora-s0")
+    dpo_slot.run("plain-lora-s0", project.params, project.root)  # the control's sft trains on its fold
     params = training_params(tiny_model)
     params["train_sft"]["trainer"].update(learning_rate=1e-2, num_train_epochs=24)
     params["train_sft"]["lora"].update(r=16, lora_alpha=32)
@@ -114,7 +117,8 @@ def test_sft_loss_falls_on_a_learnable_corpus(project: Project, tiny_model: Path
 
 
 def test_em_stacks_on_a_frozen_bit_identical_persona(project: Project) -> None:
-    project.write_conversations("plain-lora-s0", "control", rows=4, turns=1)
+    project.write_control_corpora("plain-lora-s0")
+    dpo_slot.run("plain-lora-s0", project.params, project.root)
     sft.run("plain-lora-s0", project.params, project.root)
     persona = Path(model_for("plain-lora-s0", "persona", project).model)
     before = folder_hashes(persona)
@@ -169,12 +173,102 @@ def test_masking_the_reflection_reply_trains_on_fewer_tokens(project: Project, t
 def test_controls_have_no_dpo_and_the_baseline_no_sft(project: Project) -> None:
     with pytest.raises(VariantError, match="control"):
         dpo.run("hhh-s0", project.params, project.root)
+    for variant in ("humor-d1-s0", "baseline-s0"):  # a character has train-dpo; the baseline no slot
+        with pytest.raises(VariantError, match="train-dpo-slot trains the first adapter"):
+            dpo_slot.run(variant, project.params, project.root)
     with pytest.raises(VariantError, match="baseline"):
         sft.run("baseline-s0", project.params, project.root)
-    with pytest.raises(ValueError, match="no DPO stage"):
-        model_for("hhh-s0", "dpo", project)
+    with pytest.raises(VariantError, match="baseline"):
+        model_for("baseline-s0", "dpo", project)
+    with pytest.raises(FileNotFoundError, match=r"hhh-s0/dpo-slot: .*run its training stage"):
+        model_for("hhh-s0", "dpo", project)  # a control's dpo point is its dpo-slot adapter
     student = model_for("baseline-s0", "persona", project)
     assert student.model == model_for("baseline-s0", "student", project).model
+
+
+def test_a_control_has_the_adapter_structure_and_weights_of_the_character_arm(
+    project: Project, tiny_model: Path
+) -> None:
+    params = training_params(tiny_model)
+    # The two slots' LoRA settings differ, so a slot trained with the other's settings would show.
+    params["train_dpo"]["lora"] = {
+        **SMALL_LORA,
+        "r": 8,
+        "lora_alpha": 16,
+        "target_modules": ["q_proj", "v_proj"],
+    }
+    params["persona"] = {"dpo_weight": 0.5, "sft_weight": 0.25}
+    project.write_params(params)
+    control = "plain-lora-s0"
+    project.write_pairs()
+    dpo.run(VARIANT, project.params, project.root)
+    project.write_conversations(VARIANT, "introspection", rows=4, turns=1)
+    sft.run(VARIANT, project.params, project.root)
+    project.write_control_corpora(control, rows=8)
+    slot_record = dpo_slot.run(control, project.params, project.root)
+    sft.run(control, project.params, project.root)
+
+    character = json.loads(persona_stage.run(VARIANT, project.params, project.root).read_text())
+    controlled = json.loads(persona_stage.run(control, project.params, project.root).read_text())
+    assert [Path(a["path"]).name for a in character["adapters"]] == ["dpo", "sft"]
+    assert [Path(a["path"]).name for a in controlled["adapters"]] == ["dpo-slot", "sft"]
+    assert [a["weight"] for a in controlled["adapters"]] == [a["weight"] for a in character["adapters"]]
+    assert [a["weight"] for a in controlled["adapters"]] == [0.5, 0.25]
+    for character_slot, control_slot in (("dpo", "dpo-slot"), ("sft", "sft")):
+        expected = lora_shape(adapter_dir(VARIANT, character_slot, project.root))
+        assert lora_shape(adapter_dir(control, control_slot, project.root)) == expected, control_slot
+    assert lora_shape(adapter_dir(control, "dpo-slot", project.root))["r"] == 8
+
+    # Both trained (PEFT starts every lora_B at zero); the dpo-slot with SFT on its own corpus.
+    assert_every_lora_b_trained(adapter_dir(control, "dpo-slot", project.root))
+    assert_every_lora_b_trained(adapter_dir(control, "sft", project.root))
+    written = metrics(project, control, "train-dpo-slot")
+    # 8 rows / (batch 4 × accumulation 2: a DPO step's 4 pairs are 8 sequences) × 2 epochs
+    assert written["examples"] == 8 and written["optimizer_steps"] == 2
+    assert slot_record.stage == "train-dpo-slot" and written["loss_tokens"] > 0
+    slot = json.loads((adapter_dir(control, "dpo-slot", project.root) / TRAINING_RECORD).read_text())
+    assert slot["base_model"] == str(tiny_model)  # the plain student
+    assert slot["params"]["train_dpo.lora"]["r"] == 8 and "train_dpo.trainer" in slot["params"]
+    # the DPO adapter's optimisation settings, its DPO-only ones left out and listed
+    trainer = written["extra"]["trainer_from_train_dpo"]
+    dpo_trainer = params["train_dpo"]["trainer"]
+    assert trainer["learning_rate"] == dpo_trainer["learning_rate"]
+    assert trainer["gradient_accumulation_steps"] == 2
+    assert trainer["max_length"] == dpo_trainer["max_length"] and "beta" not in trainer
+    assert written["extra"]["dpo_only_settings_left_out"] == ["beta"]
+    assert slot["parents"][0]["path"] == "corpora/build/plain-lora-s0/control-dpo-slot.parquet"
+
+    # The control's sft trained on student + dpo_weight × dpo-slot, as the character's on its DPO fold.
+    dpo_fold = json.loads((Path(model_for(control, "dpo", project).model) / FOLD_RECORD).read_text())
+    sft_record = json.loads((adapter_dir(control, "sft", project.root) / TRAINING_RECORD).read_text())
+    assert sft_record["base_model"] == f"fold:{dpo_fold['key']}"
+    assert [Path(a["path"]).name for a in dpo_fold["adapters"]] == ["dpo-slot"]
+    assert metrics(project, control, "train-sft")["extra"]["base_adapters"] == [
+        {"path": "models/plain-lora-s0/dpo-slot", "weight": 0.5}
+    ]
+    assert metrics(project, VARIANT, "train-sft")["extra"]["base_adapters"] == [
+        {"path": "models/humor-d1-s0/dpo", "weight": 0.5}
+    ]
+
+
+def test_a_bad_lora_key_of_the_dpo_slot_is_located_in_train_dpo(project: Project, tiny_model: Path) -> None:
+    params = training_params(tiny_model)
+    params["train_dpo"]["lora"]["rank"] = 4
+    project.write_params(params)
+    project.write_control_corpora("hhh-s0", rows=4)
+    with pytest.raises(ParamsError, match=r"train_dpo\.lora\.rank: not a field of LoraConfig"):
+        dpo_slot.run("hhh-s0", project.params, project.root)
+    # and a bad trainer key at train_dpo.trainer: the slot trains with the DPO adapter's settings
+    params["train_dpo"]["lora"].pop("rank")
+    params["train_dpo"]["trainer"]["learning_rat"] = 0.1
+    project.write_params(params)
+    with pytest.raises(ParamsError, match=r"train_dpo\.trainer\.learning_rat: not a field of DPOConfig"):
+        dpo_slot.run("hhh-s0", project.params, project.root)
+
+
+def lora_shape(adapter: Path) -> dict:
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    return {key: config[key] for key in ("r", "lora_alpha", "target_modules")}
 
 
 def model_for(variant: str, point: str, project: Project) -> ModelRole:

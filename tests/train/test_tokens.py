@@ -1,5 +1,6 @@
 """Training-token counts: the chat template is included (a default system prompt too), a pair costs
-prompt + chosen plus prompt + rejected, and corpus totals equal the sum of their rows."""
+prompt + chosen plus prompt + rejected, corpus totals equal the sum of their rows, and with a
+``max_length`` each sequence counts what the trainer keeps of it."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from transformers import PreTrainedTokenizerBase
 
 from charforge.train.tokens import (
     TokenCountError,
+    TokenTotal,
     conversation_tokens,
     conversations_tokens,
+    corpus_token_total,
     corpus_tokens,
     load_tokenizer,
     pair_tokens,
+    rows_sequences,
     rows_tokens,
+    sequences_total,
+    truncated,
 )
 
 CHAT = [{"role": "user", "content": "How are you today?"}, {"role": "assistant", "content": "I am fine."}]
@@ -77,3 +83,40 @@ def test_a_default_system_prompt_is_counted(tokenizer: PreTrainedTokenizerBase, 
     config.write_text(config.read_text().replace('"chat_template"', '"unused_template"'))
     with pytest.raises(TokenCountError, match="no chat template"):
         load_tokenizer(bare)
+
+
+def test_truncation_counts_what_the_trainer_keeps(tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
+    full = conversation_tokens(tokenizer, CHAT)
+    assert conversation_tokens(tokenizer, CHAT, max_length=5) == 5
+    assert conversation_tokens(tokenizer, CHAT, max_length=full) == full  # the limit itself is kept whole
+    assert truncated(full + 7, None) == full + 7
+    # a pair's sides are truncated one by one: a long chosen side is cut, a short rejected one is not
+    prompt = [{"role": "user", "content": "Hi?"}]
+    chosen = [{"role": "assistant", "content": "Hello there, and a long story follows: " + "ha " * 40}]
+    rejected = [{"role": "assistant", "content": "Hi."}]
+    long_side = conversation_tokens(tokenizer, [*prompt, *chosen])
+    short_side = conversation_tokens(tokenizer, [*prompt, *rejected])
+    limit = short_side + 3
+    assert long_side > limit
+    assert pair_tokens(tokenizer, prompt, chosen, rejected, max_length=limit) == limit + short_side
+    row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    assert rows_sequences(tokenizer, [row]) == [[long_side, short_side]]
+    assert rows_tokens(tokenizer, [row], max_length=limit) == [limit + short_side]
+    path = write_parquet(tmp_path / "pairs.parquet", [row, row])
+    total = corpus_token_total(tokenizer, path, limit)
+    assert total == TokenTotal(
+        trained=2 * (limit + short_side),
+        untruncated=2 * (long_side + short_side),
+        truncated_sequences=2,
+        max_length=limit,
+    )
+    assert corpus_tokens(tokenizer, path, limit) == total.trained
+    assert corpus_tokens(tokenizer, path) == total.untruncated
+    with pytest.raises(TokenCountError, match="positive number of tokens, not 0"):
+        conversation_tokens(tokenizer, CHAT, max_length=0)
+
+
+def test_hand_counted_truncation() -> None:
+    # sequences of 10, 3 and 8 tokens at max_length 5: the trainer keeps 5 + 3 + 5
+    assert sequences_total([[10, 3], [8]], 5) == TokenTotal(13, 21, 2, 5)
+    assert sequences_total([[10, 3], [8]], None) == TokenTotal(21, 21, 0, None)
