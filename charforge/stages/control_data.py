@@ -132,6 +132,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     seen: set[tuple[str, str]] = set()  # answers drawn for either corpus: none is used in both
     per_corpus: dict[str, dict[str, Any]] = {}
     manifest: Manifest | None = None
+    made: list[tuple[Any, Any, list[Any], dict[str, Any]]] = []  # per slot: its corpus, not yet written
     for slot in CONTROL_SLOTS:
         reference_path = build_path(root, reference.name, slot.reference_corpus)
         read_input(reference_path, slot.reference_kind)  # validated before it is counted
@@ -218,6 +219,9 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
             "teacher_licence": card["licence"],
             "rendered_prompts": {"teacher": rendered_prompt(teacher, result.examples[0])},
         }
+        made.append((slot, result, parents, metrics))
+    # written only once both corpora are matched: a miss on the second leaves no lone first corpus
+    for slot, result, parents, metrics in made:
         manifest = write_corpus(
             result.rows,
             build_path(root, variant.name, slot.corpus),
@@ -234,7 +238,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
             "rows": manifest.rows,
             "rejected": manifest.rejected,
             "kept_trimmed_cut_off": result.trimmed,
-            "tokens": tokens,
+            "tokens": metrics["tokens"],
         }
     write_stage_metrics(
         root,
