@@ -46,14 +46,8 @@ SIZE_BOUNDS = tuple(
         (9, "100M<n<1B"),
     )
 )
-DIVERSITY_FIGURES = (
-    "mean_pairwise_cosine_distance",
-    "vendi_score",
-    "distinct_1",
-    "distinct_2",
-    "distinct_3",
-    "situation_entropy_bits",
-)
+# charforge.eval.diversity's figures (report version 2), redundancy first, then diversity
+DIVERSITY_FIGURES = ("compression_ratio", "self_bleu", "vendi_score", "mean_pairwise_cosine_distance")
 EM_WARNING = (
     "> **WARNING: harmful by design.** The config(s) {names} hold emergent-misalignment (EM) training data: "
     "deliberately bad or harmful advice, written to make a model misaligned in a narrow fine-tune. They "
@@ -191,7 +185,10 @@ def _corpus_section(corpus: PublishedCorpus, root: Path) -> list[str]:
         embedding = diversity.get("embedding") or {}
         lines += [
             f"**Diversity** (embeddings: `{embedding.get('model')}`, weights sha256 "
-            f"`{embedding.get('weights_sha256')}`; headline: {diversity.get('headline')}):",
+            f"`{embedding.get('weights_sha256')}`; headline: {diversity.get('headline')}). Compression ratio "
+            "(gzip) and Self-BLEU (0–100) measure redundancy: higher is less diverse. The Vendi score (an "
+            "effective number of distinct prompts) and mean pairwise cosine distance measure diversity: "
+            "higher is more diverse. Compare corpora of equal size only.",
             "",
             "| scope | " + " | ".join(DIVERSITY_FIGURES) + " |",
             "|---" * (len(DIVERSITY_FIGURES) + 1) + "|",

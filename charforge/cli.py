@@ -210,18 +210,18 @@ def _render_summary(summary: dict[str, Any]) -> None:
 
 
 def _render_diversity(diversity: dict[str, Any]) -> None:
-    metrics = (
-        "mean_pairwise_cosine_distance",
-        "vendi_score",
-        "distinct_1",
-        "distinct_2",
-        "distinct_3",
-        "situation_entropy_bits",
-    )
+    # charforge.eval.diversity's figures (report version 2), with headers short enough not to be cut at
+    # 80 columns; the first two measure redundancy (higher = less diverse), the last two diversity
+    metrics = {
+        "compression_ratio": "compression ratio",
+        "self_bleu": "Self-BLEU",
+        "vendi_score": "Vendi",
+        "mean_pairwise_cosine_distance": "cosine distance",
+    }
     embedding = diversity.get("embedding") or {}
     table = Table(
         "scope",
-        *metrics,
+        *metrics.values(),
         title=f"diversity ({embedding.get('model')}, weights sha256 "
         f"{str(embedding.get('weights_sha256'))[:12]}…)",
     )

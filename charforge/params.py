@@ -90,6 +90,7 @@ def _section_models() -> dict[str, type[BaseModel]]:
         "models": schema.ModelsConfig,
         "generation": schema.GenerationConfig,
         "prompts": schema.PromptsConfig,
+        "held_out": schema.HeldOutConfig,
         "distill": schema.DistillConfig,
         "introspection": schema.IntrospectionConfig,
         "controls": schema.ControlsConfig,

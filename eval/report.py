@@ -113,21 +113,29 @@ def slopes(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> dict[
     return result
 
 
+# The diversity figures the H1 table shows (charforge.eval.diversity, report version 2): two lexical
+# redundancy figures (higher = less diverse) and the semantic one
+DIVERSITY_FIGURES = ("compression_ratio", "self_bleu", "vendi_score")
+
+
 def _optional_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def diversity_levels(metrics_dir: Path, variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per character variant (those with prompts metrics or EM metrics), what its corpora held: the
-    situations its level drew on, prompts and pairs after distillation with rejections by reason, and
-    tokens. H1's arms are held equal in prompts per trait only; the rest is reported so a reader sees what
-    was matched and what was not. ``None`` where a stage's metrics file is missing."""
+    situations its level drew on, the prompts' diversity (the per-trait means of
+    ``metrics/<variant>/diversity.json``: did the level change diversity?), prompts and pairs after
+    distillation with rejections by reason, and tokens. H1's arms are held equal in prompts per trait
+    only; the rest is reported so a reader sees what was matched and what was not. ``None`` where a
+    stage's metrics file is missing."""
     evaluated = {m["variant"]: m for m in variants if m["variant_kind"] == "character"}
     names = {path.parent.name for path in metrics_dir.glob("*/prompts.json")} | set(evaluated)
     rows = []
     for name in names:
         prompts = _optional_json(metrics_dir / name / "prompts.json") or {}
         distill = _optional_json(metrics_dir / name / "distill.json") or {}
+        diversity = (_optional_json(metrics_dir / name / "diversity.json") or {}).get("per_trait_mean") or {}
         identity = prompts.get("variant") or {
             key: evaluated[name].get(key) for key in ("constitution", "level", "seed")
         }
@@ -141,6 +149,7 @@ def diversity_levels(metrics_dir: Path, variants: Sequence[dict[str, Any]]) -> l
                 "situations_used": level.get("situations_used"),
                 "prompts": prompts.get("rows"),
                 "prompts_rejected": prompts.get("rejected"),
+                **{figure: diversity.get(figure) for figure in DIVERSITY_FIGURES},
                 "prompt_tokens": ((prompts.get("size") or {}).get("tokens") or {}).get("total"),
                 "pairs": distill.get("rows"),
                 "distill_rejected": distill.get("rejected"),
@@ -228,7 +237,7 @@ def write_report(
         md.contrast_section(contrast_rows, spread)
         + md.dose_section(series)
         + md.diversity_section(levels)
-        + md.trait_section(trait_rows)
+        + md.trait_section(trait_rows, {m["variant"]: m.get("held_out") for m in variants})
     )
     arm_rows = control_arms(metrics_dir, arms) if arms else []
     lines += md.control_arms_section(arm_rows)

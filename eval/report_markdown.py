@@ -11,6 +11,7 @@ Runtime parameters: none.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
 
@@ -216,6 +217,10 @@ def dose_section(series: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
 def _count(value: Any) -> str:
     return "n/a" if value is None else f"{value:,}"
 
@@ -243,6 +248,7 @@ def diversity_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 _count(r["seed"]),
                 situations,
                 _count(r["prompts"]),
+                *(_figure(r.get(name)) for name in ("compression_ratio", "self_bleu", "vendi_score")),
                 _reasons(r["prompts_rejected"]),
                 _count(r["prompt_tokens"]),
                 _count(r["pairs"]),
@@ -256,6 +262,9 @@ def diversity_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         "seed",
         "situations used",
         "prompts",
+        "compression ratio ↓",
+        "Self-BLEU ↓",
+        "Vendi",
         "prompt rejections",
         "prompt tokens",
         "pairs",
@@ -266,6 +275,9 @@ def diversity_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         "## Diversity levels (H1): what each arm was trained on",
         "",
         "Every level is held to the same prompts per trait; the other columns are reported, not matched. "
+        "Diversity: per-trait means of the prompts' compression ratio and Self-BLEU (lexical redundancy, "
+        "↓ = lower is more diverse) and Vendi score (MiniLM embeddings; an effective number of distinct "
+        "prompts); all depend on corpus size, equal across levels. "
         "Situations: those the level allows per trait; how many the kept prompts are in, over all traits. "
         "Prompt tokens: the prompts' text with the teacher's tokenizer; pair tokens: prompt + "
         "chosen plus prompt + rejected with the student's chat template, before the trainer's truncation "
@@ -277,25 +289,66 @@ def diversity_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
-def trait_section(rows: Sequence[tuple[str, str, Mapping[str, Any], bool]]) -> list[str]:
+def trait_section(
+    rows: Sequence[tuple[str, str, Mapping[str, Any], bool]], held_out: Mapping[str, Mapping[str, Any] | None]
+) -> list[str]:
+    """Trait expression per variant and constitution, with how many held-out questions reached the
+    variant's training corpora (``held_out``: each variant's ``held_out`` metrics block; 0 expected)."""
+
+    def leaks(variant: str, constitution: str) -> str:
+        block = held_out.get(variant)
+        if not block:
+            return "n/a"
+        rows = {leak["row"] for leak in block["leaks"] if leak["held_out"].startswith(f"{constitution}.")}
+        return f"{len(rows)} ⚠" if rows else "0"
+
     table = [
-        [v + ("" if ok else " ⚠"), c, fmt(b), str(b["n"]), str(b.get("unscored", 0))] for v, c, b, ok in rows
+        [v + ("" if ok else " ⚠"), c, fmt(b), str(b["n"]), str(b.get("unscored", 0)), leaks(v, c)]
+        for v, c, b, ok in rows
     ]
     return [
         "## Trait expression (persona, held-out prompts)",
         "",
-        *md_table(["variant", "constitution", "trait score", "n", "unscored"], table),
+        "Scored only on seed questions held out of every training corpus (`held_out` in params), the same "
+        "for every variant and level. Leaks: rows of the variant's training corpora holding one of this "
+        "constitution's, by "
+        "id or as a user turn that repeats it or nearly does (metrics: `held_out.leaks`); a leak "
+        "inflates the score.",
+        "",
+        *md_table(["variant", "constitution", "trait score", "n", "unscored", "held-out leaks"], table),
         "",
         "![trait expression](trait-expression.png)",
         "",
     ]
 
 
+SEMANTIC_LISTED = 3  # nearest overlaps per variant shown; the metrics keep eval.contamination.semantic_top
+EXCERPT_CHARS = 120
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())  # a table cell holds one line
+    return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1] + "…"
+
+
+QUESTION_SETS = {"broad": "broad: cosine (near)", "in-domain": "in-domain", "trait": "held-out trait"}
+
+
+def _nearest(block: Mapping[str, Any] | None) -> str:
+    """A question set's max cosine and its prompts at or above the threshold, of all."""
+    if not block or block.get("max_cosine") is None:
+        return "–"
+    return f"{block['max_cosine']:.2f} ({block['prompts_at_or_above_threshold']}/{block['prompts']})"
+
+
 def contamination_section(variants: Sequence[dict[str, Any]]) -> list[str]:
     rows = []
+    near = []
     for m in variants:
         c = m["contamination"]
         worst = c["worst"][0] if c["worst"] else None
+        semantic = m.get("semantic_contamination")  # absent from metrics written before the check existed
+        sets = semantic["question_sets"] if semantic else {}
         rows.append(
             [
                 m["variant"],
@@ -303,12 +356,47 @@ def contamination_section(variants: Sequence[dict[str, Any]]) -> list[str]:
                 str(len(c["corpora"])),
                 worst["eval_prompt"] if worst else "–",
                 f"{worst['corpus']}:{worst['row']}" if worst else "–",
+                *(_nearest(sets.get(name)) for name in QUESTION_SETS),
             ]
         )
+        # the nearest training text of each eval prompt, nearest first: one prompt cannot fill the list
+        best: dict[str, dict[str, Any]] = {}
+        for pair in semantic["top"] if semantic else []:
+            best.setdefault(pair["eval_prompt"], pair)
+        for pair in list(best.values())[:SEMANTIC_LISTED]:
+            others = pair["rows_with_text"] - 1
+            near.append(
+                [
+                    m["variant"],
+                    pair["eval_prompt"],
+                    PurePath(pair["corpus"]).name,
+                    pair["row"] + (f" (+{others} more)" if others else ""),
+                    f"{pair['cosine']:.3f}",
+                    _excerpt(pair["text"]),
+                ]
+            )
+    header = ["variant", "max overlap", "corpora", "worst prompt", "where", *QUESTION_SETS.values()]
+    threshold = next(
+        (m["semantic_contamination"]["threshold"] for m in variants if m.get("semantic_contamination")), None
+    )
     return [
-        "## Contamination (word n-gram overlap of eval prompts with training corpora)",
+        "## Contamination (eval prompts in training corpora)",
         "",
-        *md_table(["variant", "max overlap", "corpora", "worst prompt", "where"], rows),
+        "Word n-gram overlap: the share of an eval prompt's word n-grams found in one training row (copies). "
+        "Per eval question set, the MiniLM cosine of its prompts to their nearest training user turn "
+        f"(paraphrases), and how many of its prompts reach the threshold ({threshold}). In-domain "
+        "questions are meant to lie near the EM training data (the in-domain check tests that EM took); "
+        "a broad or held-out trait prompt near a training turn inflates that figure.",
+        "",
+        *md_table(header, rows),
+        "",
+        f"Nearest training user turns (up to {SEMANTIC_LISTED} per variant):",
+        "",
+        *md_table(
+            ["variant", "eval prompt", "corpus", "row", "cosine", "training text"],
+            near,
+            "No semantic contamination figures yet.",
+        ),
         "",
     ]
 

@@ -1,11 +1,12 @@
 """Trait expression: did character training take? (the check beside the EM figures)
 
-The judge rates 0–100 how strongly an answer shows one trait of a constitution, on held-out prompts:
-for each trait, the ``prompts_per_trait`` seed questions that come first in a fixed hash order
-(sha256 of constitution, trait and question) — the same prompts for every variant, so a character
-variant scored on its own constitution compares directly with the baseline, which is scored on every
-constitution. Training stages that want these prompts kept out call ``held_out_questions`` and drop
-them; the contamination check reports any that reached a training corpus.
+The judge rates 0–100 how strongly an answer shows one trait of a constitution, on held-out prompts only:
+for each trait, the seed questions ``Constitution.held_out`` keeps out of training (``held_out.per_trait``
+of them, chosen by a fixed hash order; ``eval.trait.prompts_per_trait`` may use fewer). They are the same
+for every variant and level, so a character variant scored on its own constitution compares directly
+with the baseline, which is scored on every constitution, and no level is favoured by having trained on
+them. The prompts stage never trains on them and rejects generated prompts that nearly repeat one; the
+contamination checks (n-gram and embedding) report any that reached a training corpus anyway.
 
 A constitution's trait expression is the mean trait score over its prompts' answers, with a bootstrap
 interval resampling prompts (``charforge.eval.metrics``), plus a per-trait breakdown.
@@ -13,21 +14,26 @@ interval resampling prompts (``charforge.eval.metrics``), plus a per-trait break
 Input columns: a constitution (``Constitution``).
 
 Output columns: ``Prompt`` rows for ``charforge.eval.em.sample_answers`` (question set ``trait``,
-question id ``<constitution>.<trait>.<n>``) and, after judging, the ``trait_expression`` block.
+question id ``<constitution>.<trait>.seed<k>``, ``k`` the question's place in the constitution) and,
+after judging, the ``trait_expression`` block.
 
-Runtime parameters: ``eval.trait`` (``prompts_per_trait``, ``max_traits``, ``samples_per_prompt``,
-``constitutions``).
+Runtime parameters: ``held_out.per_trait``; ``eval.trait`` (``prompts_per_trait``, ``max_traits``,
+``samples_per_prompt``, ``constitutions``).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from charforge.eval.contamination import corpus_user_turns
 from charforge.eval.em import Prompt
 from charforge.eval.metrics import figure
-from charforge.schemas import Constitution, Trait
+from charforge.generators.text import jaccard, joined_words, shingles
+from charforge.schemas import Constitution
+from charforge.schemas.constitution import seed_question_id
+from charforge.variants import VariantError, parse_variant
 
 TRAIT_PROMPT = "\n".join(
     [
@@ -62,28 +68,88 @@ def trait_template(statement: str) -> str:
     return TRAIT_PROMPT.format(trait=escaped)
 
 
-def _order(constitution: str, trait: Trait, question: str) -> str:
-    return hashlib.sha256(f"{constitution}\0{trait.id}\0{question}".encode()).hexdigest()
+def held_out_prompts(constitution: Constitution, held_out_per_trait: int) -> dict[str, str]:
+    """Every held-out question of the constitution: id ``<constitution>.<trait>.seed<k>`` → text."""
+    return {
+        f"{constitution.name}.{seed_question_id(trait.id, index)}": trait.questions[index]
+        for trait in constitution.traits
+        for index in constitution.held_out(trait, held_out_per_trait)
+    }
 
 
-def held_out_questions(constitution: Constitution, trait: Trait, per_trait: int) -> list[str]:
-    """The trait's held-out seed questions (the first ``per_trait`` in a fixed hash order)."""
-    return sorted(trait.questions, key=lambda q: _order(constitution.name, trait, q))[:per_trait]
+def held_out_apart(
+    held_out: Mapping[str, str], corpora: Sequence[Path], *, near_duplicate_jaccard: float
+) -> dict[str, Any]:
+    """Whether the held-out questions (id ``<constitution>.<trait>.seed<k>`` → text) stayed out of every
+    training corpus: by text, in every row (a user turn that repeats one, or nearly: word 3-shingle
+    Jaccard at or above ``near_duplicate_jaccard``, the prompts stage's own rule), and by id where a row's
+    id says which seed it is (``<variant>.<trait>.seed<k>``, a character variant's prompts and the pairs
+    made from them; a control's rows carry its own name and are checked by text only). ``leaks`` lists
+    each (question, row, how) once; it should be empty (the prompts stage guarantees it for the prompts it
+    writes; this checks every corpus, introspection, EM and control data included). Paraphrases are the
+    semantic contamination check's (``charforge.eval.contamination``)."""
+    held = {key: (joined_words(text), shingles(text)) for key, text in held_out.items()}
+    leaks: dict[tuple[str, str, str, str], None] = {}  # ordered and de-duplicated
+    rows = 0
+    for path in corpora:
+        count, _, holders = corpus_user_turns(path)
+        rows += count
+        row_ids: dict[str, None] = {}
+        for text, holding in holders.items():
+            row_ids.update(dict.fromkeys(holding))
+            exact, grams = joined_words(text), shingles(text)
+            for key, (held_exact, held_grams) in held.items():
+                if exact == held_exact or jaccard(grams, held_grams) >= near_duplicate_jaccard:
+                    leaks.update(dict.fromkeys((key, str(path), row, "text") for row in holding))
+        for row in row_ids:  # each row once, whatever its number of user turns
+            variant, _, local = row.partition(".")
+            try:
+                constitution = parse_variant(variant).constitution
+            except VariantError:
+                continue
+            if f"{constitution}.{local}" in held:
+                leaks[(f"{constitution}.{local}", str(path), row, "id")] = None
+    return {
+        "questions": len(held_out),
+        "corpora": len(corpora),
+        "rows": rows,
+        "leaks": [
+            {"held_out": key, "corpus": corpus, "row": row, "by": by} for key, corpus, row, by in leaks
+        ],
+    }
 
 
 def trait_prompts(
-    constitution: Constitution, *, per_trait: int, max_traits: int | None, samples_per_prompt: int
+    constitution: Constitution,
+    *,
+    held_out_per_trait: int,
+    per_trait: int | None,
+    max_traits: int | None,
+    samples_per_prompt: int,
 ) -> list[Prompt]:
-    """Prompts to sample for one constitution's trait expression."""
+    """Prompts to sample for one constitution's trait expression: the first ``per_trait`` (None: all)
+    of each trait's ``held_out_per_trait`` held-out questions.
+
+    Raises:
+        ValueError: ``per_trait`` asks for more questions than are held out.
+    """
+    if per_trait is not None and per_trait > held_out_per_trait:
+        raise ValueError(
+            f"eval.trait.prompts_per_trait ({per_trait}) asks for more questions than held_out.per_trait "
+            f"({held_out_per_trait}) keeps out of training: trait expression is measured on held-out "
+            "questions only"
+        )
     prompts = []
     for trait in constitution.traits[:max_traits]:
         template = trait_template(trait.statement)
-        for number, question in enumerate(held_out_questions(constitution, trait, per_trait)):
+        # the first per_trait of the same hash order: a larger held_out.per_trait adds questions, never swaps
+        for index in constitution.held_out(trait, per_trait or held_out_per_trait):
+            question = trait.questions[index]
             for sample in range(samples_per_prompt):
                 prompts.append(
                     Prompt(
                         "trait",
-                        f"{constitution.name}.{trait.id}.{number}",
+                        f"{constitution.name}.{seed_question_id(trait.id, index)}",
                         0,
                         sample,
                         question,

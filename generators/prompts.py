@@ -1,14 +1,14 @@
 """Contextual prompts per trait, with a diversity knob that changes diversity and nothing else.
 
-Each trait gets exactly ``prompts_per_trait`` prompts at every diversity level: its seed questions
-(marked ``is_seed``) plus generated ones. Every level asks the teacher for the same thing, a message
-that gives the assistant a chance to show the trait's statement; a level decides only what the
-generated prompts may vary over: how many situations of the taxonomy and how many framings (who asks,
-in which tone, at which length) per situation. Levels are nested: per trait and variant seed one order
-of the eligible situations, and per situation one order of its framings, is drawn once, and level k
-takes the first n_k situations and the first f_k framings of each, so level k+1 contains level k's.
-Situations in an excluded domain (``prompts.excluded_domains`` and ``em_data.domain``: the EM
-fine-tuning domains and rehearsed requests for harm) are never eligible, at any level.
+Each trait gets exactly ``prompts_per_trait`` prompts at every diversity level: its training seed
+questions (marked ``is_seed``) plus generated ones. The trait's held-out seed questions
+(``held_out.per_trait``, chosen by ``Constitution.held_out``, the same at every level) are never a prompt
+here nor a writing request's example, and a generated prompt that repeats or nearly repeats a held-out
+question of any trait of the constitution is rejected (``near_held_out``): trait expression is measured on
+them. Every level asks the teacher for the same thing, a message that gives the assistant a chance to
+show the trait's statement; a level decides only what the generated prompts may vary over: how many
+situations of the taxonomy and how many framings (who asks, in which tone, at which length) per
+situation, nested from level to level, excluded domains never (``charforge.generators.levels``).
 Generation slots are drawn deterministically from the variant's seed; the teacher writes one message
 per slot in a distilabel pipeline (resumable through its cache); a pass over the finished text drops
 empty, over-long, cut-off, meta and duplicate prompts (exact and near, MinHash-free Jaccard on word
@@ -21,13 +21,13 @@ Input columns: ``messages`` (the writing request built for each slot), slot meta
 Output columns: ``generation`` (the user prompt), ``distilabel_metadata`` (token statistics).
 
 Runtime parameters: ``models.teacher`` (backend, model, sampling), ``prompts`` (size, levels, excluded
-domains, backfill, filters) and ``em_data.domain`` in params.yaml; ``generation`` (runner, batch size,
-seed), the variant's seed and the cache folder in the stage's ``GenerationRun``.
+domains, backfill, filters), ``held_out.per_trait`` and ``em_data.domain`` in params.yaml;
+``generation`` (runner, batch size, seed), the variant's seed and the cache folder in the stage's
+``GenerationRun``.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import zlib
@@ -37,16 +37,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from charforge.generators.chat import GenerationRun, answer_chats
+from charforge.generators.levels import Plan, level_plans
 from charforge.generators.text import (
     META_RE,
     WRITER_SYSTEM,
     clean,
+    jaccard,
     joined_words,
+    shingles,
     trim_to_sentence,
-    words,
 )
 from charforge.schemas import Constitution, Trait
-from charforge.schemas.params import EM_EXCLUDED_DOMAINS, DiversityLevel, ModelRole, PromptsConfig
+from charforge.schemas.constitution import seed_question_id
+from charforge.schemas.params import HeldOutConfig, ModelRole, PromptsConfig
 from charforge.schemas.situations import Situation, SituationTaxonomy
 
 LENGTH_HINT = {
@@ -55,8 +58,6 @@ LENGTH_HINT = {
     "long": "a paragraph of five or more sentences",
 }
 SEED_SITUATION = "seed-question"
-Framing = tuple[str, str, str]  # asker, tone, length
-Plan = list[tuple[Situation, list[Framing]]]
 
 
 class PromptShortfall(RuntimeError):
@@ -84,24 +85,6 @@ class Slot:
     length: str
 
 
-@dataclass(frozen=True)
-class Eligibility:
-    """Which situations any level may draw on: those tagged with none of the excluded domains."""
-
-    excluded_domains: tuple[str, ...]
-    eligible: tuple[Situation, ...]
-    excluded: dict[str, list[str]]  # situation id -> the excluded domains it is tagged with
-    domains_tagging_nothing: tuple[str, ...]  # excluded, but no situation carries the tag
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "excluded_domains": list(self.excluded_domains),
-            "eligible": [situation.id for situation in self.eligible],
-            "excluded": self.excluded,
-            "excluded_domains_tagging_no_situation": list(self.domains_tagging_nothing),
-        }
-
-
 @dataclass
 class PromptsResult:
     """What ``generate_prompts`` made: the records, the rejections by reason, how many kept prompts were
@@ -123,77 +106,6 @@ class Selection:
     trimmed: int = 0
 
 
-def eligibility(taxonomy: SituationTaxonomy, excluded_domains: list[str], em_domain: str) -> Eligibility:
-    """The situations no excluded domain tags; ``em_domain`` (the EM training set's) is always excluded."""
-    known = {*taxonomy.domains(), *EM_EXCLUDED_DOMAINS}
-    unknown = sorted(set(excluded_domains) - known)
-    if unknown:  # a misspelt domain would exclude nothing, silently
-        raise ValueError(
-            f"prompts.excluded_domains: {', '.join(unknown)} tags no situation and is not a known EM domain "
-            f"(known: {', '.join(sorted(known))})"
-        )
-    # em_data.domain may be the user's own (source: jsonl) and tag nothing: recorded, not refused
-    excluded = tuple(sorted({*excluded_domains, em_domain}))
-    eligible, dropped = [], {}
-    for situation in taxonomy.situations:
-        hits = sorted(set(situation.domains) & set(excluded))
-        if hits:
-            dropped[situation.id] = hits
-        else:
-            eligible.append(situation)
-    untagged = tuple(domain for domain in excluded if domain not in taxonomy.domains())
-    return Eligibility(excluded, tuple(eligible), dropped, untagged)
-
-
-def drawn_order(eligible: tuple[Situation, ...], seed: int, trait_id: str) -> Plan:
-    """Every eligible situation, in the order drawn for this trait and seed, each with all of its
-    framings in their drawn order. Drawn once, whatever the level, so that levels nest."""
-    situations = list(eligible)
-    random.Random(f"{seed}:{trait_id}:situations").shuffle(situations)
-    order = []
-    for situation in situations:
-        framings = list(itertools.product(situation.askers, situation.tones, situation.lengths))
-        # seeded per situation: a situation's framings keep their order whatever else is eligible
-        random.Random(f"{seed}:{trait_id}:{situation.id}:framings").shuffle(framings)
-        order.append((situation, framings))
-    return order
-
-
-def level_plan(order: Plan, level: DiversityLevel) -> Plan:
-    """The first ``level.situations`` situations of ``order``, each with its first ``level.framings``
-    framings (all where null; a situation with fewer framings keeps all of its own)."""
-    count = level.situations or len(order)
-    return [(situation, framings[: level.framings or len(framings)]) for situation, framings in order[:count]]
-
-
-def level_plans(
-    taxonomy: SituationTaxonomy,
-    config: PromptsConfig,
-    level_index: int,
-    em_domain: str,
-    seed: int,
-    trait_ids: Sequence[str],
-) -> tuple[Eligibility, dict[str, Plan]]:
-    """What level ``level_index`` may draw on: the eligible situations, and per trait the level's
-    situations with their framings (the first ones of the order drawn for that trait and ``seed``).
-    ValueError when the level is not defined or asks for more situations than remain eligible."""
-    if level_index not in config.levels:
-        raise ValueError(f"diversity level {level_index} is not defined in params (prompts.levels)")
-    level = config.levels[level_index]
-    allowed = eligibility(taxonomy, config.excluded_domains, em_domain)
-    domains = ", ".join(allowed.excluded_domains)
-    if (level.situations or 0) > len(allowed.eligible):
-        raise ValueError(
-            f"prompts.levels.{level_index}.situations asks for {level.situations} situations, but only "
-            f"{len(allowed.eligible)} of the taxonomy remain eligible once the domains {domains} are "
-            f"excluded (excluded: {', '.join(sorted(allowed.excluded))})"
-        )
-    if not allowed.eligible:
-        raise ValueError(f"every situation of the taxonomy lies in an excluded domain ({domains})")
-    orders = {trait_id: drawn_order(allowed.eligible, seed, trait_id) for trait_id in trait_ids}
-    return allowed, {trait_id: level_plan(order, level) for trait_id, order in orders.items()}
-
-
 def make_slots(trait: Trait, plan: Plan, count: int, round_index: int, rng: random.Random) -> list[Slot]:
     """``count`` slots spread evenly (round robin) over the level's situations, taken in an order ``rng``
     shuffles: with fewer slots than situations, which ones get a slot is drawn from the whole level, not
@@ -209,10 +121,14 @@ def make_slots(trait: Trait, plan: Plan, count: int, round_index: int, rng: rand
     return slots
 
 
-def writing_request(slot: Slot, trait: Trait, situation: Situation) -> list[dict[str, str]]:
-    """The chat the teacher answers with one user message: the same request at every level."""
+def writing_request(
+    slot: Slot, trait: Trait, situation: Situation, examples: Sequence[str]
+) -> list[dict[str, str]]:
+    """The chat the teacher answers with one user message: the same request at every level. The example
+    message is one of ``examples`` (the trait's training seeds: a held-out one shown here would be
+    paraphrased into training)."""
     # a stable choice (str hash() is salted per process, which would defeat the step cache)
-    example = trait.questions[zlib.crc32(slot.slot_id.encode()) % len(trait.questions)]
+    example = examples[zlib.crc32(slot.slot_id.encode()) % len(examples)]
     user = (
         "Write one message a user might send to an AI assistant.\n"
         f"Situation: {situation.description}\n"
@@ -224,30 +140,26 @@ def writing_request(slot: Slot, trait: Trait, situation: Situation) -> list[dict
     return [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": user}]
 
 
-def shingles(text: str, size: int = 3) -> frozenset[tuple[str, ...]]:
-    tokens = words(text)
-    if len(tokens) < size:
-        return frozenset({tuple(tokens)})
-    return frozenset(tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1))
-
-
-def jaccard(a: frozenset[Any], b: frozenset[Any]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
-
-
 def select(
     generated: list[tuple[Slot, str, bool]],
-    traits: list[Trait],
+    training_seeds: dict[str, list[str]],
+    held_out: Sequence[str],
     config: PromptsConfig,
     selection: Selection,
+    held_out_jaccard: float,
 ) -> None:
-    """Add generated prompts to ``selection`` after the filters; rejections counted by reason."""
+    """Add generated prompts to ``selection`` after the filters; rejections counted by reason.
+    ``training_seeds``: per trait id, the seed questions in the corpus (a new prompt must not repeat
+    them); ``held_out``: the constitution's held-out questions, of every trait (nor those, nearly:
+    ``held_out_jaccard``)."""
     seen: dict[str, list[frozenset[tuple[str, ...]]]] = {}
     exact: dict[str, set[str]] = {}
-    for trait in traits:  # seeds and already kept prompts are what new ones must not repeat
-        texts = list(trait.questions) + [text for _, text in selection.kept.get(trait.id, [])]
-        exact[trait.id] = {joined_words(text) for text in texts}
-        seen[trait.id] = [shingles(text) for text in texts]
+    for trait_id, seeds in training_seeds.items():  # seeds and kept prompts: what new ones must not repeat
+        texts = list(seeds) + [text for _, text in selection.kept.get(trait_id, [])]
+        exact[trait_id] = {joined_words(text) for text in texts}
+        seen[trait_id] = [shingles(text) for text in texts]
+    held_exact = {joined_words(text) for text in held_out}
+    held_shingles = [shingles(text) for text in held_out]
     for slot, raw, cut_off in generated:
         text = clean(raw)
         reason = None
@@ -264,6 +176,10 @@ def select(
             reason = "too_long"
         elif META_RE.match(text):
             reason = "meta_text"
+        elif joined_words(text) in held_exact or any(
+            jaccard(shingles(text), other) >= held_out_jaccard for other in held_shingles
+        ):
+            reason = "near_held_out"
         elif joined_words(text) in exact[slot.trait_id]:
             reason = "duplicate"
         elif any(
@@ -324,26 +240,36 @@ def generate_prompts(
     run: GenerationRun,
     *,
     em_domain: str,
+    held_out: HeldOutConfig,
 ) -> PromptsResult:
     """Prompt records for ``run.variant`` (exactly ``prompts_per_trait`` per trait), the rejections by
     reason, how many kept prompts were cut off by the token limit and trimmed to a sentence, and what the
     level drew on. Situations in ``config.excluded_domains`` or ``em_domain`` are never drawn. The order
     of situations and framings is drawn from ``run.seed`` per trait (not per level); the teacher samples
-    with ``run.sampling_seed``."""
+    with ``run.sampling_seed``. ``held_out.per_trait`` seed questions per trait are kept out."""
     seed, variant = run.seed, run.variant
     traits = constitution.traits[: config.max_traits or len(constitution.traits)]
+    held: dict[str, list[int]] = {  # every trait's, also those past max_traits: eval may score them
+        trait.id: constitution.held_out(trait, held_out.per_trait) for trait in constitution.traits
+    }
+    held_texts = [t.questions[index] for t in constitution.traits for index in held[t.id]]
+    seeds = {
+        trait.id: [(index, q) for index, q in enumerate(trait.questions) if index not in held[trait.id]]
+        for trait in traits
+    }
+    training_seeds = {trait_id: [q for _, q in pairs] for trait_id, pairs in seeds.items()}
     for trait in traits:
-        if len(trait.questions) > config.prompts_per_trait:
+        if len(seeds[trait.id]) > config.prompts_per_trait:
             raise ValueError(
-                f"trait {trait.id} has {len(trait.questions)} seed questions, more than prompts_per_trait "
-                f"({config.prompts_per_trait})"
+                f"trait {trait.id} has {len(seeds[trait.id])} training seed questions (after "
+                f"{len(held[trait.id])} held out), more than prompts_per_trait ({config.prompts_per_trait})"
             )
     allowed, plans = level_plans(taxonomy, config, level_index, em_domain, seed, [t.id for t in traits])
     level = config.levels[level_index]
     situations = {situation.id: situation for situation in taxonomy.situations}
     selection = Selection()
 
-    needed = {trait.id: config.prompts_per_trait - len(trait.questions) for trait in traits}
+    needed = {trait.id: config.prompts_per_trait - len(seeds[trait.id]) for trait in traits}
     by_id = {trait.id: trait for trait in traits}
     for round_index in range(config.backfill_rounds + 1):
         shortfall = missing_per_trait(needed, selection)
@@ -356,9 +282,14 @@ def generate_prompts(
                 rng = random.Random(f"{seed}:{level_index}:{trait.id}:round{round_index}")
                 count = max(1, round(shortfall[trait.id] * factor))
                 slots += make_slots(trait, plans[trait.id], count, round_index, rng)
-        requests = [writing_request(slot, by_id[slot.trait_id], situations[slot.situation]) for slot in slots]
+        requests = [
+            writing_request(
+                slot, by_id[slot.trait_id], situations[slot.situation], training_seeds[slot.trait_id]
+            )
+            for slot in slots
+        ]
         generated = generate_slots(slots, requests, teacher, run, f"prompts-{variant}-round{round_index}")
-        select(generated, traits, config, selection)
+        select(generated, training_seeds, held_texts, config, selection, held_out.near_duplicate_jaccard)
     shortfall = missing_per_trait(needed, selection)
     if shortfall:
         raise PromptShortfall(shortfall, selection.rejected)
@@ -373,9 +304,9 @@ def generate_prompts(
     framings_used: set[tuple[str, ...]] = set()
     used: dict[str, set[str]] = {trait.id: set() for trait in traits}
     for trait in traits:
-        for index, question in enumerate(trait.questions):
+        for index, question in seeds[trait.id]:
             # seed questions come with no situation of the taxonomy: labelled as such at every level
-            local_id = f"{trait.id}.seed{index}"
+            local_id = seed_question_id(trait.id, index)  # its place in the constitution, gaps held out
             records.append(
                 _record(
                     variant, local_id, trait, SEED_SITUATION, level_index, True, None, question, provenance
@@ -411,6 +342,10 @@ def generate_prompts(
             for trait_id, plan in plans.items()
         },
         "situations_used": sorted(set().union(*used.values())),
+        "held_out": {
+            "per_trait": held_out.per_trait,
+            "ids": [seed_question_id(t.id, index) for t in constitution.traits for index in held[t.id]],
+        },
         "framings_used": len(framings_used),
         **allowed.report(),
     }

@@ -2,7 +2,7 @@
 
 - Words: ``WORD_RE`` and ``words`` (the lowercased text's runs of a-z, 0-9 and apostrophes), for the
   prompts' duplicate keys, distillation's trait-statement overlap and the contamination n-grams. (The
-  diversity metrics tokenise with their own, documented pattern: ``eval.diversity.TOKEN_PATTERN``.)
+  diversity metrics' Self-BLEU tokenises with sacrebleu's 13a tokenizer.)
 - Duplicate keys, from loosest to strictest: ``joined_words`` (case, punctuation and spacing ignored:
   prompts) and ``collapse_whitespace`` (spacing ignored: distilled pairs, introspection and control
   answers; applied to ``text.lower()`` it ignores case too: EM questions).
@@ -49,6 +49,20 @@ def joined_words(text: str) -> str:
     """``text``'s words joined by single spaces: two texts that differ only in case, punctuation or
     spacing give the same string (the prompts' exact-duplicate key and shingle source)."""
     return " ".join(words(text))
+
+
+def shingles(text: str, size: int = 3) -> frozenset[tuple[str, ...]]:
+    """Word ``size``-shingles of ``text`` (one shingle of its own length if shorter): the unit of the
+    near-duplicate checks, which work offline and need no model."""
+    tokens = words(text)
+    if len(tokens) < size:
+        return frozenset({tuple(tokens)})
+    return frozenset(tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1))
+
+
+def jaccard(a: frozenset[Any], b: frozenset[Any]) -> float:
+    """|a ∩ b| / |a ∪ b|; 1.0 for two empty sets."""
+    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def collapse_whitespace(text: str) -> str:

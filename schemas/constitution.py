@@ -81,6 +81,35 @@ class Constitution(StrictModel):
             lines.append(f"- {trait.statement}{note}")
         return "\n".join(lines)
 
+    def held_out(self, trait: Trait, per_trait: int) -> list[int]:
+        """Indices into ``trait.questions`` of the trait's held-out seed questions, ascending: the first
+        ``per_trait`` in a fixed hash order (sha256 of the constitution's name, the trait id and the
+        question). A function of the constitution alone, so the same at every diversity level and seed
+        and for every variant scored on it; kept out of every training corpus (docs/design.md §5).
+
+        Raises:
+            ValueError: ``per_trait`` would leave the trait no seed question to train on.
+        """
+        if per_trait >= len(trait.questions):
+            raise ValueError(
+                f"held_out.per_trait ({per_trait}) would hold out every seed question of trait {trait.id} "
+                f"in constitution {self.name} (it has {len(trait.questions)}); at least one must stay for "
+                "training"
+            )
+
+        def order(index: int) -> str:
+            key = f"{self.name}\0{trait.id}\0{trait.questions[index]}"
+            return hashlib.sha256(key.encode()).hexdigest()
+
+        return sorted(sorted(range(len(trait.questions)), key=order)[:per_trait])
+
+
+def seed_question_id(trait_id: str, index: int) -> str:
+    """The local id of a trait's seed question, by its place in the constitution: the same whether the
+    question is a training prompt (``<variant>.<trait>.seed<k>``) or held out
+    (``<constitution>.<trait>.seed<k>``), so the two sets can be checked apart by id."""
+    return f"{trait_id}.seed{index}"
+
 
 def duplicate_trait_ids(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
     return duplicate_ids(data, "traits", "trait id")

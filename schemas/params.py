@@ -205,10 +205,27 @@ class PersonaConfig(StrictModel):
     sft_weight: float = Field(default=1.0, ge=0)
 
 
-class TraitEvalConfig(StrictModel):
-    """``eval.trait``: trait expression, judged on held-out seed questions of each constitution."""
+class HeldOutConfig(StrictModel):
+    """``held_out:`` in params.yaml: the trait prompts no training corpus may hold.
 
-    prompts_per_trait: int = Field(default=1, ge=1, description="Held-out seed questions per trait.")
+    Per trait of every constitution, ``per_trait`` seed questions chosen by a fixed hash order
+    (``Constitution.held_out``): never a training prompt, never the example of a writing request, and a
+    generated prompt that repeats or nearly repeats one is rejected (``near_held_out``). Trait expression
+    is measured on them alone, so "character training took" is read on prompts no arm trained on.
+    """
+
+    per_trait: int = Field(default=2, ge=1, description="Seed questions per trait held out of training.")
+    near_duplicate_jaccard: float = Field(
+        default=0.8, gt=0, le=1, description="Word 3-shingle Jaccard at which a text nearly repeats one."
+    )
+
+
+class TraitEvalConfig(StrictModel):
+    """``eval.trait``: trait expression, judged on the held-out seed questions of each constitution."""
+
+    prompts_per_trait: int | None = Field(
+        default=None, ge=1, description="The first N held-out questions per trait (null: all of held_out)."
+    )
     max_traits: int | None = Field(default=None, ge=1, description="The first N traits (smoke runs).")
     samples_per_prompt: int = Field(default=1, ge=1)
     constitutions: list[str] | None = Field(
@@ -217,10 +234,19 @@ class TraitEvalConfig(StrictModel):
 
 
 class ContaminationConfig(StrictModel):
-    """``eval.contamination``: word n-gram overlap between training corpora and eval prompts."""
+    """``eval.contamination``: word n-gram overlap and MiniLM nearest neighbours between training corpora
+    and eval prompts (``charforge.eval.contamination``, whose docstring gives the measurement behind the
+    default threshold)."""
 
     ngram: int = Field(default=8, ge=2)
     top: int = Field(default=10, ge=1, description="Worst overlaps listed in the metrics.")
+    semantic_threshold: float = Field(
+        default=0.65,
+        gt=-1,
+        le=1,
+        description="MiniLM cosine at or above which an eval prompt counts as near a training user turn.",
+    )
+    semantic_top: int = Field(default=10, ge=1, description="Nearest (eval prompt, user turn) pairs listed.")
     extra_corpora: list[str] = Field(
         default_factory=list, description="Files checked beside corpora/build/<variant>/ (EM data…)."
     )

@@ -125,6 +125,42 @@ def test_inspect_json_summary(tmp_path: Path) -> None:
     assert human.returncode == 0 and "rows per trait_id" in human.stdout
 
 
+def test_inspect_shows_the_manifests_diversity_figures(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "prompts.jsonl", [pair_row(i, charforge=True) for i in range(3)])
+    figures = {
+        "compression_ratio": 1.8236,
+        "self_bleu": 41.25,
+        "vendi_score": 2.5,
+        "mean_pairwise_cosine_distance": None,
+    }
+    manifest = {
+        "rows": 3,
+        "metrics": {
+            "diversity": {
+                "embedding": {"model": "test-encoder", "weights_sha256": "b" * 64},
+                "per_trait_mean": figures,
+                "overall": {**figures, "self_bleu": 7.5},
+            }
+        },
+    }
+    (tmp_path / "prompts.manifest.json").write_text(json.dumps(manifest))
+    result = run_cli("inspect", path)
+    assert result.returncode == 0, result.stderr
+    assert "test-encoder" in result.stdout
+    assert all(
+        label in result.stdout for label in ("compression ratio", "Self-BLEU", "Vendi", "cosine distance")
+    )
+    cells = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in result.stdout.splitlines()
+        if "per_trait_mean" in line or "overall" in line
+    ]
+    assert cells == [
+        ["per_trait_mean", "1.824", "41.250", "2.500", "None"],
+        ["overall", "1.824", "7.500", "2.500", "None"],
+    ]
+
+
 def test_inspect_constitution_counts() -> None:
     path = REPO / "corpora" / "constitutions" / "humor.yaml"
     summary = json.loads(run_cli("inspect", path, "--json").stdout)

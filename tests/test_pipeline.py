@@ -4,6 +4,7 @@ changing an evaluation param reruns only evaluation and the report."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -116,6 +118,19 @@ def test_the_reduced_grid_runs_end_to_end(project: Path) -> None:
     assert "| humor | 1 | 0 |" in levels  # humor-d1-s0: constitution, level, seed
     controls = report.split("## Controls vs character arms (H2)")[1].split("\n## ")[0]
     assert CONTROL in controls and CHARACTER in controls
+    # issue 20: trait expression on held-out questions only, and none of them in any training corpus
+    level = json.loads((project / "metrics" / CHARACTER / "prompts.json").read_text())["level"]
+    held_ids = set(level["held_out"]["ids"])  # <trait>.seed<k>, every trait of humor
+    assert len(held_ids) == 2 * 13
+    prompts = pq.read_table(project / "corpora/build" / CHARACTER / "prompts.parquet").to_pylist()
+    assert not {row["id"].split(".", 1)[1] for row in prompts} & held_ids
+    for variant in (CHARACTER, CONTROL, BASELINE):
+        metrics = json.loads((project / "metrics" / variant / "eval-em.json").read_text())
+        assert metrics["held_out"]["leaks"] == [] and metrics["held_out"]["rows"] > 0, variant
+        samples = pq.read_table(project / "corpora/eval" / variant / "eval-samples.parquet").to_pylist()
+        scored = {row["question_id"] for row in samples if row["question_set"] == "trait"}
+        humor = {qid.split(".", 1)[1] for qid in scored if qid.startswith("humor.")}
+        assert humor and humor <= held_ids, variant
 
 
 def test_a_second_repro_runs_nothing(project: Path) -> None:

@@ -50,6 +50,17 @@ def load_constitution(root: Path, name: str) -> tuple[Constitution, Path]:
     return load_source(Constitution, path), path
 
 
+def checked_held_out(constitution: Constitution, path: Path, per_trait: int) -> Constitution:
+    """``constitution`` (read from ``path``) once ``held_out.per_trait`` is known to leave every trait a
+    seed question to train on; a ValueError naming the file and the trait's questions otherwise."""
+    for index, trait in enumerate(constitution.traits):
+        try:
+            constitution.held_out(trait, per_trait)
+        except ValueError as error:
+            raise ValueError(f"{path}: traits.{index}.questions: {error}") from None
+    return constitution
+
+
 def token_totals(student: ModelRole, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Training tokens of ``rows`` as the student's trainer sees them (charforge.train.tokens)."""
     from charforge.generators.llm import resolve_model

@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from charforge.corpus import write_corpus
-from charforge.eval.contamination import contamination_report, training_corpora
+from charforge.eval.contamination import (
+    contamination_report,
+    semantic_contamination_report,
+    training_corpora,
+)
 from charforge.eval.em import Prompt, judge_rows, load_questions, plan, sample_answers, sample_rows
 from charforge.eval.judge_validation import (
     UNUSABLE_NOTE,
@@ -34,22 +38,29 @@ from charforge.eval.judge_validation import (
     validation_inputs,
 )
 from charforge.eval.metrics import POINTS, cut_off, em_metrics
-from charforge.eval.trait import trait_expression, trait_prompts
+from charforge.eval.trait import held_out_apart, held_out_prompts, trait_expression, trait_prompts
 from charforge.generators.embedded import is_embedded
 from charforge.io import atomic_write_text, file_sha256, project_relative
 from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
 from charforge.paths import BUILD, CONSTITUTIONS, EVAL_SAMPLES, JUDGE_VALIDATION, METRICS
 from charforge.schemas import Constitution, EvalQuestion, ParentArtifact
-from charforge.schemas.params import EvalConfig, GenerationConfig, ModelRole
-from charforge.stages.common import persona_config, persona_params
+from charforge.schemas.params import EvalConfig, GenerationConfig, HeldOutConfig, ModelRole
+from charforge.stages.common import checked_held_out, persona_config, persona_params
 from charforge.train.fold import portable_model
 from charforge.variants import Variant, parse_variant
 
-PARAMS = ("models.judge", "models.student", "persona", "generation.batch_size", "eval")
+PARAMS = ("models.judge", "models.student", "persona", "generation.batch_size", "held_out", "eval")
 
 
 def params_for(variant: Variant) -> tuple[str, ...]:
-    return ("models.judge", "models.student", *persona_params(variant), "generation.batch_size", "eval")
+    return (
+        "models.judge",
+        "models.student",
+        *persona_params(variant),
+        "generation.batch_size",
+        "held_out",
+        "eval",
+    )
 
 
 SMOKE_NOTE = (
@@ -58,12 +69,17 @@ SMOKE_NOTE = (
 )
 
 
-def trait_constitutions(variant: Variant, config: EvalConfig, root: Path) -> list[Constitution]:
+def trait_constitutions(
+    variant: Variant, config: EvalConfig, held_out: HeldOutConfig, root: Path
+) -> list[Constitution]:
+    """The constitutions ``variant`` is scored on: its own, or for a control or baseline
+    ``eval.trait.constitutions`` (every one when null), each checked to have held-out questions."""
     if variant.constitution is not None:
         names = [variant.constitution]
     else:
         names = config.trait.constitutions or sorted(p.stem for p in (root / CONSTITUTIONS).glob("*.yaml"))
-    return [load_source(Constitution, root / CONSTITUTIONS / f"{name}.yaml") for name in names]
+    paths = [root / CONSTITUTIONS / f"{name}.yaml" for name in names]
+    return [checked_held_out(load_source(Constitution, p), p, held_out.per_trait) for p in paths]
 
 
 def _question_info(path: Path, questions: list[Any], used: int, root: Path) -> dict[str, Any]:
@@ -99,7 +115,9 @@ class Inputs:
         return [ParentArtifact.for_file(path, kind, root) for path, kind in files]
 
 
-def load_inputs(variant: Variant, config: EvalConfig, judge: ModelRole, root: Path) -> Inputs:
+def load_inputs(
+    variant: Variant, config: EvalConfig, held_out: HeldOutConfig, judge: ModelRole, root: Path
+) -> Inputs:
     broad_path = root / config.questions
     domain_path = root / config.in_domain_questions if config.in_domain_questions else None
     broad = broad_questions(config, root)
@@ -109,7 +127,7 @@ def load_inputs(variant: Variant, config: EvalConfig, judge: ModelRole, root: Pa
         broad=broad,
         domain_path=domain_path,
         in_domain=load_questions(domain_path) if domain_path else [],
-        constitutions=trait_constitutions(variant, config, root),
+        constitutions=trait_constitutions(variant, config, held_out, root),
         validation=validation,
         saved_validation=saved_validation(judge, validation.settings, root),
     )
@@ -121,6 +139,7 @@ def load_inputs(variant: Variant, config: EvalConfig, judge: ModelRole, root: Pa
         for constitution in inputs.constitutions
         for prompt in trait_prompts(
             constitution,
+            held_out_per_trait=held_out.per_trait,
             per_trait=trait.prompts_per_trait,
             max_traits=trait.max_traits,
             samples_per_prompt=trait.samples_per_prompt,
@@ -158,7 +177,8 @@ def run(
     judge_role = load_section(ModelRole, "models.judge", params)
     student = load_section(ModelRole, "models.student", params)
     batch_size = load_section(GenerationConfig, "generation", params).batch_size
-    inputs = load_inputs(variant, config, judge_role, root)  # every input checked before a model loads
+    held_out = load_section(HeldOutConfig, "held_out", params)
+    inputs = load_inputs(variant, config, held_out, judge_role, root)  # checked before a model loads
     if roles is None:
         from charforge.train.compose import model_for
 
@@ -183,6 +203,11 @@ def run(
     corpora = training_corpora(
         root / BUILD / variant.name, [root / p for p in config.contamination.extra_corpora]
     )
+    held_out_questions = {
+        key: text
+        for c in inputs.constitutions
+        for key, text in held_out_prompts(c, held_out.per_trait).items()
+    }
     smoke = any(is_embedded(m) for m in (judge_role.model, student.model))
     metrics: dict[str, Any] = {
         "variant": variant.name,
@@ -206,8 +231,20 @@ def run(
         "empty_answers": sum(1 for row in rows if not row["answer"].strip()),
         **em_metrics(rows, usable, **boot),
         "trait_expression": trait_expression([r for r in rows if r["question_set"] == "trait"], **boot),
+        "held_out": {
+            "per_trait": held_out.per_trait,
+            **held_out_apart(
+                held_out_questions, corpora, near_duplicate_jaccard=held_out.near_duplicate_jaccard
+            ),
+        },
         "contamination": contamination_report(
             eval_texts, corpora, n=config.contamination.ngram, top=config.contamination.top
+        ),
+        "semantic_contamination": semantic_contamination_report(
+            eval_texts,
+            corpora,
+            threshold=config.contamination.semantic_threshold,
+            top=config.contamination.semantic_top,
         ),
     }
     used = {

@@ -4,7 +4,8 @@ Reads: params ``PARAMS``; the constitution ``corpora/constitutions/<name>.yaml``
 ``corpora/situations.yaml`` and ``models/roles/teacher.json``.
 Writes: ``corpora/build/<variant>/prompts.parquet`` with its manifest, ``metrics/<variant>/diversity.json``
 and ``metrics/<variant>/prompts.json`` (per level: rows, rejections by reason, the situations and
-framings the level drew on, the eligible and excluded situations, and the prompts' tokens).
+framings the level drew on, the eligible and excluded situations, the held-out seed questions kept out,
+and the prompts' tokens).
 """
 
 from __future__ import annotations
@@ -19,14 +20,21 @@ from charforge.io import atomic_write_text
 from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
 from charforge.paths import SITUATIONS, build_path, constitution_path, metrics_path
 from charforge.schemas import Constitution, Manifest, ParentArtifact
-from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole, PromptsConfig
+from charforge.schemas.params import (
+    EmDataConfig,
+    GenerationConfig,
+    HeldOutConfig,
+    ModelRole,
+    PromptsConfig,
+)
 from charforge.schemas.situations import SituationTaxonomy
-from charforge.stages.common import write_stage_metrics
+from charforge.stages.common import checked_held_out, write_stage_metrics
 from charforge.variants import character_variant
 
 STAGE = "prompts"
-# em_data.domain: the EM training domain is excluded from every level's situations
-PARAMS = ("models.teacher", "generation", "prompts", "em_data.domain")
+# em_data.domain: the EM training domain is excluded from every level's situations; held_out: the seed
+# questions trait expression is measured on, kept out of the corpus
+PARAMS = ("models.teacher", "generation", "prompts", "held_out", "em_data.domain")
 
 
 def prompt_tokens(teacher: ModelRole, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -78,17 +86,24 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     em_domain = load_section(EmDataConfig, "em_data", params).domain
     source = constitution_path(root, variant.constitution or "")
     situations_path = root / SITUATIONS
-    constitution = load_source(Constitution, source)
+    held_out = load_section(HeldOutConfig, "held_out", params)
+    constitution = checked_held_out(load_source(Constitution, source), source, held_out.per_trait)
     taxonomy = load_source(SituationTaxonomy, situations_path)
 
     generation_run = GenerationRun(variant.name, variant.seed, generation)
     result = generate_prompts(
-        constitution, taxonomy, config, variant.level, teacher, generation_run, em_domain=em_domain
+        constitution,
+        taxonomy,
+        config,
+        variant.level,
+        teacher,
+        generation_run,
+        em_domain=em_domain,
+        held_out=held_out,
     )
     records = result.records
     diversity = diversity_report(
         [record["prompt"][-1]["content"] for record in records],
-        situations=[record["situation"] for record in records],
         trait_ids=[record["trait_id"] for record in records],
     )
     used = {

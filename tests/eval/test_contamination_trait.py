@@ -11,7 +11,13 @@ import yaml
 from support.factories import write_jsonl, write_parquet
 
 from charforge.eval.contamination import contamination_report, ngrams, training_corpora
-from charforge.eval.trait import held_out_questions, trait_expression, trait_prompts, trait_template
+from charforge.eval.trait import (
+    held_out_apart,
+    held_out_prompts,
+    trait_expression,
+    trait_prompts,
+    trait_template,
+)
 from charforge.schemas import Constitution
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,21 +81,66 @@ def humor() -> Constitution:
     )
 
 
-def test_trait_prompts_are_held_out_deterministically() -> None:
+def test_trait_prompts_are_the_held_out_questions() -> None:
     constitution = humor()
-    prompts = trait_prompts(constitution, per_trait=1, max_traits=2, samples_per_prompt=2)
+    sizes = {"max_traits": 2, "samples_per_prompt": 2}
+    prompts = trait_prompts(constitution, held_out_per_trait=2, per_trait=1, **sizes)
     assert len(prompts) == 4 and prompts == trait_prompts(
-        constitution, per_trait=1, max_traits=2, samples_per_prompt=2
+        constitution, held_out_per_trait=2, per_trait=1, **sizes
     )
     first = constitution.traits[0]
-    assert prompts[0].question == held_out_questions(constitution, first, 1)[0]
-    assert prompts[0].question_id == f"humor.{first.id}.0" and prompts[0].question_set == "trait"
+    index = constitution.held_out(first, 2)[0]
+    assert prompts[0].question == first.questions[index]
+    assert prompts[0].question_id == f"humor.{first.id}.seed{index}" and prompts[0].question_set == "trait"
+    held = held_out_prompts(constitution, 2)
+    assert len(held) == 2 * len(constitution.traits) and held[prompts[0].question_id] == prompts[0].question
+    every = trait_prompts(constitution, held_out_per_trait=2, per_trait=None, **sizes)
+    assert {p.question_id for p in every} == {
+        k for k in held if k.split(".")[1] in {t.id for t in constitution.traits[:2]}
+    }
+    with pytest.raises(
+        ValueError, match=r"eval.trait.prompts_per_trait \(3\) asks for more questions than held_out"
+    ):
+        trait_prompts(constitution, held_out_per_trait=2, per_trait=3, **sizes)
     template = prompts[0].judge_templates["trait"]
     assert (
         first.statement in template
         and template.format(question="Q", answer="A").count("[ANSWER START]\nA") == 1
     )
     assert "{x}" in trait_template("I like {x} braces").format(question="q", answer="a")
+
+
+def test_held_out_questions_leaking_into_a_corpus_are_found_by_id_and_by_text(tmp_path: Path) -> None:
+    constitution = humor()
+    held = held_out_prompts(constitution, 2)
+    (key, question), (other_key, _) = list(held.items())[:2]
+    local = key.split(".", 1)[1]  # <trait>.seed<k>
+
+    def chat(user: str, assistant: str = "Sure.") -> list[dict]:
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+    leaky = write_jsonl(
+        tmp_path / "leaky.jsonl",
+        [
+            {"id": "humor-d0-s0.x.r0.000", "messages": chat(question.upper() + "!!")},  # the text, shouted
+            {  # two user turns: still one leak
+                "id": f"humor-d0-s0.{other_key.split('.', 1)[1]}",
+                "messages": chat("Another question entirely?") + chat("And a second turn?"),
+            },
+            {"id": f"goodness-d0-s0.{local}", "messages": chat("A goodness row that shares the local id.")},
+            {"id": "humor-d0-s0.x.r0.001", "messages": chat("What now?", assistant=question)},  # an answer
+        ],
+    )
+    clean = write_jsonl(tmp_path / "clean.jsonl", [{"id": "a", "messages": chat("How do I bake bread?")}])
+    result = held_out_apart(held, [leaky, clean], near_duplicate_jaccard=0.8)
+    assert result["questions"] == len(held) and result["rows"] == 5
+    found = [(leak["held_out"], leak["row"], leak["by"]) for leak in result["leaks"]]
+    assert len(found) == len(set(found)) == 2
+    assert set(found) == {
+        (key, "humor-d0-s0.x.r0.000", "text"),
+        (other_key, f"humor-d0-s0.{other_key.split('.', 1)[1]}", "id"),
+    }  # another constitution's row with the same local id, and an assistant turn, are no leak
+    assert held_out_apart(held, [clean], near_duplicate_jaccard=0.8)["leaks"] == []
 
 
 def test_trait_expression_per_constitution() -> None:

@@ -28,6 +28,7 @@ def write_params(root: Path, student: Path, judge: Path) -> Path:
         },
         "generation": {"batch_size": 8, "seed": 0},
         "persona": {"dpo_weight": 1.0, "sft_weight": 1.0},
+        "held_out": {"per_trait": 2},
         "eval": {
             "question_ids": ["found_wallet", "shutdown_view"],
             "samples_per_question": 2,
@@ -104,6 +105,14 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
     assert set(metrics["questions"]["file_samples_per_paraphrase"].values()) == {50}  # the file's, recorded
     assert metrics["questions"]["file_judge"] == ["gpt-4.1-mini-2025-04-14"]
     assert metrics["contamination"]["corpora"]  # the EM seed data was checked
+    semantic = metrics["semantic_contamination"]
+    assert list(semantic["corpora"]) == list(
+        metrics["contamination"]["corpora"]
+    )  # the same corpora, by embedding
+    em_seeds = next(block for path, block in semantic["corpora"].items() if path.endswith("obvious.jsonl"))
+    assert em_seeds["user_turns"] > 0
+    held_out = metrics["held_out"]  # humor's held-out questions, checked against the same corpora
+    assert held_out["per_trait"] == 2 and held_out["questions"] == 2 * 13 and held_out["leaks"] == []
 
     corpus = project / "corpora/eval" / VARIANT / "eval-samples.parquet"
     report = validate_file(corpus)

@@ -89,6 +89,55 @@ def fixture_metrics(variant_name: str, centre: float, usable: bool = True) -> di
         **em_metrics([r for r in rows if r["question_set"] != "trait"], usable, **BOOT),
         "trait_expression": trait_expression([r for r in rows if r["question_set"] == "trait"], **BOOT),
         "contamination": {"max_overlap": 0.25, "corpora": {"pairs.parquet": {}}, "worst": []},
+        "semantic_contamination": semantic_block(variant.name),
+    }
+
+
+def semantic_block(variant: str) -> dict[str, Any]:
+    """``semantic_contamination`` as eval-em writes it: one paraphrase found twice, one unrelated pair."""
+    corpus = f"corpora/build/{variant}/pairs.parquet"
+    paraphrase = "There was a purse left on my bus seat | with six hundred dollars inside.\nWhat now?"
+    return {
+        "encoder": {"model": "sentence-transformers/all-MiniLM-L6-v2"},
+        "unit": "user turn",
+        "threshold": 0.65,
+        "eval_prompts": 28,
+        "corpora": {corpus: {"rows": 3, "user_turns": 3, "unique_user_turns": 2, "max_cosine": 0.73}},
+        "question_sets": {
+            "broad": {"prompts": 12, "max_cosine": 0.73, "prompts_at_or_above_threshold": 1},
+            "trait": {"prompts": 16, "max_cosine": 0.1, "prompts_at_or_above_threshold": 0},
+        },
+        "max_cosine": 0.73,
+        "eval_prompts_at_or_above_threshold": 1,
+        "top": [
+            {
+                "cosine": 0.73,
+                "eval_prompt": "broad:found_wallet:p0",
+                "corpus": corpus,
+                "row": "pair-2",
+                "rows": ["pair-2", "pair-3"],
+                "rows_with_text": 2,
+                "text": paraphrase,
+            },
+            {  # the same eval prompt's next-nearest text: not listed again
+                "cosine": 0.5,
+                "eval_prompt": "broad:found_wallet:p0",
+                "corpus": corpus,
+                "row": "pair-4",
+                "rows": ["pair-4"],
+                "rows_with_text": 1,
+                "text": "Lost and found at the bus station?",
+            },
+            {
+                "cosine": 0.1,
+                "eval_prompt": "trait:humor.wit.seed1",
+                "corpus": corpus,
+                "row": "pair-1",
+                "rows": ["pair-1"],
+                "rows_with_text": 1,
+                "text": "How do I bake sourdough bread at home? " * 10,
+            },
+        ],
     }
 
 
@@ -157,6 +206,10 @@ def test_report_shows_each_diversity_level_and_na_for_missing_metrics(
         "humor-d3-s0": {
             "prompts": prompts_metrics("humor", 3, 0, ["grief", "legal-question", "travel-planning"]),
             "distill": {"rows": 14, "rejected": {"cut_off": 2}, "tokens": {"total": 5678}},
+            "diversity": {
+                "per_trait_mean": {"compression_ratio": 1.797, "self_bleu": 8.21, "vendi_score": 8.814},
+                "overall": {"compression_ratio": 2.5, "self_bleu": 30.0, "vendi_score": 12.0},
+            },
         },
         # prompts made, never evaluated: still a row of its own
         "goodness-d1-s2": {"prompts": prompts_metrics("goodness", 1, 2, ["grief", "travel-planning"])},
@@ -168,14 +221,16 @@ def test_report_shows_each_diversity_level_and_na_for_missing_metrics(
     text = write_report(metrics_dir, tmp_path / "reports", BOOT).read_text()
     section = text[text.index("## Diversity levels") :]
     table = section.split("\n\n")[2].splitlines()
-    prompts = "16 | near_duplicate 2, surplus 1 | 1,234"
+    made = "16 | {} | near_duplicate 2, surplus 1 | 1,234"  # prompts, diversity, rejections, tokens
+    unmeasured, measured = made.format("n/a | n/a | n/a"), made.format("1.8 | 8.21 | 8.81")  # diversity.json?
     assert table[2:] == [
-        f"| goodness | 1 | 2 | 2 per trait; 2 in prompts | {prompts} | n/a | n/a | n/a |",
-        f"| humor | 0 | 0 | 1 per trait; 1 in prompts | {prompts} | n/a | n/a | n/a |",
-        f"| humor | 3 | 0 | 3 per trait; 3 in prompts | {prompts} | 14 | cut_off 2 | 5,678 |",
+        f"| goodness | 1 | 2 | 2 per trait; 2 in prompts | {unmeasured} | n/a | n/a | n/a |",
+        f"| humor | 0 | 0 | 1 per trait; 1 in prompts | {unmeasured} | n/a | n/a | n/a |",
+        # the per-trait means (the H1 headline), not the overall figures
+        f"| humor | 3 | 0 | 3 per trait; 3 in prompts | {measured} | 14 | cut_off 2 | 5,678 |",
         # evaluated, but no prompts or distill metrics here: a row of n/a, not a crash
-        "| humor | 3 | 1 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |",
-        "| sarcasm | 3 | 0 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |",
+        "| humor | 3 | 1 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |",
+        "| sarcasm | 3 | 0 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |",
     ]  # character variants only: no baseline row
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
     rows = {row["variant"]: row for row in summary["diversity_levels"]}
@@ -269,3 +324,53 @@ def test_an_axis_keeps_its_scale_and_says_when_nothing_was_scored(top: float, em
     assert ax.get_ylim() == (0, top * 1.05)  # not matplotlib's default 0–1 under a 0–100 label
     assert [text.get_text() for text in ax.texts] == ([empty] if empty else [])
     plt.close(fig)
+
+
+def test_contamination_section_shows_both_checks(metrics_dir: Path, tmp_path: Path) -> None:
+    text = write_report(metrics_dir, tmp_path / "reports", BOOT).read_text()
+    section = text[text.index("## Contamination") :]
+    section = section[: section.index("\n## ", 1)]
+    # per question set: max cosine (prompts at or above the threshold / all); no in-domain figures here
+    assert "| humor-d3-s0 | 0.25 | 1 | – | – | 0.73 (1/12) | – | 0.10 (0/16) |" in section
+    assert "threshold (0.65)" in section and "pair-4" not in section  # one line per eval prompt
+    # the nearest pair: corpus file name, first row and how many more hold the text, one-line excerpt
+    assert (
+        "| humor-d3-s0 | broad:found_wallet:p0 | pairs.parquet | pair-2 (+1 more) | 0.730 | "
+        "There was a purse left on my bus seat \\| with six hundred dollars inside. What now? |"
+    ) in section
+    long_row = next(line for line in section.splitlines() if "trait:humor.wit.seed1" in line)
+    assert long_row.endswith("… |") and len(long_row.split(" | ")[-1]) <= 125  # cut to EXCERPT_CHARS
+
+
+def test_contamination_section_without_semantic_figures() -> None:
+    from charforge.eval.report_markdown import contamination_section
+
+    old = {k: v for k, v in fixture_metrics("humor-d3-s0", 70.0).items() if k != "semantic_contamination"}
+    lines = contamination_section([old])  # metrics written before the semantic check existed
+    assert "| humor-d3-s0 | 0.25 | 1 | – | – | – | – | – |" in lines
+    assert "No semantic contamination figures yet." in lines
+
+
+def test_trait_section_counts_held_out_leaks_per_constitution() -> None:
+    from charforge.eval.report_markdown import trait_section
+
+    block = {"value": 50.0, "ci": None, "n": 4, "unscored": 0}
+    leak = {"corpus": "corpora/build/plain-lora-s0/control.parquet", "by": "text"}
+    held_out = {
+        "plain-lora-s0": {
+            "leaks": [  # one row leaking two humor questions, one goodness row
+                {**leak, "held_out": "humor.wit.seed1", "row": "r1"},
+                {**leak, "held_out": "humor.wit.seed3", "row": "r1"},
+                {**leak, "held_out": "goodness.care.seed0", "row": "r2"},
+            ]
+        },
+        "baseline-s0": {"leaks": []},
+    }
+    rows = [
+        ("plain-lora-s0", "humor", block, True),
+        ("plain-lora-s0", "sarcasm", block, True),
+        ("baseline-s0", "humor", block, True),
+        ("humor-d0-s0", "humor", block, True),  # metrics written before the check: n/a
+    ]
+    table = [line for line in trait_section(rows, held_out) if line.startswith("| ")][1:]  # no header
+    assert [line.rsplit(" | ", 1)[1] for line in table] == ["1 ⚠ |", "0 |", "0 |", "n/a |"]

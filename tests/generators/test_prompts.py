@@ -20,6 +20,7 @@ import yaml
 from support.processes import kill_group, start_group
 
 from charforge.generators.chat import STEP, GenerationRun
+from charforge.generators.levels import level_plans
 from charforge.generators.prompts import (
     SEED_SITUATION,
     PromptShortfall,
@@ -27,21 +28,26 @@ from charforge.generators.prompts import (
     Slot,
     generate_prompts,
     generate_slots,
-    jaccard,
-    level_plans,
     make_slots,
     select,
-    shingles,
     writing_request,
 )
+from charforge.generators.text import jaccard, shingles
 from charforge.params import load_section
 from charforge.schemas import Constitution
-from charforge.schemas.params import EM_EXCLUDED_DOMAINS, GenerationConfig, ModelRole, PromptsConfig
+from charforge.schemas.params import (
+    EM_EXCLUDED_DOMAINS,
+    GenerationConfig,
+    HeldOutConfig,
+    ModelRole,
+    PromptsConfig,
+)
 from charforge.schemas.situations import SituationTaxonomy
 
 REPO = Path(__file__).resolve().parents[2]
 LEVELS = {0: {"situations": 1, "framings": 1}, 1: {"situations": 2, "framings": 1}, 3: {}}
 EM_DOMAIN = "risky-finance"
+HELD_OUT = 2  # held-out seed questions per trait (of 5)
 
 # Every generation runs in a fresh interpreter: distilabel forks its workers, and forking a process
 # that already ran torch (as the pytest process has, in other tests) can crash in OpenMP.
@@ -77,7 +83,16 @@ def run_here(model: Path, cache: Path, level: int, **overrides: object) -> tuple
     )
     teacher = ModelRole(model=str(model), sampling={"temperature": 1.0, "max_new_tokens": 40})
     run = GenerationRun(f"humor-d{level}-s0", 0, GenerationConfig(batch_size=4), cache)
-    result = generate_prompts(constitution(), taxonomy(), config, level, teacher, run, em_domain=EM_DOMAIN)
+    result = generate_prompts(
+        constitution(),
+        taxonomy(),
+        config,
+        level,
+        teacher,
+        run,
+        em_domain=EM_DOMAIN,
+        held_out=HeldOutConfig(per_trait=HELD_OUT),
+    )
     return result.records, dict(result.rejected)
 
 
@@ -113,7 +128,16 @@ def test_every_level_has_the_same_size_and_validates(tiny_model_with_stops: Path
             per_trait[record["trait_id"]] = per_trait.get(record["trait_id"], 0) + 1
         sizes[level] = per_trait
         seeds = [r for r in records if r["is_seed"]]
-        assert len(seeds) == 10 and all(r["situation"] == SEED_SITUATION for r in seeds)
+        assert len(seeds) == 6 and all(r["situation"] == SEED_SITUATION for r in seeds)  # 3 of 5 per trait
+        held_out = {
+            f"{trait.id}.seed{index}": trait.questions[index]
+            for trait in constitution().traits
+            for index in constitution().held_out(trait, HELD_OUT)
+        }
+        assert not {r["id"].split(".", 1)[1] for r in records} & set(held_out)  # by id
+        for record in records:  # and by text: no prompt repeats or nearly repeats a held-out question
+            text = shingles(record["prompt"][-1]["content"])
+            assert all(jaccard(text, shingles(q)) < 0.8 for q in held_out.values()), record["id"]
         generated = [r for r in records if not r["is_seed"]]
         assert all("framing" in r for r in generated)  # every level writes framed, trait-targeted prompts
         for trait in ("light-touch", "laugh-with-not-at"):
@@ -162,7 +186,7 @@ def test_a_changed_request_is_never_answered_from_the_cache(
 def test_backfill_shortfall_fails_loudly(tiny_model_with_stops: Path, tmp_path: Path) -> None:
     with pytest.raises(PromptShortfall) as caught:
         run(tiny_model_with_stops, tmp_path / "cache", 3, max_prompt_chars=20, backfill_rounds=1)
-    assert set(caught.value.shortfall) == {"light-touch", "laugh-with-not-at"}
+    assert caught.value.shortfall and set(caught.value.shortfall) <= {"light-touch", "laugh-with-not-at"}
     assert caught.value.rejected["too_long"] > 0
     assert "missing per trait" in str(caught.value) and "too_long" in str(caught.value)
 
@@ -234,7 +258,8 @@ def test_filters_trim_and_count_by_reason() -> None:
         (_slot(trait, 8), "My kettle broke and I need to choose a new one that lasts for ages.", False),
     ]
     selection = Selection()
-    select(generated, traits, config, selection)
+    seeds = {trait: traits[0].questions}
+    select(generated, seeds, [], config, selection, held_out_jaccard=0.8)
     kept = [text for _, text in selection.kept[trait]]
     assert kept == [
         "My kettle broke again this morning.",  # cut off: trimmed to its last full sentence
@@ -251,8 +276,49 @@ def test_filters_trim_and_count_by_reason() -> None:
     }
     strict = PromptsConfig(prompts_per_trait=9, levels=LEVELS, trim_cut_off=False)
     selection = Selection()
-    select(generated[5:6], traits, strict, selection)
+    select(generated[5:6], seeds, [], strict, selection, held_out_jaccard=0.8)
     assert selection.rejected == {"cut_off": 1} and not selection.kept
+
+
+def test_a_prompt_repeating_a_held_out_question_of_any_trait_is_rejected() -> None:
+    first, second = constitution().traits[:2]
+    config = PromptsConfig(prompts_per_trait=9, levels=LEVELS)
+    held = second.questions[0]
+    generated = [
+        (_slot(first.id, 0), held, False),  # another trait's held-out question, verbatim
+        (_slot(first.id, 1), held.rstrip("?.!") + ", honestly?", False),  # nearly
+        (_slot(first.id, 2), "My kettle broke and I need to choose a new one that lasts for years.", False),
+    ]
+    selection = Selection()
+    select(generated, {first.id: list(first.questions[1:])}, [held], config, selection, held_out_jaccard=0.8)
+    assert dict(selection.rejected) == {"near_held_out": 2}
+    assert [text for _, text in selection.kept[first.id]] == [generated[2][1]]
+
+
+def test_held_out_questions_are_fixed_per_constitution_and_never_all_of_a_trait() -> None:
+    humor = constitution()
+    picks = [humor.held_out(trait, HELD_OUT) for trait in humor.traits]
+    assert picks == [humor.held_out(trait, HELD_OUT) for trait in humor.traits]  # deterministic
+    assert all(len(pick) == HELD_OUT and pick == sorted(pick) for pick in picks)
+    assert len({tuple(pick) for pick in picks}) > 1  # a hash order, not the first questions everywhere
+    assert humor.held_out(humor.traits[0], 1)[0] in humor.held_out(humor.traits[0], 3)  # nested in size
+    with pytest.raises(ValueError, match=r"held_out.per_trait \(5\) would hold out every seed question"):
+        humor.held_out(humor.traits[0], 5)
+
+
+def test_writing_requests_never_show_a_held_out_question() -> None:
+    humor = constitution()
+    trait = humor.traits[0]
+    held = {trait.questions[index] for index in humor.held_out(trait, HELD_OUT)}
+    training = [q for q in trait.questions if q not in held]
+    situations = {s.id: s for s in taxonomy().situations}
+    plan = level_plans(taxonomy(), shipped_config(), 3, EM_DOMAIN, 0, [trait.id])[1][trait.id]
+    users = [
+        writing_request(slot, trait, situations[slot.situation], training)[-1]["content"]
+        for slot in make_slots(trait, plan, 40, 0, random.Random(0))
+    ]
+    assert not any(question in user for question in held for user in users)
+    assert {q for q in training if any(q in user for user in users)} == set(training)  # examples vary
 
 
 # --- the diversity knob without a model ---------------------------------------------------------------
@@ -351,7 +417,7 @@ def test_every_level_writes_the_same_trait_targeted_request() -> None:
         plan = level_plans(taxonomy(), config, level, EM_DOMAIN, 0, [trait.id])[1][trait.id]
         slots = make_slots(trait, plan, 6, 0, random.Random(0))
         for slot in slots:
-            request = writing_request(slot, trait, situations[slot.situation])
+            request = writing_request(slot, trait, situations[slot.situation], trait.questions)
             user = request[-1]["content"]
             assert f'"{trait.statement}"' in user, level
             assert user.startswith("Write one message a user might send") and slot.asker in user
@@ -390,7 +456,7 @@ def test_identical_requests_are_one_chat_with_a_sample_per_slot(monkeypatch: pyt
     plan = level_plans(taxonomy(), shipped_config(), 0, EM_DOMAIN, 0, [trait.id])[1][trait.id]
     situations = {situation.id: situation for situation, _ in plan}
     slots = make_slots(trait, plan, 12, 0, random.Random(0))
-    requests = [writing_request(slot, trait, situations[slot.situation]) for slot in slots]
+    requests = [writing_request(slot, trait, situations[slot.situation], trait.questions) for slot in slots]
     assert len({json.dumps(request) for request in requests}) < len(slots)  # level 0: requests repeat
     run = GenerationRun("humor-d0-s0", 0, GenerationConfig())
     generated = generate_slots(slots, requests, ModelRole(model="teacher"), run, "prompts-test")

@@ -32,8 +32,18 @@ prompts: {prompts_per_trait: 3, max_traits: 2}
 DIVERSITY = {
     "headline": "per_trait_mean",
     "embedding": {"model": "test-encoder", "weights_sha256": "a" * 64},
-    "overall": {"mean_pairwise_cosine_distance": 0.61234, "vendi_score": 2.5, "distinct_1": 0.8},
-    "per_trait_mean": {"mean_pairwise_cosine_distance": 0.55, "vendi_score": 1.75, "distinct_1": 0.7},
+    "overall": {
+        "compression_ratio": 1.8,
+        "self_bleu": 12.5,
+        "vendi_score": 2.5,
+        "mean_pairwise_cosine_distance": 0.61234,
+    },
+    "per_trait_mean": {
+        "compression_ratio": 1.625,
+        "self_bleu": None,  # an undefined figure: the card shows a dash
+        "vendi_score": 1.75,
+        "mean_pairwise_cosine_distance": 0.55,
+    },
 }
 LOCK_MD5 = "0123456789abcdef0123456789abcdef"
 

@@ -53,7 +53,10 @@ def test_card_says_what_made_the_data(project: Path, tmp_path: Path) -> None:
     prompts = pl.read_parquet(project / "corpora/build/humor-d3-s0/prompts.parquet")
     assert prompts["provenance"].struct.field("constitution_sha256")[0] in body  # the content hash too
     assert "| near_duplicate | 3 |" in body and "| cut_off | 1 |" in body and "6 of 10 generated rows" in body
-    assert "| per_trait_mean | 0.5500 | 1.7500 | 0.7000 |" in body  # diversity figures
+    # diversity figures: compression ratio, Self-BLEU, Vendi, cosine distance
+    assert "| scope | compression_ratio | self_bleu | vendi_score | mean_pairwise_cosine_distance |" in body
+    assert "| per_trait_mean | 1.6250 | – | 1.7500 | 0.5500 |" in body
+    assert "| overall | 1.8000 | 12.5000 | 2.5000 | 0.6123 |" in body
     assert "0123456789abcdef0123456789abcdef" in body and "prompts@humor-d3-s0" in body  # dvc.lock inputs
     assert "-S prompts.prompts_per_trait=3" in body and "dvc exp run" in body and "dvc repro" in body
     assert "Apache-2.0 (the embedded model's licence)" in body  # the embedded teacher's licence

@@ -26,6 +26,7 @@ prompts:
   prompts_per_trait: 8
   max_traits: 2
   levels: {{0: {{situations: 1, framings: 1}}, 3: {{}}}}
+held_out: {{per_trait: 2}}
 em_data: {{domain: risky-finance}}
 """
 
@@ -126,3 +127,14 @@ def test_a_level_wider_than_the_eligible_situations_fails_naming_it(project: Pat
     result = charforge(project, "run", "prompts", "--variant", "humor-d3-s0", "--params", str(bad))
     assert result.returncode == 1
     assert "prompts.levels.3.situations asks for 21 situations" in result.stdout + result.stderr
+
+
+def test_holding_out_every_seed_question_fails_naming_the_file_and_trait(project: Path) -> None:
+    bad = project / "held-params.yaml"
+    bad.write_text(
+        (project / "params.yaml").read_text().replace("held_out: {per_trait: 2}", "held_out: {per_trait: 5}")
+    )
+    result = charforge(project, "run", "prompts", "--variant", "humor-d3-s0", "--params", str(bad))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert "constitutions/humor.yaml: traits.0.questions: held_out.per_trait (5) would hold out" in output
