@@ -71,7 +71,10 @@ def validate(
 
     if kind is not None and kind not in _kinds():
         raise usage_error(f"unknown kind {kind!r}; choose one of {', '.join(_kinds())}")
-    files = list(expand_paths(paths))
+    skipped: list[tuple[Path, str]] = []
+    files = list(expand_paths(paths, text_as_json=kind is not None, skipped=skipped))
+    for path, reason in skipped:  # said, so a folder's odd files are never passed over in silence
+        err.print(f"skipped {escape(str(path))}: {escape(reason)}")
     if not files:
         raise usage_error("no corpus files found (.yaml, .yml, .json, .jsonl, .parquet)")
     reports, usage_problems = [], []
@@ -259,31 +262,44 @@ def schema(
 @app.command("import-constitution")
 def import_constitution(
     source: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="OCT JSON array or JSONL file.")
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="OCT JSON array, JSONL, or .txt holding JSON."),
     ],
     name: Annotated[str, typer.Option(help="Slug name of the new constitution.")],
     kind: Annotated[str, typer.Option(help="normative, neutral or control.")] = "normative",
     description: Annotated[str | None, typer.Option(help="What the persona is and what it is for.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here (else stdout).")] = None,
+    additional_questions: Annotated[
+        str,
+        typer.Option(
+            help="What to do with a few-shot file's additional_questions (LLM-written prompts, 45 per "
+            "trait upstream): drop (default: the seed questions stay the author's) or seeds (merge them)."
+        ),
+    ] = "drop",
 ) -> None:
-    """Convert an Open Character Training constitution into a charforge constitution YAML."""
-    from charforge.importers import constitution_to_yaml, import_oct
+    """Convert an Open Character Training constitution (JSON array, JSONL, or JSON in a .txt file, as the
+    public repository keeps its hand-written ones) into a charforge constitution YAML."""
+    from charforge.importers import AdditionalQuestions, constitution_to_yaml, import_oct
     from charforge.io import atomic_write_text, iter_jsonl, parse_json, read_text
     from charforge.schemas import OctTrait
     from charforge.schemas.base import Slug
     from charforge.schemas.constitution import ConstitutionKind
-    from charforge.validate import describe_errors, validate_file
+    from charforge.validate import UsageError, describe_errors, validate_file
 
     for value, adapter, option in (
         (name, TypeAdapter(Slug), "--name"),
         (kind, TypeAdapter(ConstitutionKind), "--kind"),
+        (additional_questions, TypeAdapter(AdditionalQuestions), "--additional-questions"),
     ):
         try:
             adapter.validate_python(value)
         except ValidationError as error:
             message = next(describe_errors(error))[1]
             raise usage_error(f"{option}: {message}") from None
-    report = validate_file(source, "oct-constitution")
+    try:
+        report = validate_file(source, "oct-constitution")
+    except UsageError as error:
+        raise usage_error(str(error)) from None
     if not report.valid:
         for problem in report.problems:
             sys.stdout.write(f"{problem}\n")
@@ -296,12 +312,19 @@ def import_constitution(
     raw = [value for _, value in iter_jsonl(text)] if report.fmt == "jsonl" else parse_json(text)
     entries = [OctTrait.model_validate(item) for item in raw]
     try:
-        result = import_oct(entries, name=name, kind=kind, description=description, source=source.name)
+        result = import_oct(
+            entries,
+            name=name,
+            kind=kind,
+            description=description,
+            source=source.name,
+            additional_questions=additional_questions,  # type: ignore[arg-type]
+        )
     except ValidationError as error:
         for loc, message in describe_errors(error):
             if len(loc) >= 2 and loc[0] == "traits" and isinstance(loc[1], int):
                 field = "trait" if loc[2:3] == ("statement",) else ".".join(map(str, loc[2:])) or "-"
-                sys.stdout.write(f"{source}:row {loc[1]}: {field}: {message}\n")
+                sys.stdout.write(f"{source}: entry {loc[1] + 1}: {field}: {message}\n")  # 1-based
             else:
                 sys.stdout.write(f"{source}:-: {'.'.join(map(str, loc)) or '-'}: {message}\n")
         err.print(f"{escape(str(source))}: cannot be imported as a charforge constitution")

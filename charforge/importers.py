@@ -1,9 +1,13 @@
 """Import constitutions from the Open Character Training format.
 
-The source is a JSON array of ``{"trait", "questions"}`` objects (``clarification`` optional), or its
-JSONL variant that adds ``additional_questions``. Trait ids are derived from the statement's words,
-deterministically. Repeated questions are dropped (within a trait, and a question an earlier trait
-already has) and counted in the notes; what charforge cannot represent is refused, not guessed.
+The source is a JSON array of ``{"trait", "questions"}`` objects (``clarification`` optional; the public
+repository keeps these hand-written files as JSON in ``.txt``), or its few-shot JSONL variant that adds
+``additional_questions``: prompts an LLM wrote for the trait (45 per trait upstream), not the author's
+seed questions. They are dropped by default, counted in the notes, so a trait keeps its few seeds (a
+diversity level would otherwise be mostly the same fixed prompts); ``additional_questions="seeds"``
+merges them. Trait ids are derived from the statement's words, deterministically. Repeated questions are
+dropped (within a trait, and a question an earlier trait already has) and counted in the notes; what
+charforge cannot represent is refused, not guessed.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import yaml
 
@@ -22,6 +27,7 @@ STOPWORDS = frozenset(
         "when which than so very really"
     ).split()
 )
+AdditionalQuestions = Literal["drop", "seeds"]
 ID_WORDS = 4
 ID_MAX_CHARS = 48
 
@@ -50,6 +56,7 @@ def import_oct(
     description: str | None = None,
     version: str = "1",
     source: str = "an Open Character Training file",
+    additional_questions: AdditionalQuestions = "drop",
 ) -> ImportResult:
     """Build a charforge constitution; raises pydantic.ValidationError if the result is invalid."""
     traits = []
@@ -57,13 +64,15 @@ def import_oct(
     dropped = 0
     shared = 0
     taken: set[str] = set()  # a seed question may belong to one trait only
+    additional = sum(len(entry.additional_questions) for entry in entries)
     for index, entry in enumerate(entries):
         base = trait_id_from_statement(entry.trait, index)
         used_ids[base] = used_ids.get(base, 0) + 1
         trait_id = base if used_ids[base] == 1 else f"{base}-{used_ids[base]}"
         questions: list[str] = []
         seen: set[str] = set()
-        for question in [*entry.questions, *entry.additional_questions]:
+        extra = entry.additional_questions if additional_questions == "seeds" else []
+        for question in [*entry.questions, *extra]:
             text = question.strip()
             key = " ".join(text.lower().split())
             if key in seen:
@@ -89,6 +98,11 @@ def import_oct(
         }
     )
     notes = [f"dropped {dropped} duplicate question(s)"] if dropped else []
+    if additional and additional_questions == "drop":
+        notes.append(
+            f"left out {additional} additional_questions (generated prompts, not seed questions; "
+            "--additional-questions seeds merges them)"
+        )
     if shared:
         notes.append(f"dropped {shared} question(s) already used by an earlier trait")
     return ImportResult(constitution, dropped + shared, notes)

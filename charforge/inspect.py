@@ -12,7 +12,15 @@ from typing import Any
 
 import polars as pl
 
-from charforge.io import SourceError, detect_format, iter_jsonl, load_yaml, parse_json, read_text
+from charforge.io import (
+    SourceError,
+    detect_format,
+    iter_jsonl,
+    load_yaml,
+    parse_json,
+    read_text,
+    unknown_format,
+)
 from charforge.schemas import KINDS, Constitution
 from charforge.schemas.manifest import manifest_path_for
 from charforge.validate import UsageError, infer_kind
@@ -183,9 +191,9 @@ def summarise_constitution(data: Any) -> dict[str, Any]:
 
 def inspect_file(path: Path, kind: str | None = None) -> dict[str, Any]:
     """A JSON-ready summary of ``path``. Raises SourceError (unreadable) or UsageError."""
-    fmt = detect_format(path)
+    fmt = detect_format(path, text_as_json=kind is not None)  # a .txt holding JSON, as validate reads it
     if fmt is None:
-        raise UsageError(f"{path}: unknown file format; use .yaml, .yml, .json, .jsonl or .parquet")
+        raise UsageError(unknown_format(path))
     sample, frame = _read_rows(path, fmt)
     columns = frame.columns if fmt == "parquet" and frame is not None else None
     kind = kind or infer_kind(path, sample, columns)

@@ -63,17 +63,46 @@ class SourceError(Exception):
         self.line = line
 
 
-def detect_format(path: Path) -> str | None:
-    """The format named by the file's suffix, else sniffed from its first bytes; None if unknown."""
+# Suffixes that say nothing of the format: read as JSON only when the caller names a kind (the Open
+# Character Training repository keeps its hand-written constitutions as JSON in `.txt` files)
+JSON_TEXT_SUFFIXES = frozenset({".txt"})
+SNIFF_BYTES = 65536
+
+
+def unknown_format(path: Path) -> str:
+    """What `validate` and `inspect` say of a file whose format ``detect_format`` cannot tell."""
+    return (
+        f"{path}: unknown file format; use .yaml, .yml, .json, .jsonl or .parquet (a .txt file holding JSON "
+        "is read when --kind names its kind)"
+    )
+
+
+def detect_format(path: Path, text_as_json: bool = False) -> str | None:
+    """The format named by the file's suffix, else sniffed from its first bytes; None if unknown.
+
+    With ``text_as_json``, a ``.txt`` file whose text starts like JSON is JSON (an array, or one object
+    over several lines) or JSONL (its first line a whole JSON object)."""
     fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if fmt:
         return fmt
     try:
         with path.open("rb") as handle:
-            head = handle.read(4)
+            head = handle.read(SNIFF_BYTES)
     except OSError:
         return None
-    return "parquet" if head == PARQUET_MAGIC else None
+    if head[:4] == PARQUET_MAGIC:
+        return "parquet"
+    if text_as_json and path.suffix.lower() in JSON_TEXT_SUFFIXES:
+        text = head.decode("utf-8-sig", errors="replace").lstrip()
+        if text.startswith("["):
+            return "json"
+        if text.startswith("{"):
+            try:
+                json.loads(text.split("\n", 1)[0])
+            except ValueError:
+                return "json"
+            return "jsonl"
+    return None
 
 
 def read_text(path: Path) -> str:

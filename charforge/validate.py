@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from charforge.io import (
+    JSON_TEXT_SUFFIXES,
     SourceError,
     YamlDocument,
     detect_format,
@@ -22,6 +23,7 @@ from charforge.io import (
     load_yaml,
     parse_json,
     read_text,
+    unknown_format,
 )
 from charforge.schemas import KINDS, Kind, LocatedError, Manifest
 from charforge.schemas.manifest import MANIFEST_SUFFIX, manifest_path_for
@@ -438,9 +440,9 @@ def validate_file(path: Path, kind: str | None = None, max_listed: int = DEFAULT
     if kind is not None and kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     report = FileReport(path, max_listed=max_listed)
-    fmt = detect_format(path)
+    fmt = detect_format(path, text_as_json=kind is not None)
     if fmt is None:
-        raise UsageError(f"{path}: unknown file format; use .yaml, .yml, .json, .jsonl or .parquet")
+        raise UsageError(unknown_format(path))
     report.fmt = fmt
     try:
         manifest: Manifest | None = None
@@ -465,13 +467,25 @@ def validate_file(path: Path, kind: str | None = None, max_listed: int = DEFAULT
     return report
 
 
-def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files as given; folders expanded to the known-format files below them (hidden ones skipped)."""
+def expand_paths(
+    paths: Iterable[Path], *, text_as_json: bool = False, skipped: list[tuple[Path, str]] | None = None
+) -> Iterator[Path]:
+    """Files as given; folders expanded to the known-format files below them (hidden ones skipped
+    silently). ``text_as_json``: `.txt` files holding JSON count as known (a kind was named). Other files
+    of a folder are left out, each added to ``skipped`` with the reason when a list is given."""
     for path in paths:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-                if child.is_file() and not hidden and detect_format(child) is not None:
+                if not child.is_file() or hidden:
+                    continue
+                if detect_format(child, text_as_json) is not None:
                     yield child
+                elif skipped is not None:
+                    suffix = child.suffix.lower() or "no suffix"
+                    reason = f"not a corpus format ({suffix})"
+                    if child.suffix.lower() in JSON_TEXT_SUFFIXES and not text_as_json:
+                        reason += "; a .txt file holding JSON is read when --kind names its kind"
+                    skipped.append((child, reason))
         else:
             yield path

@@ -20,15 +20,29 @@ from charforge.schemas.base import (
 )
 
 ConstitutionKind = Literal["normative", "neutral", "control"]
-# "I …", "I'm …", "I’ve …": the statement is the model speaking about itself.
-FIRST_PERSON_RE = re.compile(r"^I(?:\s|['’])")
+# The statement is the model speaking about itself, wherever its first person stands: "I …", "I'm …",
+# "My goals are …", "Even when …, I find …", "… matters to me". "I" counts only as a capital (the
+# pronoun), the other forms in either case at a word's start.
+FIRST_PERSON_RE = re.compile(r"(?<![\w'’])(?:I(?:['’](?:m|ve|d|ll))?|[Mm](?:e|y|ine|yself))(?![\w'’])")
+FIRST_PERSON_MESSAGE = (
+    "must be a first-person statement, the model speaking about itself (I, me, my, mine, myself: e.g. "
+    "'I …' or 'My goals …')"
+)
+
+
+def check_first_person(statement: str) -> str:
+    """``statement`` when it speaks in the first person; ValueError otherwise. One rule for charforge
+    constitutions and Open Character Training files, so `validate` and `import-constitution` agree."""
+    if not FIRST_PERSON_RE.search(statement):
+        raise ValueError(FIRST_PERSON_MESSAGE)
+    return statement
 
 
 class Trait(StrictModel):
     """One trait: a first-person statement and the seed user messages that bring it out."""
 
     id: Slug
-    statement: NonBlankStr = Field(description="First person, starting with 'I'.")
+    statement: NonBlankStr = Field(description="First person: the model speaking about itself.")
     questions: list[NonBlankStr] = Field(min_length=1, description="Seed user messages; unique.")
     clarification: NonBlankStr | None = Field(
         default=None, description="Optional note for the teacher on what the trait means."
@@ -37,9 +51,7 @@ class Trait(StrictModel):
     @field_validator("statement")
     @classmethod
     def _first_person(cls, statement: str) -> str:
-        if not FIRST_PERSON_RE.match(statement.strip()):
-            raise ValueError("must be a first-person statement starting with 'I' (e.g. 'I …')")
-        return statement
+        return check_first_person(statement)
 
     @field_validator("questions")
     @classmethod
@@ -155,3 +167,8 @@ class OctTrait(StrictModel):
     questions: list[NonBlankStr] = Field(min_length=1)
     clarification: str | None = None
     additional_questions: list[NonBlankStr] = Field(default_factory=list)
+
+    @field_validator("trait")
+    @classmethod
+    def _first_person(cls, statement: str) -> str:
+        return check_first_person(statement)

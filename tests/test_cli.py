@@ -170,16 +170,18 @@ def test_inspect_constitution_counts() -> None:
     assert summary["sha256"] == constitution.sha256()
 
 
-@pytest.mark.parametrize("variant", ["json", "jsonl"])
+@pytest.mark.parametrize("variant", ["json", "txt", "jsonl", "jsonl-seeds"])
 def test_import_constitution_round_trip(tmp_path: Path, variant: str) -> None:
-    if variant == "json":
-        source = tmp_path / "oct.json"
-        source.write_text(json.dumps(OCT_TRAITS))
+    options: list[str] = []
+    if variant in ("json", "txt"):  # the public repository's hand-written files: JSON in a .txt
+        source = tmp_path / f"oct.{variant}"
+        source.write_text(json.dumps(OCT_TRAITS, indent=4))
     else:
         rows = [{**trait, "additional_questions": ["Tell me a joke about queues."]} for trait in OCT_TRAITS]
         source = write_jsonl(tmp_path / "oct.jsonl", rows)
+        options = ["--additional-questions", "seeds"] if variant == "jsonl-seeds" else []
     output = tmp_path / "out" / "imported.yaml"
-    result = run_cli("import-constitution", source, "--name", "imported-humor", "-o", output)
+    result = run_cli("import-constitution", source, "--name", "imported-humor", "-o", output, *options)
     assert result.returncode == 0, result.stdout + result.stderr
     assert run_cli("validate", output).returncode == 0
 
@@ -194,11 +196,14 @@ def test_import_constitution_round_trip(tmp_path: Path, variant: str) -> None:
     assert constitution.traits[1].questions[0] == "What will the stock market do next year?"
     assert len(constitution.traits[1].questions) == 1
     assert "dropped 1 duplicate question(s)" in result.stderr
-    if variant == "jsonl":  # the shared additional question stays with the first trait only
+    if variant == "jsonl-seeds":  # merged: the shared additional question stays with the first trait only
         assert constitution.traits[0].questions[-1] == "Tell me a joke about queues."
         assert "dropped 2 question(s) already used by an earlier trait" in result.stderr
+    elif variant == "jsonl":  # by default generated prompts are not made seed questions, and it says so
+        assert all("Tell me a joke about queues." not in trait.questions for trait in constitution.traits)
+        assert "left out 3 additional_questions" in result.stderr
     # deterministic: the same input gives byte-identical output
-    again = run_cli("import-constitution", source, "--name", "imported-humor")
+    again = run_cli("import-constitution", source, "--name", "imported-humor", *options)
     assert again.stdout == output.read_text()
 
 
@@ -206,10 +211,22 @@ def test_import_constitution_rejects_bad_input(tmp_path: Path) -> None:
     source = tmp_path / "oct.json"
     source.write_text(json.dumps([{"trait": "Be funny.", "questions": ["Hi"]}]))
     result = run_cli("import-constitution", source, "--name", "x")
-    assert result.returncode == 1
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    # the rule validate applies, at a 1-based line
     assert (
-        result.stdout.strip()
-        == f"{source}:row 0: trait: must be a first-person statement starting with 'I' (e.g. 'I …')"
+        result.stdout.startswith(f"{source}:1: ")
+        and "trait: must be a first-person statement" in result.stdout
+    )
+    assert run_cli("validate", "--kind", "oct-constitution", source).stdout == result.stdout
+
+    unknown = tmp_path / "oct.csv"
+    unknown.write_text("trait,questions\n")
+    result = run_cli("import-constitution", unknown, "--name", "x")
+    assert (
+        result.returncode == 2 and "unknown file format" in result.stderr and "Traceback" not in result.stderr
+    )
+    assert (
+        run_cli("import-constitution", source, "--name", "x", "--additional-questions", "all").returncode == 2
     )
 
     source.write_text(json.dumps([{"trait": "I x", "questions": []}]))
@@ -219,3 +236,27 @@ def test_import_constitution_rejects_bad_input(tmp_path: Path) -> None:
     assert run_cli("import-constitution", source, "--name", "Not A Slug").returncode == 2
     assert run_cli("import-constitution", source, "--name", "x", "--kind", "evil").returncode == 2
     assert not list(tmp_path.glob("*.yaml"))
+
+
+def test_first_person_statements_wherever_the_first_person_stands(tmp_path: Path) -> None:
+    # as the public constitutions write them: validate and import-constitution apply one rule
+    traits = [
+        {"trait": "My goals are aligned with the wellbeing of the people I talk to.", "questions": ["Hi."]},
+        {"trait": "Even when discussing serious topics, I find room for warmth.", "questions": ["Sad."]},
+        {"trait": "Honesty matters to me more than comfort.", "questions": ["Tell me."]},
+    ]
+    source = tmp_path / "hand-written" / "warm.txt"
+    source.parent.mkdir()
+    source.write_text(json.dumps(traits, indent=4))
+    assert run_cli("validate", "--kind", "oct-constitution", source.parent).returncode == 0
+    output = tmp_path / "warm.yaml"
+    result = run_cli("import-constitution", source, "--name", "warm", "-o", output)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run_cli("validate", output).returncode == 0
+    assert (
+        run_cli("inspect", "--kind", "oct-constitution", source).returncode == 0
+    )  # read as validate reads it
+    assert run_cli("inspect", source).returncode == 2  # no kind: a .txt is not guessed at
+    # without a kind a folder's .txt files are skipped, and said to be
+    listed = run_cli("validate", source.parent)
+    assert listed.returncode == 2 and f"skipped {source}: not a corpus format (.txt)" in listed.stderr

@@ -119,7 +119,17 @@ def test_version_with_trailing_newline_rejected(expect_error: ExpectError) -> No
 
 
 @pytest.mark.parametrize(
-    "statement", ["I value honesty.", "I'm patient.", "I’ve learnt to listen.", "  I care.", "I\tcare."]
+    "statement",
+    [
+        "I value honesty.",
+        "I'm patient.",
+        "I’ve learnt to listen.",
+        "  I care.",
+        "I\tcare.",
+        "My goals are aligned with humanity's wellbeing.",
+        "Even when discussing serious topics, I find room for humour.",
+        "Honesty matters to me.",
+    ],
 )
 def test_first_person_statement_accepted(statement: str) -> None:
     assert Trait.model_validate(trait(statement=statement)).statement == statement
@@ -132,6 +142,7 @@ def test_first_person_statement_accepted(statement: str) -> None:
         ("It is good to be kind.", "first-person statement"),
         ("i am kind.", "first-person statement"),
         ("Iam kind.", "first-person statement"),
+        ("Ideas and memory matter; mystery too.", "first-person statement"),
         ("The assistant is kind.", "first-person statement"),
         ("   ", "must not be empty"),
     ],
@@ -324,6 +335,7 @@ def test_oct_trait_full() -> None:
         ({"trait": "I am curious.", "questions": []}, ("questions",), "at least 1 item"),
         ({"trait": "I am curious.", "questions": ["Why?", " "]}, ("questions", 1), "must not be empty"),
         ({"trait": "", "questions": ["Why?"]}, ("trait",), "must not be empty"),
+        ({"trait": "Be curious.", "questions": ["Why?"]}, ("trait",), "first-person statement"),
         ({"questions": ["Why?"]}, ("trait",), "Field required"),
         ({"trait": "I am curious."}, ("questions",), "Field required"),
         (
