@@ -85,14 +85,15 @@ def detect_format(path: Path, text_as_json: bool = False) -> str | None:
     fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if fmt:
         return fmt
+    sniff_json = text_as_json and path.suffix.lower() in JSON_TEXT_SUFFIXES
     try:
         with path.open("rb") as handle:
-            head = handle.read(SNIFF_BYTES)
+            head = handle.read(SNIFF_BYTES if sniff_json else len(PARQUET_MAGIC))  # no more than needed
     except OSError:
         return None
     if head[:4] == PARQUET_MAGIC:
         return "parquet"
-    if text_as_json and path.suffix.lower() in JSON_TEXT_SUFFIXES:
+    if sniff_json:
         text = head.decode("utf-8-sig", errors="replace").lstrip()
         if text.startswith("["):
             return "json"
