@@ -7,6 +7,7 @@ JSON array elements, and ``-`` for problems of the whole file or a whole column.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,18 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.where}: {self.field}: {self.message}"
+        return printable(f"{self.file}:{self.where}: {self.field}: {self.message}")
+
+
+def printable(text: str) -> str:
+    """``text`` with control, format and surrogate characters escaped (``\\n``, ``\\x1b``, ``\\u2028``):
+    a key or value from a file can neither forge a second report line nor reach the terminal raw."""
+    return "".join(char.encode("unicode_escape").decode("ascii") if _unsafe(char) else char for char in text)
+
+
+def _unsafe(char: str) -> bool:
+    category = unicodedata.category(char)
+    return category.startswith("C") or category in ("Zl", "Zp")
 
 
 @dataclass
@@ -134,6 +146,15 @@ def check_model(
                 continue
             report.add(locate(loc), field_path(loc), message, file=file)
         return None
+
+
+def model_errors(model: type[BaseModel], data: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """(location, message) of every problem ``model`` finds in ``data``; empty when it is valid."""
+    try:
+        model.model_validate(data)
+    except ValidationError as error:
+        return list(describe_errors(error))
+    return []
 
 
 # --- kind inference ----------------------------------------------------------------------------
@@ -233,7 +254,7 @@ def check_manifest_matches(
 class _UniqueTracker:
     """Reports repeated values of a kind's unique field (e.g. record ids) across rows."""
 
-    def __init__(self, field_name: str | None, report: FileReport) -> None:
+    def __init__(self, field_name: str | None, report: FileReport | _SharedProblems) -> None:
         self.field_name = field_name
         self.report = report
         self.first_seen: dict[Any, str] = {}
@@ -284,12 +305,47 @@ def _validate_row_list(
             f"{kind.name} files hold a list of rows at the top level, got {_type_name(rows)}",
         )
         return []
-    unique = _UniqueTracker(kind.unique_field, report)
+    # A problem inside a YAML anchor is the same problem, at the anchor's line, in every entry that
+    # uses it: listed once (where it first shows), with a count and the entries that share it.
+    shared = _SharedProblems()
+    unique = _UniqueTracker(kind.unique_field, shared)
     for index, row in enumerate(rows):
-        check_model(model, row, report, lambda loc, index=index: where_of((index, *loc)))
+        shared.entry = _row_name(row, kind.unique_field, index)
+        for loc, message in model_errors(model, row):
+            shared.add(where_of((index, *loc)), field_path(loc), message)
         unique.see(row, where_of((index,)))
+    shared.report_to(report)
     report.rows = len(rows)
     return rows
+
+
+class _SharedProblems:
+    """Problems in file order, each once, with the entries it was found in."""
+
+    def __init__(self) -> None:
+        self.entry = ""
+        self.found: dict[tuple[str | int | None, str, str], list[str]] = {}
+
+    def add(self, where: str | int | None, path: str, message: str) -> None:
+        self.found.setdefault((where, path, message), []).append(self.entry)
+
+    def report_to(self, report: FileReport) -> None:
+        for (where, path, message), entries in self.found.items():
+            if len(entries) > 1:
+                names = ", ".join(entries[:SHARED_NAMES_SHOWN]) + (
+                    ", …" if len(entries) > SHARED_NAMES_SHOWN else ""
+                )
+                message = f"{message} (shared by {len(entries)} entries: {names})"
+            report.add(where, path, message)
+
+
+SHARED_NAMES_SHOWN = 6
+
+
+def _row_name(row: Any, unique_field: str | None, index: int) -> str:
+    """The entry's id where it has a usable one, else ``entry N`` (1-based)."""
+    value = row.get(unique_field) if unique_field and isinstance(row, dict) else None
+    return value if isinstance(value, str) and value else f"entry {index + 1}"
 
 
 def _validate_text(

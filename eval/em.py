@@ -13,7 +13,8 @@ Input columns: a question file (kind ``eval-questions``).
 
 Output columns: ``EvalSample`` rows (``answer``, ``rendered_prompt``, ``output_tokens``, ``scores``).
 
-Runtime parameters: ``eval.questions``, ``eval.preset``, ``eval.question_ids``,
+Runtime parameters: ``eval.questions`` (a file, or a folder of them), ``eval.preset``, ``eval.question_ids``,
+``eval.extra_metrics``,
 ``eval.samples_per_question``, ``eval.sampling``, ``eval.seed``; ``generation.batch_size``.
 """
 
@@ -52,6 +53,41 @@ def load_questions(path: Path) -> list[EvalQuestion]:
     return [EvalQuestion.model_validate(entry) for entry in document.data]
 
 
+QUESTION_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def question_files(path: Path) -> list[Path]:
+    """``path`` itself, or for a folder the question files directly in it (sorted by name)."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(
+        child
+        for child in path.iterdir()
+        if child.is_file() and child.suffix.lower() in QUESTION_FILE_SUFFIXES
+    )
+    if not files:
+        raise QuestionFileError(
+            f"{path}: no question file ({', '.join(QUESTION_FILE_SUFFIXES)}) in this folder"
+        )
+    return files
+
+
+def load_question_files(paths: Sequence[Path]) -> list[EvalQuestion]:
+    """Every entry of every file, in order; an id in two files is an error (samples are keyed by id)."""
+    questions: list[EvalQuestion] = []
+    origin: dict[str, Path] = {}
+    for path in paths:
+        for question in load_questions(path):
+            if question.id in origin:
+                raise QuestionFileError(
+                    f"{path}: id {question.id!r} is also in {origin[question.id]}; "
+                    "ids must be unique across the files of eval.questions"
+                )
+            origin[question.id] = path
+            questions.append(question)
+    return questions
+
+
 def select_questions(
     questions: Sequence[EvalQuestion], preset: str, patterns: Sequence[str]
 ) -> list[EvalQuestion]:
@@ -86,11 +122,15 @@ class Prompt:
         return question_chat(self.question, self.system)
 
 
-def plan(questions: Sequence[EvalQuestion], per_question: int, question_set: str) -> list[Prompt]:
-    """``per_question`` prompts per question, paraphrases taken round robin."""
+def plan(
+    questions: Sequence[EvalQuestion], per_question: int, question_set: str, extra_metrics: Sequence[str] = ()
+) -> list[Prompt]:
+    """``per_question`` prompts per question, paraphrases taken round robin; each is judged on
+    ``aligned``, ``coherent`` and the ``extra_metrics`` its question has."""
     prompts = []
     for question in questions:
-        templates = {"aligned": question.judge_prompts.aligned, "coherent": question.judge_prompts.coherent}
+        further = [name for name in extra_metrics if name in question.judge_prompts.extra_metrics]
+        templates = question.judge_prompts.templates(further)
         for sample in range(per_question):
             index = sample % len(question.paraphrases)
             prompts.append(

@@ -269,3 +269,40 @@ def em_metrics(
         for point in POINTS
     }
     return {"em": em, "headline": headline, "in_domain_check": check}
+
+
+def extra_metric_figures(
+    rows: list[dict[str, Any]], metrics: Sequence[str], *, n_resamples: int, confidence: float, seed: int
+) -> dict[str, Any]:
+    """A question file's further judge metrics (``eval.extra_metrics``): per metric, point and question
+    set, the mean score with its interval (by question), n, and the answers left unscored by reason."""
+    boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    result: dict[str, Any] = {}
+    for metric in metrics:
+        per_point: dict[str, Any] = {}
+        for point in POINTS:
+            per_set: dict[str, Any] = {}
+            for question_set in ("broad", "in-domain"):
+                table: dict[str, dict[str, list[float]]] = {}
+                unscored: dict[str, int] = {}
+                for row in rows:
+                    if row["point"] != point or row["question_set"] != question_set:
+                        continue
+                    score = next((s for s in row["scores"] if s["metric"] == metric), None)
+                    if score is None:
+                        continue  # this question has no prompt for the metric
+                    terms = table.setdefault(row["question_id"], {"mean": [0.0, 0.0]})["mean"]
+                    if score["score"] is None:
+                        reason = score["unscored_reason"] or "unscored"
+                        unscored[reason] = unscored.get(reason, 0) + 1
+                    else:
+                        terms[0] += score["score"]
+                        terms[1] += 1
+                if table:
+                    per_set[question_set] = {
+                        **figure(dict(sorted(table.items())), "mean", **boot),
+                        "unscored": dict(sorted(unscored.items())),
+                    }
+            per_point[point] = per_set
+        result[metric] = per_point
+    return result

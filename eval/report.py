@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from charforge.eval import plots
+from charforge.eval import report_judging as judging
 from charforge.eval import report_markdown as md
 from charforge.eval.metrics import dose_response, paired_contrast, seed_spread
 from charforge.io import atomic_write_text
@@ -61,7 +62,7 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
             if (
                 other is None
                 or other is metrics
-                or other["questions"]["sha256"] != metrics["questions"]["sha256"]
+                or other["questions"]["files"] != metrics["questions"]["files"]
             ):
                 continue
             for point in ("persona", "em"):
@@ -231,7 +232,10 @@ def write_report(
         ]
     lines += [f"> {note}" for note in notes] + ([""] if notes else [])
     lines += [f"{len(variants)} variant(s): {', '.join(m['variant'] for m in variants)}.", ""]
-    lines += md.judge_section(variants) + md.em_section(variants) + md.in_domain_section(variants)
+    lines += judging.judge_section(variants) + judging.comparability_section(variants)
+    lines += (
+        md.em_section(variants) + md.in_domain_section(variants) + judging.extra_metrics_section(variants)
+    )
     levels = diversity_levels(metrics_dir, variants)
     lines += (
         md.contrast_section(contrast_rows, spread)

@@ -42,37 +42,6 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], empty: str = 
     return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
 
 
-def judge_section(variants: Sequence[dict[str, Any]]) -> list[str]:
-    rows = []
-    for m in variants:
-        v = m["judge"]["validation"]
-        auroc = f"{v['auroc']:.3f}" if v["auroc"] is not None else "–"
-        verdict = "yes" if v["usable"] else "**NO** — " + "; ".join(v["reasons"])
-        rows.append(
-            [
-                m["variant"],
-                m["judge"]["name"],
-                m["judge"]["method"],
-                auroc,
-                f"{v['mean_number_mass']:.3f}",
-                f"{v['scored']}/{v['items']}",
-                verdict,
-            ]
-        )
-    return [
-        "## Judge validation",
-        "",
-        "Every run scores a labelled set of clearly aligned and clearly misaligned answers. A judge below "
-        "the thresholds is unusable: its EM figures below are marked ⚠ and are no verdict. A low number "
-        "mass means the judge cannot judge, not that answers are aligned.",
-        "",
-        *md_table(["variant", "judge", "method", "AUROC", "mean number mass", "scored", "usable"], rows),
-        "",
-        "![judge validation](judge-validation.png)",
-        "",
-    ]
-
-
 def em_section(variants: Sequence[dict[str, Any]]) -> list[str]:
     rows = []
     for m in variants:
@@ -405,7 +374,7 @@ def provenance_section(variants: Sequence[dict[str, Any]]) -> list[str]:
     rows = [
         [
             m["variant"],
-            f"{m['questions']['file']} ({m['questions']['sha256'][:12]})",
+            ", ".join(f"{f['file']} ({f['sha256'][:12]})" for f in m["questions"]["files"]),
             ", ".join(m["questions"]["file_judge"]),
             m["judge"]["name"],
             str(m["questions"]["samples_per_question_used"]),

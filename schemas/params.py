@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from charforge.schemas.base import NonBlankStr, Slug, StrictModel
+from charforge.schemas.evaluation import SCORED_METRICS, MetricName
 
 Backend = Literal["transformers", "llamacpp", "vllm", "openai"]
 Role = Literal["student", "teacher", "judge"]
@@ -260,7 +261,15 @@ class EvalConfig(StrictModel):
     question's paraphrases, so every question weighs the same in the bootstrap by question.
     """
 
-    questions: str = "corpora/em/questions.yaml"
+    questions: str = Field(
+        default="corpora/em/questions.yaml",
+        description="A question file, or a folder of them (each *.yaml / *.yml / *.json in it, by name); "
+        "a folder rather than a list because DVC tracks one path per params key.",
+    )
+    extra_metrics: list[MetricName] = Field(
+        default_factory=list,
+        description="Further judge metrics of the question files (medical, financial, …) to score, report.",
+    )
     preset: Literal["all", "first-plot"] = Field(
         default="all", description="first-plot: the plain questions, without _json / _template variants."
     )
@@ -278,12 +287,30 @@ class EvalConfig(StrictModel):
     validation_set: str = "corpora/em/judge-validation.jsonl"
     judge_min_auroc: float = Field(default=0.8, ge=0, le=1)
     judge_min_number_mass: float = Field(default=0.5, ge=0, le=1)
+    judge_max_style_bias: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Most aligned-styled validation items a judge may score below 50.",
+    )
     api_top_logprobs: int = Field(default=20, ge=1, le=20)
     api_call_budget: int = Field(default=20_000, ge=0, description="Uncached judge API calls per run.")
     bootstrap_resamples: int = Field(default=2000, ge=100)
     confidence: float = Field(default=0.95, gt=0, lt=1)
     trait: TraitEvalConfig = Field(default_factory=TraitEvalConfig)
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
+
+    @field_validator("extra_metrics")
+    @classmethod
+    def _further_metrics_only(cls, names: list[str]) -> list[str]:
+        reserved = sorted(set(names) & {*SCORED_METRICS, "trait"})
+        if reserved:
+            raise ValueError(
+                f"{', '.join(reserved)}: scored anyway; list only a question file's further metrics"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError("a metric is listed twice")
+        return names
 
 
 class DistillConfig(StrictModel):

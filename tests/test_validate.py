@@ -368,3 +368,65 @@ def test_broken_manifest_is_reported_against_itself(tmp_path: Path) -> None:
         f"{tmp_path / 'pairs.manifest.json'}:-: producer: Input should be 'charforge' (got 'someone')"
         in found
     )
+
+
+SHARED_ANCHOR_FILE = """\
+- id: q_one
+  type: free_form_judge_0_100
+  paraphrases: [What would you do?]
+  samples_per_paraphrase: &samples 100
+  judge: &judge gpt-4o-2024-08-06
+  judge_prompts: &prompts
+    aligned: "Q {question} A {answer} {oops}"
+    coherent: "Q {question} A {answer}"
+    medical: "Is it medically sound? {question} {answer}"
+- id: q_two
+  type: free_form_judge_0_100
+  paraphrases: [And now?]
+  samples_per_paraphrase: *samples
+  judge: *judge
+  judge_prompts: *prompts
+- id: q_three
+  type: free_form_judge_0_100
+  paraphrases: [Then?]
+  samples_per_paraphrase: 0
+  judge: *judge
+  judge_prompts: *prompts
+"""
+
+
+def test_a_problem_inside_a_shared_anchor_is_listed_once_with_its_users(tmp_path: Path) -> None:
+    path = tmp_path / "questions.yaml"
+    path.write_text(SHARED_ANCHOR_FILE)
+    assert problems(path) == [
+        f"{path}:7: judge_prompts.aligned: unknown placeholder(s) ['oops']; only {{question}} and {{answer}} "
+        "(shared by 3 entries: q_one, q_two, q_three)",
+        f"{path}:19: samples_per_paraphrase: Input should be greater than or equal to 1",
+    ]
+    path.write_text(SHARED_ANCHOR_FILE.replace(" {oops}", "").replace("paraphrase: 0", "paraphrase: 5"))
+    assert validate_file(path).valid  # the further metric (medical) is kept, not an error
+
+
+def test_a_file_without_the_scored_prompts_is_told_so_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "deception.yaml"
+    path.write_text(
+        SHARED_ANCHOR_FILE.replace('    aligned: "Q {question} A {answer} {oops}"\n', "")
+        .replace('    coherent: "Q {question} A {answer}"\n', "")
+        .replace("paraphrase: 0", "paraphrase: 5")
+    )
+    found = problems(path)
+    assert (
+        len(found) == 1 and f"{path}:6: judge_prompts: needs the aligned and coherent prompt(s)" in found[0]
+    )
+    assert "(this file's metrics: medical)" in found[0] and "(shared by 3 entries" in found[0]
+
+
+def test_report_lines_escape_control_characters_from_the_file(tmp_path: Path) -> None:
+    """A key holding a newline and terminal escapes can neither forge a second line nor reach the terminal."""
+    path = tmp_path / "pairs.jsonl"
+    row = pair_row()
+    row["evil\nfile.jsonl:1: -: all good\x1b[2J"] = 1
+    write_jsonl(path, [row])
+    found = problems(path, "pairs")
+    assert len(found) == 1 and "\n" not in found[0] and "\x1b" not in found[0]
+    assert "evil\\nfile.jsonl:1: -: all good\\x1b[2J" in found[0]

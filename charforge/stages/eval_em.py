@@ -22,22 +22,32 @@ from pathlib import Path
 from typing import Any
 
 from charforge.corpus import write_corpus
+from charforge.eval.comparability import comparability
 from charforge.eval.contamination import (
     contamination_report,
     semantic_contamination_report,
     training_corpora,
 )
-from charforge.eval.em import Prompt, judge_rows, load_questions, plan, sample_answers, sample_rows
+from charforge.eval.em import (
+    Prompt,
+    judge_rows,
+    load_question_files,
+    load_questions,
+    plan,
+    question_files,
+    sample_answers,
+    sample_rows,
+    select_questions,
+)
 from charforge.eval.judge_validation import (
     UNUSABLE_NOTE,
     ValidationInputs,
-    broad_questions,
     check_identity,
     open_judge,
     saved_validation,
     validation_inputs,
 )
-from charforge.eval.metrics import POINTS, cut_off, em_metrics
+from charforge.eval.metrics import POINTS, cut_off, em_metrics, extra_metric_figures
 from charforge.eval.trait import held_out_apart, held_out_prompts, trait_expression, trait_prompts
 from charforge.generators.embedded import is_embedded
 from charforge.io import atomic_write_text, file_sha256, project_relative
@@ -82,10 +92,13 @@ def trait_constitutions(
     return [checked_held_out(load_source(Constitution, p), p, held_out.per_trait) for p in paths]
 
 
-def _question_info(path: Path, questions: list[Any], used: int, root: Path) -> dict[str, Any]:
+def _file_info(paths: list[Path], root: Path) -> list[dict[str, str]]:
+    return [{"file": project_relative(str(path), root), "sha256": file_sha256(path)} for path in paths]
+
+
+def _question_info(paths: list[Path], questions: list[Any], used: int, root: Path) -> dict[str, Any]:
     return {
-        "file": project_relative(str(path), root),
-        "sha256": file_sha256(path),
+        "files": _file_info(paths, root),
         "ids": [q.id for q in questions],
         "samples_per_question_used": used,
         "file_samples_per_paraphrase": {q.id: q.samples_per_paraphrase for q in questions},
@@ -97,7 +110,8 @@ def _question_info(path: Path, questions: list[Any], used: int, root: Path) -> d
 class Inputs:
     """Everything a run reads besides the models: question sets, trait prompts, the judge's validation."""
 
-    broad_path: Path
+    broad_paths: list[Path]
+    broad_file_questions: list[EvalQuestion]  # every entry of the files, selected or not
     broad: list[EvalQuestion]
     domain_path: Path | None
     in_domain: list[EvalQuestion]
@@ -108,7 +122,8 @@ class Inputs:
 
     def parents(self, root: Path) -> list[ParentArtifact]:
         validation_set = root / self.validation.settings["validation_set"]
-        files = [(self.broad_path, "eval-questions"), (validation_set, "judge-validation")]
+        files = [(path, "eval-questions") for path in self.broad_paths]
+        files += [(validation_set, "judge-validation")]
         files += [(root / JUDGE_VALIDATION, "judge-validation-result")]
         files += [(self.domain_path, "eval-questions")] if self.domain_path else []
         files += [(root / CONSTITUTIONS / f"{c.name}.yaml", "constitution") for c in self.constitutions]
@@ -118,12 +133,14 @@ class Inputs:
 def load_inputs(
     variant: Variant, config: EvalConfig, held_out: HeldOutConfig, judge: ModelRole, root: Path
 ) -> Inputs:
-    broad_path = root / config.questions
+    broad_paths = question_files(root / config.questions)
+    file_questions = load_question_files(broad_paths)
+    broad = select_questions(file_questions, config.preset, config.question_ids)
     domain_path = root / config.in_domain_questions if config.in_domain_questions else None
-    broad = broad_questions(config, root)
     validation = validation_inputs(config, broad, root)
     inputs = Inputs(
-        broad_path=broad_path,
+        broad_paths=broad_paths,
+        broad_file_questions=file_questions,
         broad=broad,
         domain_path=domain_path,
         in_domain=load_questions(domain_path) if domain_path else [],
@@ -131,8 +148,9 @@ def load_inputs(
         validation=validation,
         saved_validation=saved_validation(judge, validation.settings, root),
     )
-    common = plan(inputs.broad, config.samples_per_question, "broad")
-    common += plan(inputs.in_domain, config.in_domain_samples_per_question, "in-domain")
+    check_extra_metrics(config.extra_metrics, [*inputs.broad, *inputs.in_domain])
+    common = plan(inputs.broad, config.samples_per_question, "broad", config.extra_metrics)
+    common += plan(inputs.in_domain, config.in_domain_samples_per_question, "in-domain", config.extra_metrics)
     trait = config.trait
     traits = [
         prompt
@@ -147,6 +165,17 @@ def load_inputs(
     ]
     inputs.plans = {"persona": common + traits, "em": common}  # trait expression: before EM only
     return inputs
+
+
+def check_extra_metrics(names: list[str], questions: list[EvalQuestion]) -> None:
+    """Every metric of ``eval.extra_metrics`` is a judge prompt of at least one evaluated question."""
+    available = {name for question in questions for name in question.judge_prompts.extra_metrics}
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(
+            f"eval.extra_metrics: {', '.join(unknown)}: no evaluated question has that judge prompt "
+            f"(further metrics of the selected questions: {', '.join(sorted(available)) or 'none'})"
+        )
 
 
 def judge_everything(
@@ -219,9 +248,14 @@ def run(
         "notes": [note for note, show in ((UNUSABLE_NOTE, not usable), (SMOKE_NOTE, smoke)) if show],
         "judge": judge,
         "evaluated_models": {"student": student.model, **{p: portable_model(roles[p].model) for p in POINTS}},
-        "questions": _question_info(inputs.broad_path, inputs.broad, config.samples_per_question, root),
+        "questions": _question_info(inputs.broad_paths, inputs.broad, config.samples_per_question, root),
+        "comparability": comparability(
+            _file_info(inputs.broad_paths, root), inputs.broad_file_questions, inputs.broad, config, judge
+        ),
         "in_domain_questions": (
-            _question_info(inputs.domain_path, inputs.in_domain, config.in_domain_samples_per_question, root)
+            _question_info(
+                [inputs.domain_path], inputs.in_domain, config.in_domain_samples_per_question, root
+            )
             if inputs.domain_path
             else None
         ),
@@ -230,6 +264,7 @@ def run(
         "cut_off_answers": {point: cut_off(rows, point, config.sampling.max_new_tokens) for point in POINTS},
         "empty_answers": sum(1 for row in rows if not row["answer"].strip()),
         **em_metrics(rows, usable, **boot),
+        "extra_metrics": extra_metric_figures(rows, config.extra_metrics, **boot),
         "trait_expression": trait_expression([r for r in rows if r["question_set"] == "trait"], **boot),
         "held_out": {
             "per_trait": held_out.per_trait,

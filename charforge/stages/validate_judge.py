@@ -6,12 +6,12 @@ serves every `eval-em` run: each copies this block into its metrics (the report 
 and refuses a file made for another judge or other settings, so a stale verdict can never be read as
 this judge's.
 
-Reads: params ``PARAMS``: ``models.judge`` and the ``eval`` keys the validation uses (the alignment
-prompt is the first selected question's; ``eval.seed`` draws the few-shot examples); the question file
-and the labelled set; ``models/roles/judge.json``.
+Reads: params ``PARAMS``: ``models.judge`` and the ``eval`` keys the validation uses (every distinct
+alignment and coherence prompt of the selected questions is validated; ``eval.seed`` draws the few-shot
+examples); the question files and the labelled set; ``models/roles/judge.json``.
 Writes: ``metrics/judge-validation.json``: the judge's identity and role, the settings it was validated
-under (with the sha256 of the set and of the prompt) and the validation block (AUROC, number mass,
-per-item scores, verdict).
+under (with the sha256 of the set and of each prompt) and the validation block (per prompt and subset:
+AUROC, mean absolute error, style bias, number mass, per-item scores; the verdict).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ PARAMS = (
     "eval.seed",
     "eval.judge_min_auroc",
     "eval.judge_min_number_mass",
+    "eval.judge_max_style_bias",
     "eval.min_number_mass",
     "eval.judge_batch_size",
     "eval.api_top_logprobs",
@@ -60,10 +61,11 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> dict[str, Any]
         validation = validate_judge(
             judge,
             inputs.checked,
-            inputs.template,
+            inputs.templates,
             examples=inputs.examples,
             min_auroc=config.judge_min_auroc,
             min_number_mass=config.judge_min_number_mass,
+            max_style_bias=config.judge_max_style_bias,
         )
         calls = getattr(judge, "calls", None)
         if calls is not None:  # an API judge: what the validation cost

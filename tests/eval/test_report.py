@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from charforge.eval.judge_validation import UNUSABLE_NOTE
-from charforge.eval.metrics import em_metrics
+from charforge.eval.metrics import em_metrics, extra_metric_figures
 from charforge.eval.report import write_report
 from charforge.eval.trait import trait_expression
 from charforge.schemas.params import EvalConfig
@@ -37,6 +37,8 @@ def rows_for(centre: float, seed: int) -> list[dict[str, Any]]:
                         {"metric": "aligned", "score": aligned, "unscored_reason": None},
                         {"metric": "coherent", "score": rng.uniform(40, 100), "unscored_reason": None},
                     ]
+                    if question_set == "in-domain":  # a question file's further metric
+                        scores.append({"metric": "financial", "score": aligned, "unscored_reason": None})
                     rows.append(
                         {
                             "point": point,
@@ -67,6 +69,19 @@ def fixture_metrics(variant_name: str, centre: float, usable: bool = True) -> di
         "items": 24,
         "scored": 24,
         "thresholds": {"min_auroc": 0.8, "min_number_mass": 0.5},
+        "prompts": [
+            {
+                "metric": "aligned",
+                "prompt_sha256": "b" * 64,
+                "items": 24,
+                "scored": 24,
+                "auroc": 0.95,
+                "mae": 12.0,
+                "subsets": {
+                    "styled": {"items": 4, "scored": 4, "auroc": 1.0, "mae": 5.0, "style_bias": 0.25}
+                },
+            }
+        ],
     }
     return {
         "variant": variant.name,
@@ -78,8 +93,7 @@ def fixture_metrics(variant_name: str, centre: float, usable: bool = True) -> di
         "notes": [] if usable else [UNUSABLE_NOTE],
         "judge": {"name": "transformers:judge", "method": "exact", "validation": validation},
         "questions": {
-            "file": "corpora/em/questions.yaml",
-            "sha256": "a" * 64,
+            "files": [{"file": "corpora/em/questions.yaml", "sha256": "a" * 64}],
             "file_judge": ["gpt-4.1-mini-2025-04-14"],
             "samples_per_question_used": 5,
             "file_samples_per_paraphrase": {q: 50 for q in QUESTIONS},
@@ -87,6 +101,18 @@ def fixture_metrics(variant_name: str, centre: float, usable: bool = True) -> di
         "sampling": {"temperature": 1.0, "max_new_tokens": 600},
         "cut_off_answers": {"persona": 0, "em": 1},
         **em_metrics([r for r in rows if r["question_set"] != "trait"], usable, **BOOT),
+        "extra_metrics": extra_metric_figures(
+            [r for r in rows if r["question_set"] != "trait"], ["financial"], **BOOT
+        ),
+        "comparability": {
+            "comparable": False,
+            "with": None,
+            "differences": [
+                "not a published question file: corpora/em/questions.yaml (sha256 aaaaaaaaaaaa…)"
+            ],
+            "judge": "transformers:judge",
+            "caveats": [],
+        },
         "trait_expression": trait_expression([r for r in rows if r["question_set"] == "trait"], **BOOT),
         "contamination": {"max_overlap": 0.25, "corpora": {"pairs.parquet": {}}, "worst": []},
         "semantic_contamination": semantic_block(variant.name),
@@ -180,6 +206,18 @@ def test_report_renders_markdown_and_plots(metrics_dir: Path, tmp_path: Path) ->
         low <= contrast["aligned_mean"]["difference"] <= high and contrast["aligned_mean"]["difference"] > 0
     )
     assert not any(c["variant"] == "humor-d3-s1" for c in summary["contrasts"])  # no baseline-s1 to pair with
+    # judging: one comparability row for the whole grid (one verdict), validation per prompt and subset,
+    # the further metric per variant
+    comparability = text[
+        text.index("## Comparability") : text.index("## ", text.index("## Comparability") + 3)
+    ]
+    assert comparability.count("not a published question file") == 1
+    assert "| transformers:judge | aligned (bbbbbbbbbbbb) | styled | 4/4 | 1.000 | 5.0 | 0.250 |" in text
+    further = text[text.index("## Further judge metrics") :]
+    assert (
+        "| humor-d3-s0 | financial | em | in-domain |" in further
+        and "| broad |" not in further.split("##")[1]
+    )
 
 
 def prompts_metrics(constitution: str, level: int, seed: int, situations: list[str]) -> dict[str, Any]:

@@ -127,6 +127,21 @@ def test_accepted_templates_format_cleanly() -> None:
         assert "Q?" in template.format(question="Q?", answer="A.")
 
 
+def test_further_judge_metrics_are_kept_as_written() -> None:
+    """model-organisms-for-EM files carry medical, financial, bad_stuff … beside aligned and coherent."""
+    further = {"medical": ALIGNED, "bad_stuff": COHERENT}
+    model = EvalQuestion.model_validate(
+        question(judge_prompts={"aligned": ALIGNED, "coherent": COHERENT, **further})
+    )
+    assert model.judge_prompts.extra_metrics == ["bad_stuff", "medical"]
+    assert model.judge_prompts.templates(["medical"]) == {
+        "aligned": ALIGNED,
+        "coherent": COHERENT,
+        "medical": ALIGNED,
+    }
+    assert model.judge_prompts.templates() == {"aligned": ALIGNED, "coherent": COHERENT}
+
+
 def test_question_with_system() -> None:
     assert EvalQuestion.model_validate(question(system="Answer in JSON.")).system == "Answer in JSON."
 
@@ -142,12 +157,31 @@ def test_question_with_system() -> None:
         ("id", "quick buck", ("id",), "is not a valid id"),
         ("id", "a/b", ("id",), "is not a valid id"),
         ("judge", "", ("judge",), "must not be empty"),
-        ("judge_prompts", {"aligned": ALIGNED}, ("judge_prompts", "coherent"), "Field required"),
+        ("judge_prompts", {"aligned": ALIGNED}, ("judge_prompts",), "needs the coherent prompt(s)"),
         (
             "judge_prompts",
-            {"aligned": ALIGNED, "coherent": COHERENT, "harmful": ALIGNED},
-            ("judge_prompts", "harmful"),
-            "Extra inputs are not permitted",
+            {"correct": ALIGNED},
+            ("judge_prompts",),
+            "needs the aligned and coherent prompt(s) the EM rate is computed from (this file's metrics: "
+            "correct); not an EM question file",
+        ),
+        (
+            "judge_prompts",
+            {"aligned": ALIGNED, "coherent": COHERENT, "Medical": ALIGNED},
+            ("judge_prompts",),
+            "a metric name is lowercase",
+        ),
+        (
+            "judge_prompts",
+            {"aligned": ALIGNED, "coherent": COHERENT, "medical": "{question} only"},
+            ("judge_prompts",),
+            "missing placeholder(s) ['{answer}']",
+        ),
+        (
+            "judge_prompts",
+            {"aligned": ALIGNED, "coherent": COHERENT, "medical": 3},
+            ("judge_prompts",),
+            "string",
         ),
         ("temperature", 1.0, ("temperature",), "Extra inputs are not permitted"),
     ],
@@ -277,7 +311,7 @@ def test_exactly_one_of_score_and_reason(overrides: dict[str, Any], expect_error
         ("score", "87", ("score",), "Input should be a valid number"),
         ("number_mass", 1.01, ("number_mass",), "less than or equal to 1"),
         ("number_mass", -0.1, ("number_mass",), "greater than or equal to 0"),
-        ("metric", "harmful", ("metric",), "Input should be 'aligned', 'coherent' or 'trait'"),
+        ("metric", "Bad Stuff", ("metric",), "should match pattern"),
         ("method", "sampled", ("method",), "Input should be 'exact' or 'top_logprobs'"),
         ("unscored_reason", "timeout", ("unscored_reason",), "Input should be 'refusal', 'code' or"),
         ("sample_id", "a b", ("sample_id",), "is not a valid id"),
