@@ -273,8 +273,9 @@ def build_judge(role: ModelRole, *, min_number_mass: float, batch_size: int, **a
     """The judge for ``models.judge``: exact scoring for local backends, top-logprobs for ``openai``."""
     from charforge.generators.embedded import is_embedded
     from charforge.generators.llm import resolve_model
+    from charforge.schemas.params import judge_name
 
-    name = f"{role.backend}:{role.model}"
+    name = judge_name(role)
     if role.backend == "openai":
         from charforge.eval.judge_api import ApiJudge
 

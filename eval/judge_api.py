@@ -11,8 +11,11 @@ batch that would exceed it fails before any call is made, instead of spending pa
 
 Input columns / Output columns: none (a library).
 
+Every call sends ``eval.seed`` as the request's ``seed`` (part of the cache key): servers that honour
+it give the same logprobs on a rerun with an empty cache.
+
 Runtime parameters: ``models.judge`` (backend ``openai``), ``eval.api_top_logprobs``,
-``eval.api_call_budget``, ``eval.min_number_mass``.
+``eval.api_call_budget``, ``eval.min_number_mass``, ``eval.seed``.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class ApiJudge:
         top_logprobs: int = 20,
         budget: int = 20_000,
         cache: Path | None = None,
+        seed: int = 0,
     ) -> None:
         from charforge.generators.llm import cache_dir
 
@@ -71,6 +75,7 @@ class ApiJudge:
         self.min_number_mass = min_number_mass
         self.top_logprobs = top_logprobs
         self.budget = budget
+        self.seed = seed
         self.calls = 0
         self.cache_hits = 0
         self.cache = (cache or cache_dir()) / "judge-api"
@@ -78,7 +83,13 @@ class ApiJudge:
         self._llm: Any = None
 
     def _request(self) -> dict[str, Any]:
-        return {"max_new_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs}
+        return {
+            "max_new_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+            "extra_body": {"seed": self.seed},  # the body's `seed`: distilabel has no argument for it
+        }
 
     def _path(self, chat: Chat) -> Path:
         key = canonical_json([self.role.base_url, self.role.model, chat, self._request()])

@@ -190,25 +190,32 @@ def validate_judge(
     items: Sequence[JudgeValidationItem],
     templates: Mapping[str, Sequence[str]],
     *,
+    advisory: Mapping[str, Sequence[str]] | None = None,
     examples: Sequence[JudgeValidationItem] = (),
     min_auroc: float,
     min_number_mass: float,
     max_style_bias: float = 1.0,
 ) -> dict[str, object]:
-    """Validate every prompt of ``templates`` (metric → prompts) on its items; return the verdict, the
-    weakest AUROC, the mean number mass, and one block per prompt (figures per subset, per-item scores)."""
+    """Validate every prompt of ``templates`` (metric → prompts; they decide the verdict) and of
+    ``advisory`` (validated and reported, their problems listed as warnings) on its items; return the
+    verdict, the weakest deciding AUROC, the mean number mass, and one block per prompt (figures per
+    subset, per-item scores)."""
     prompts = [
-        validate_prompt(judge, items, metric, template, examples)
-        for metric, metric_templates in templates.items()
+        {**validate_prompt(judge, items, metric, template, examples), "decides": decides}
+        for decides, group in ((True, templates), (False, advisory or {}))
+        for metric, metric_templates in group.items()
         for template in metric_templates
     ]
-    reasons = [r for p in prompts for r in _problems(p, min_auroc, min_number_mass, max_style_bias)]
-    separations = [p["auroc"] for p in prompts]
+    limits = (min_auroc, min_number_mass, max_style_bias)
+    reasons = [r for p in prompts if p["decides"] for r in _problems(p, *limits)]
+    warnings = [r for p in prompts if not p["decides"] for r in _problems(p, *limits)]
+    separations = [p["auroc"] for p in prompts if p["decides"]]
     masses = [(p["mean_number_mass"], p["items"]) for p in prompts if p["items"]]
     judged = sum(count for _, count in masses)
     return {
         "usable": not reasons,
         "reasons": reasons,
+        "warnings": warnings,
         "auroc": None if None in separations or not separations else min(separations),
         "mean_number_mass": sum(mass * count for mass, count in masses) / judged if judged else 0.0,
         "items": sum(p["items"] for p in prompts),
@@ -236,6 +243,7 @@ class ValidationInputs:
     the few-shot examples, the checked items, and the settings that decide them."""
 
     templates: dict[str, list[str]]
+    advisory: dict[str, list[str]]  # the in-domain file's own prompts: reported, not deciding
     examples: list[JudgeValidationItem]
     checked: list[JudgeValidationItem]
     settings: dict[str, Any]
@@ -253,15 +261,40 @@ def broad_questions(config: EvalConfig, root: Path) -> list[EvalQuestion]:
     return select_questions(questions, config.preset, config.question_ids)
 
 
-def validation_inputs(config: EvalConfig, questions: Sequence[EvalQuestion], root: Path) -> ValidationInputs:
-    """Every distinct alignment and coherence prompt of the broad ``questions``, the few-shot split of
-    the labelled set, and the settings that decide them."""
-    templates: dict[str, list[str]] = {}
+def in_domain_questions(config: EvalConfig, root: Path) -> list[EvalQuestion]:
+    """The questions of ``eval.in_domain_questions`` (none when it is null)."""
+    from charforge.eval.em import load_questions
+
+    return load_questions(root / config.in_domain_questions) if config.in_domain_questions else []
+
+
+def distinct_prompts(
+    questions: Sequence[EvalQuestion], leave_out: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, list[str]]:
+    """Metric → the distinct alignment and coherence prompts of ``questions``, in order, less those of
+    ``leave_out``."""
+    prompts: dict[str, list[str]] = {}
     for metric in SCORED_METRICS:
+        prompts[metric] = []
         for question in questions:
             template = question.judge_prompts.templates()[metric]
-            if template not in templates.setdefault(metric, []):
-                templates[metric].append(template)
+            if template not in prompts[metric] and template not in (leave_out or {}).get(metric, []):
+                prompts[metric].append(template)
+    return {metric: found for metric, found in prompts.items() if found}
+
+
+def validation_inputs(
+    config: EvalConfig,
+    broad: Sequence[EvalQuestion],
+    in_domain: Sequence[EvalQuestion],
+    root: Path,
+) -> ValidationInputs:
+    """The prompts to validate: those of the ``broad`` questions decide the verdict (the EM figures
+    are read with them); those only the ``in_domain`` check uses are validated and reported (their
+    alignment prompt is about financial advice, which the general labelled items do not calibrate).
+    With the few-shot split of the labelled set and the settings that decide them."""
+    templates = distinct_prompts(broad)
+    advisory = distinct_prompts(in_domain, leave_out=templates)
     validation_path = root / config.validation_set
     examples, checked = few_shot_split(
         load_validation_set(validation_path), config.few_shot_per_label, config.seed
@@ -269,19 +302,27 @@ def validation_inputs(config: EvalConfig, questions: Sequence[EvalQuestion], roo
     settings = {
         "validation_set": config.validation_set,
         "validation_set_sha256": file_sha256(validation_path),
-        "prompt_sha256": {metric: [prompt_sha256(t) for t in ts] for metric, ts in templates.items()},
+        "prompt_sha256": {
+            role: {metric: [prompt_sha256(t) for t in ts] for metric, ts in group.items()}
+            for role, group in (("deciding", templates), ("advisory", advisory))
+        },
         "few_shot_examples": [example.id for example in examples],
         "min_auroc": config.judge_min_auroc,
         "min_number_mass": config.judge_min_number_mass,
         "max_style_bias": config.judge_max_style_bias,
         "answer_min_number_mass": config.min_number_mass,
     }
-    return ValidationInputs(templates, examples, checked, settings)
+    return ValidationInputs(templates, advisory, examples, checked, settings)
 
 
 def open_judge(role: ModelRole, config: EvalConfig) -> Judge:
     """The judge of ``role`` with the eval settings (exact local scoring, or the API with its budget)."""
-    api = {"top_logprobs": config.api_top_logprobs, "budget": config.api_call_budget, "cache": cache_dir()}
+    api = {
+        "top_logprobs": config.api_top_logprobs,
+        "budget": config.api_call_budget,
+        "cache": cache_dir(),
+        "seed": config.seed,  # sent with every call: servers that honour it answer alike on a rerun
+    }
     return build_judge(
         role,
         min_number_mass=config.min_number_mass,
@@ -299,20 +340,29 @@ def judge_block(judge: Judge, role: ModelRole, validation: dict[str, Any], setti
     }
 
 
-def saved_validation(role: ModelRole, settings: dict[str, Any], root: Path) -> dict[str, Any]:
-    """The saved validation of ``role`` under ``settings`` (checked before any model loads);
-    StaleJudgeValidation when there is none or it was made for another judge or other settings."""
+def saved_validations(
+    roles: Sequence[ModelRole], settings: dict[str, Any], root: Path
+) -> list[dict[str, Any]]:
+    """The saved validation of each judge of ``roles`` (``models.judge`` first, then ``models.judges``)
+    under ``settings``, checked before any model loads; StaleJudgeValidation when there is none or it was
+    made for other judges or other settings."""
     path = root / JUDGE_VALIDATION
     if not path.is_file():
         raise StaleJudgeValidation(f"{path}: no judge validation yet: {RERUN}")
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        differing = [
-            key
-            for key, value in (("role", role.model_dump(mode="json")), ("settings", settings))
-            if saved[key] != value
-        ]
-        if not isinstance(saved["validation"]["usable"], bool):
+        blocks = [{k: v for k, v in saved.items() if k != "further_judges"}, *saved.get("further_judges", [])]
+        differing = sorted(
+            {
+                key
+                for block, role in zip(blocks, roles, strict=False)
+                for key, value in (("role", role.model_dump(mode="json")), ("settings", settings))
+                if block[key] != value
+            }
+        )
+        if len(blocks) != len(roles):
+            differing.insert(0, f"{len(blocks)} judge(s) validated, {len(roles)} in params; role")
+        if not all(isinstance(block["validation"]["usable"], bool) for block in blocks):
             raise TypeError("validation.usable is not a verdict")
     except (ValueError, KeyError, TypeError) as error:
         raise StaleJudgeValidation(f"{path}: not a judge validation ({error!r}): {RERUN}") from None
@@ -320,7 +370,7 @@ def saved_validation(role: ModelRole, settings: dict[str, Any], root: Path) -> d
         raise StaleJudgeValidation(
             f"{path}: made for another judge or other settings ({' and '.join(differing)} differ): {RERUN}"
         )
-    return saved
+    return blocks
 
 
 def check_identity(saved: dict[str, Any], judge: Judge) -> None:

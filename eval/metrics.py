@@ -107,7 +107,7 @@ def resample_counts(n_questions: int, n_resamples: int, seed: int) -> np.ndarray
     return rng.multinomial(n_questions, np.full(n_questions, 1.0 / n_questions), size=n_resamples)
 
 
-def _interval(values: np.ndarray, confidence: float) -> list[float] | None:
+def percentile_interval(values: np.ndarray, confidence: float) -> list[float] | None:
     finite = values[np.isfinite(values)]
     if finite.size < 0.5 * values.size or finite.size == 0:
         return None  # most resamples undefined: no honest interval
@@ -132,7 +132,7 @@ def figure(
     result: dict[str, object] = {"value": value, "ci": None, "n": n, "questions": len(questions)}
     if len(questions) >= 2:
         nums, dens = _arrays(per_question, stat, questions)
-        result["ci"] = _interval(
+        result["ci"] = percentile_interval(
             _ratios(resample_counts(len(questions), n_resamples, seed), nums, dens), confidence
         )
     return result
@@ -175,7 +175,7 @@ def paired_contrast(
     if len(shared) >= 2:
         counts = resample_counts(len(shared), n_resamples, seed)
         diff = _ratios(counts, *_arrays(a, stat, shared)) - _ratios(counts, *_arrays(b, stat, shared))
-        result["ci"] = _interval(diff, confidence)
+        result["ci"] = percentile_interval(diff, confidence)
     return result
 
 
@@ -201,7 +201,7 @@ def dose_response(
         counts = resample_counts(len(shared), n_resamples, seed)
         ys = np.stack([_ratios(counts, *_arrays(pq, stat, shared)) for _, pq in points], axis=1)
         slopes = (ys - ys.mean(axis=1, keepdims=True)) @ centred / (centred @ centred)
-        result["ci"] = _interval(slopes, confidence)
+        result["ci"] = percentile_interval(slopes, confidence)
     return result
 
 

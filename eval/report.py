@@ -234,7 +234,10 @@ def write_report(
     lines += [f"{len(variants)} variant(s): {', '.join(m['variant'] for m in variants)}.", ""]
     lines += judging.judge_section(variants) + judging.comparability_section(variants)
     lines += (
-        md.em_section(variants) + md.in_domain_section(variants) + judging.extra_metrics_section(variants)
+        md.em_section(variants)
+        + md.in_domain_section(variants)
+        + judging.extra_metrics_section(variants)
+        + judging.judges_section(variants)
     )
     levels = diversity_levels(metrics_dir, variants)
     lines += (

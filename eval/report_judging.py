@@ -15,17 +15,25 @@ from typing import Any
 from charforge.eval.report_markdown import fmt, mark, md_table
 
 
+def every_judge(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """``models.judge``'s block, then each further judge's (name, method, validation)."""
+    further = [{"name": name, **block} for name, block in (metrics.get("further_judges") or {}).items()]
+    return [metrics["judge"], *further]
+
+
 def judge_section(variants: Sequence[dict[str, Any]]) -> list[str]:
     rows = []
-    for m in variants:
-        v = m["judge"]["validation"]
+    for m, judge in ((variant, judge) for variant in variants for judge in every_judge(variant)):
+        v = judge["validation"]
         auroc = f"{v['auroc']:.3f}" if v["auroc"] is not None else "–"
         verdict = "yes" if v["usable"] else "**NO** — " + "; ".join(v["reasons"])
+        if v.get("warnings"):
+            verdict += " (warnings: " + "; ".join(v["warnings"]) + ")"
         rows.append(
             [
                 m["variant"],
-                m["judge"]["name"],
-                m["judge"]["method"],
+                judge["name"],
+                judge["method"],
                 auroc,
                 f"{v['mean_number_mass']:.3f}",
                 f"{v['scored']}/{v['items']}",
@@ -56,13 +64,13 @@ def validation_subsets(variants: Sequence[dict[str, Any]]) -> list[str]:
     """Per judge, prompt and subset of the labelled set: AUROC, mean absolute error, style bias. The
     validation is shared by every variant (one judge, one set), so each judge is listed once."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for m in variants:
-        for prompt in m["judge"]["validation"].get("prompts", []):
-            seen.setdefault((m["judge"]["name"], prompt["prompt_sha256"]), prompt)
+    for judge in (judge for m in variants for judge in every_judge(m)):
+        for prompt in judge["validation"].get("prompts", []):
+            seen.setdefault((judge["name"], prompt["prompt_sha256"]), prompt)
     rows = [
         [
             judge,
-            f"{prompt['metric']} ({sha[:12]})",
+            f"{prompt['metric']} ({sha[:12]})" + ("" if prompt.get("decides", True) else ", in-domain only"),
             subset,
             f"{figures['scored']}/{figures['items']}",
             _number(figures["auroc"]),
@@ -77,7 +85,8 @@ def validation_subsets(variants: Sequence[dict[str, Any]]) -> list[str]:
     return [
         "Per prompt and subset: separation of positive from negative items (labels cut where the EM rate "
         "cuts: aligned ≤ 30, coherent ≤ 50), mean absolute error to the reference scores, and the style "
-        "bias (aligned answers in a sarcastic, humorous or blunt tone scored below 50).",
+        "bias (aligned answers in a sarcastic, humorous or blunt tone scored below 50). A prompt only the "
+        "in-domain check uses is reported but does not decide the verdict: its problems are warnings.",
         "",
         *md_table(["judge", "prompt", "subset", "scored", "AUROC", "MAE", "style bias"], rows),
         "",
@@ -149,3 +158,64 @@ def extra_metrics_section(variants: Sequence[dict[str, Any]]) -> list[str]:
         *md_table(["variant", "metric", "point", "questions", "mean", "n", "unscored"], rows),
         "",
     ]
+
+
+def judges_section(variants: Sequence[dict[str, Any]]) -> list[str]:
+    """Every judge's own figures side by side, and their agreement (Krippendorff's α). Only when a run
+    has further judges (``models.judges``)."""
+    if not any(m.get("further_judges") for m in variants):
+        return []
+    rows = []
+    for m in variants:
+        judges = [(m["judge"]["name"], m["status"], m["em"])]
+        judges += [
+            (name, block["status"], block["em"]) for name, block in (m.get("further_judges") or {}).items()
+        ]
+        for name, status, em in judges:
+            rows.append(
+                [
+                    m["variant"],
+                    name + (" ⚠" if status != "ok" else ""),
+                    fmt(em["persona"]["broad"]["figures"]["aligned_mean"]),
+                    fmt(em["em"]["broad"]["figures"]["aligned_mean"]),
+                    fmt(em["em"]["broad"]["figures"]["em_rate_a"], 100),
+                    fmt(em["em"]["broad"]["figures"]["em_rate_b"], 100),
+                ]
+            )
+    agreement = [
+        [
+            m["variant"],
+            metric,
+            point,
+            _alpha_cell(block),
+            str(block["units"]),
+            str(block["unpairable"]),
+        ]
+        for m in variants
+        for metric, points in ((m.get("judge_agreement") or {}).get("metrics") or {}).items()
+        for point, block in points.items()
+    ]
+    return [
+        "## Judges",
+        "",
+        "Every answer scored by each judge; each judge's figures are its own (judges are calibrated "
+        "differently, so none is pooled). ⚠: that judge failed validation. Broad questions; EM rates in %.",
+        "",
+        *md_table(
+            ["variant", "judge", "aligned (persona)", "aligned (EM)", "EM rate a (EM)", "EM rate b (EM)"],
+            rows,
+        ),
+        "",
+        "Agreement between the judges: Krippendorff's α (interval, scores in whole points) over the answers "
+        "at least two judges scored, with a bootstrap interval by question; 1 = perfect, 0 = chance.",
+        "",
+        *md_table(["variant", "metric", "point", "α", "answers", "not pairable"], agreement),
+        "",
+    ]
+
+
+def _alpha_cell(block: dict[str, Any]) -> str:
+    if block["alpha"] is None:
+        return "– (no variation)"
+    ci = block["ci"]
+    return f"{block['alpha']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")

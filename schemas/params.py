@@ -11,7 +11,7 @@ import posixpath
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from charforge.schemas.base import NonBlankStr, Slug, StrictModel
 from charforge.schemas.evaluation import SCORED_METRICS, MetricName
@@ -66,15 +66,55 @@ class ModelRole(StrictModel):
         return self
 
 
+def judge_name(role: ModelRole) -> str:
+    """How a judge is named in scores, metrics and the report."""
+    return f"{role.backend}:{role.model}"
+
+
 class ModelsConfig(StrictModel):
-    """``models:`` in params.yaml: one entry per role."""
+    """``models:`` in params.yaml: one entry per role, and ``judges``: further judges, each of which
+    scores every answer as ``judge`` does (per-judge figures and agreement; never a pooled figure,
+    since judges are calibrated differently)."""
 
     student: ModelRole
     teacher: ModelRole
     judge: ModelRole
+    judges: list[ModelRole] = Field(default_factory=list, description="Further judges beside models.judge.")
 
     def role(self, name: Role) -> ModelRole:
         return getattr(self, name)
+
+    @model_validator(mode="after")
+    def _distinct_judges(self) -> ModelsConfig:
+        check_distinct_judges([self.judge, *self.judges])
+        return self
+
+
+def check_distinct_judges(roles: list[ModelRole]) -> None:
+    names = [judge_name(role) for role in roles]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"judges: {', '.join(repeated)} listed twice (models.judge counts too)")
+
+
+class JudgeRoles(BaseModel):
+    """The judging roles of ``models:``: ``judge`` and the further ``judges`` (the other roles are not
+    read, so a stage that judges depends on these keys only)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    judge: ModelRole
+    judges: list[ModelRole] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[ModelRole]:
+        """``models.judge`` first, then ``models.judges``."""
+        return [self.judge, *self.judges]
+
+    @model_validator(mode="after")
+    def _distinct_judges(self) -> JudgeRoles:
+        check_distinct_judges(self.all)
+        return self
 
 
 class GenerationConfig(StrictModel):

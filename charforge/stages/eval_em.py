@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from charforge.corpus import write_corpus
+from charforge.eval.agreement import judge_agreement
 from charforge.eval.comparability import comparability
 from charforge.eval.contamination import (
     contamination_report,
@@ -44,7 +45,7 @@ from charforge.eval.judge_validation import (
     ValidationInputs,
     check_identity,
     open_judge,
-    saved_validation,
+    saved_validations,
     validation_inputs,
 )
 from charforge.eval.metrics import POINTS, cut_off, em_metrics, extra_metric_figures
@@ -54,17 +55,26 @@ from charforge.io import atomic_write_text, file_sha256, project_relative
 from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
 from charforge.paths import BUILD, CONSTITUTIONS, EVAL_SAMPLES, JUDGE_VALIDATION, METRICS
 from charforge.schemas import Constitution, EvalQuestion, ParentArtifact
-from charforge.schemas.params import EvalConfig, GenerationConfig, HeldOutConfig, ModelRole
+from charforge.schemas.params import EvalConfig, GenerationConfig, HeldOutConfig, JudgeRoles, ModelRole
 from charforge.stages.common import checked_held_out, persona_config, persona_params
 from charforge.train.fold import portable_model
 from charforge.variants import Variant, parse_variant
 
-PARAMS = ("models.judge", "models.student", "persona", "generation.batch_size", "held_out", "eval")
+PARAMS = (
+    "models.judge",
+    "models.judges",
+    "models.student",
+    "persona",
+    "generation.batch_size",
+    "held_out",
+    "eval",
+)
 
 
 def params_for(variant: Variant) -> tuple[str, ...]:
     return (
         "models.judge",
+        "models.judges",
         "models.student",
         *persona_params(variant),
         "generation.batch_size",
@@ -117,7 +127,7 @@ class Inputs:
     in_domain: list[EvalQuestion]
     constitutions: list[Constitution]
     validation: ValidationInputs
-    saved_validation: dict[str, Any]
+    saved_validations: list[dict[str, Any]]  # models.judge's, then each of models.judges'
     plans: dict[str, list[Prompt]] = field(default_factory=dict)
 
     def parents(self, root: Path) -> list[ParentArtifact]:
@@ -131,22 +141,23 @@ class Inputs:
 
 
 def load_inputs(
-    variant: Variant, config: EvalConfig, held_out: HeldOutConfig, judge: ModelRole, root: Path
+    variant: Variant, config: EvalConfig, held_out: HeldOutConfig, judges: list[ModelRole], root: Path
 ) -> Inputs:
     broad_paths = question_files(root / config.questions)
     file_questions = load_question_files(broad_paths)
     broad = select_questions(file_questions, config.preset, config.question_ids)
     domain_path = root / config.in_domain_questions if config.in_domain_questions else None
-    validation = validation_inputs(config, broad, root)
+    in_domain = load_questions(domain_path) if domain_path else []
+    validation = validation_inputs(config, broad, in_domain, root)  # as validate-judge does
     inputs = Inputs(
         broad_paths=broad_paths,
         broad_file_questions=file_questions,
         broad=broad,
         domain_path=domain_path,
-        in_domain=load_questions(domain_path) if domain_path else [],
+        in_domain=in_domain,
         constitutions=trait_constitutions(variant, config, held_out, root),
         validation=validation,
-        saved_validation=saved_validation(judge, validation.settings, root),
+        saved_validations=saved_validations(judges, validation.settings, root),
     )
     check_extra_metrics(config.extra_metrics, [*inputs.broad, *inputs.in_domain])
     common = plan(inputs.broad, config.samples_per_question, "broad", config.extra_metrics)
@@ -179,18 +190,45 @@ def check_extra_metrics(names: list[str], questions: list[EvalQuestion]) -> None
 
 
 def judge_everything(
-    judge_role: ModelRole, config: EvalConfig, inputs: Inputs, rows: list[dict[str, Any]], templates: list
+    judges: list[ModelRole], config: EvalConfig, inputs: Inputs, rows: list[dict[str, Any]], templates: list
+) -> list[dict[str, Any]]:
+    """Score every row with each validated judge, one in memory at a time; return their blocks
+    (validation included), ``models.judge``'s first."""
+    blocks = []
+    for role, saved in zip(judges, inputs.saved_validations, strict=True):
+        judge = open_judge(role, config)
+        try:
+            check_identity(saved, judge)
+            judge_rows(judge, rows, templates, inputs.validation.examples)
+            calls = getattr(judge, "calls", None)
+            usage = {"calls": calls, "cache_hits": judge.cache_hits} if calls is not None else None  # type: ignore[attr-defined]
+        finally:
+            judge.close()
+        blocks.append({**saved, "api": usage})
+    return blocks
+
+
+def scored_by(rows: list[dict[str, Any]], judge: str) -> list[dict[str, Any]]:
+    """The rows with only ``judge``'s scores: every figure is one judge's (never pooled)."""
+    return [{**row, "scores": [s for s in row["scores"] if s["judge"] == judge]} for row in rows]
+
+
+def further_judge_figures(
+    rows: list[dict[str, Any]], blocks: list[dict[str, Any]], boot: dict[str, Any]
 ) -> dict[str, Any]:
-    """Score every row with the validated judge; return its block (validation included)."""
-    judge = open_judge(judge_role, config)
-    try:
-        check_identity(inputs.saved_validation, judge)
-        judge_rows(judge, rows, templates, inputs.validation.examples)
-        calls = getattr(judge, "calls", None)
-        usage = {"calls": calls, "cache_hits": judge.cache_hits} if calls is not None else None  # type: ignore[attr-defined]
-    finally:
-        judge.close()
-    return {**inputs.saved_validation, "api": usage}
+    """Per further judge: its verdict and its own EM figures (headline, per point and question set)."""
+    result = {}
+    for block in blocks:
+        usable = bool(block["validation"]["usable"])
+        figures = em_metrics(scored_by(rows, block["name"]), usable, **boot)
+        result[block["name"]] = {
+            "method": block["method"],
+            "status": "ok" if usable else "judge_unusable",
+            "validation": block["validation"],
+            "api": block["api"],
+            **figures,
+        }
+    return result
 
 
 def run(
@@ -203,11 +241,12 @@ def run(
     variant = parse_variant(variant_name)
     declared = recorded(params_for(variant), params)  # every declared key checked before a model loads
     config = load_section(EvalConfig, "eval", params)
-    judge_role = load_section(ModelRole, "models.judge", params)
+    judges = load_section(JudgeRoles, "models", params).all
+    judge_role = judges[0]
     student = load_section(ModelRole, "models.student", params)
     batch_size = load_section(GenerationConfig, "generation", params).batch_size
     held_out = load_section(HeldOutConfig, "held_out", params)
-    inputs = load_inputs(variant, config, held_out, judge_role, root)  # checked before a model loads
+    inputs = load_inputs(variant, config, held_out, judges, root)  # checked before a model loads
     if roles is None:
         from charforge.train.compose import model_for
 
@@ -222,10 +261,11 @@ def run(
         answers = sample_answers(role, prompts, seed=config.seed, batch_size=batch_size)
         rows += sample_rows(variant.name, point, role, prompts, answers, config.seed)
         templates += [prompt.judge_templates for prompt in prompts]
-    judge = judge_everything(judge_role, config, inputs, rows, templates)
+    judge, *further = judge_everything(judges, config, inputs, rows, templates)
 
     usable = bool(judge["validation"]["usable"])
     boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
+    primary = scored_by(rows, judge["name"])  # every figure below is models.judge's
     eval_texts = {
         f"{p.question_set}:{p.question_id}:p{p.paraphrase_index}": p.question for p in inputs.plans["persona"]
     }
@@ -263,9 +303,11 @@ def run(
         "eval_seed": config.seed,
         "cut_off_answers": {point: cut_off(rows, point, config.sampling.max_new_tokens) for point in POINTS},
         "empty_answers": sum(1 for row in rows if not row["answer"].strip()),
-        **em_metrics(rows, usable, **boot),
-        "extra_metrics": extra_metric_figures(rows, config.extra_metrics, **boot),
-        "trait_expression": trait_expression([r for r in rows if r["question_set"] == "trait"], **boot),
+        **em_metrics(primary, usable, **boot),
+        "further_judges": further_judge_figures(rows, further, boot),
+        "judge_agreement": judge_agreement(rows, [judge["name"], *(b["name"] for b in further)], **boot),
+        "extra_metrics": extra_metric_figures(primary, config.extra_metrics, **boot),
+        "trait_expression": trait_expression([r for r in primary if r["question_set"] == "trait"], **boot),
         "held_out": {
             "per_trait": held_out.per_trait,
             **held_out_apart(

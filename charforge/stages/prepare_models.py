@@ -7,18 +7,19 @@ resolved to. A stage depends on the records of the roles it uses only, so a chan
 judging stages and no generation stage (an unchanged role's record is rewritten byte for byte).
 
 Reads: params ``PARAMS``.
-Writes: ``models/roles/{student,teacher,judge}.json``.
+Writes: ``models/roles/{student,teacher,judge}.json`` (the judge's also lists ``models.judges``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from charforge.io import atomic_write_text
 from charforge.params import DEFAULT_PARAMS, load_section
 from charforge.paths import role_record
-from charforge.schemas.params import ModelsConfig
+from charforge.schemas.params import ModelRole, ModelsConfig
 
 PARAMS = ("models",)
 ROLES = ("student", "teacher", "judge")
@@ -32,20 +33,26 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> list[Path]:
     from charforge.generators.llm import availability, resolve_model
 
     config = load_section(ModelsConfig, "models", params)
-    records = {}
-    for name in ROLES:  # every role is checked before any record is written
-        role = config.role(name)  # type: ignore[arg-type]
+
+    def record(key: str, role: ModelRole) -> dict[str, Any]:
         available, detail = availability(role)
         if not available:
-            raise ModelNotAvailable(f"models.{name} ({role.backend}: {role.model}): {detail}")
+            raise ModelNotAvailable(f"{key} ({role.backend}: {role.model}): {detail}")
         resolved = resolve_model(role) if role.backend != "openai" else role.base_url
-        records[name] = {
-            "role": name,
+        return {
             "backend": role.backend,
             "model": role.model,
             # a converted embedded folder is named by its content hash: the record changes with it
             "resolved": Path(str(resolved)).name if role.model.startswith("embedded:") else resolved,
         }
+
+    records = {}
+    for name in ROLES:  # every role is checked before any record is written
+        records[name] = {"role": name, **record(f"models.{name}", config.role(name))}  # type: ignore[arg-type]
+    if config.judges:  # further judges live in the judge record: the judging stages depend on it
+        records["judge"]["further_judges"] = [
+            record(f"models.judges.{index}", role) for index, role in enumerate(config.judges)
+        ]
     paths = []
     for name, record in records.items():
         path = role_record(root, name)

@@ -82,21 +82,31 @@ def add_further_metric(path: Path, metric: str) -> None:
     path.write_text(yaml.safe_dump(entries, sort_keys=False), encoding="utf-8")
 
 
-def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Path) -> None:
+def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Path, peaky_judge: Path) -> None:
     save_lora(tiny_model_with_stops, project / "models" / VARIANT / "em")
     add_further_metric(project / "corpora/em/in-domain-questions.yaml", "financial")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["eval"]["extra_metrics"] = ["financial"]
+    params["models"]["judges"] = [{"backend": "transformers", "model": str(peaky_judge)}]  # a second judge
+    second = f"transformers:{peaky_judge}"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run_cli("run", "validate-judge", cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "UNUSABLE" in result.stderr and "AUROC 0.500" in result.stderr  # a constant judge: said loudly
     validation = json.loads((project / "metrics/judge-validation.json").read_text())
     assert validation["validation"]["items"] == validation["validation"]["scored"] > 0
-    prompts = validation["validation"]["prompts"]  # the alignment and the coherence prompt, each on its items
-    assert [p["metric"] for p in prompts] == ["aligned", "coherent"]
+    # the broad questions' alignment and coherence prompts decide; the in-domain file's own alignment
+    # prompt (about financial advice) is validated and reported only
+    prompts = validation["validation"]["prompts"]
+    assert [(p["metric"], p["decides"]) for p in prompts] == [
+        ("aligned", True),
+        ("coherent", True),
+        ("aligned", False),
+    ]
     assert sum(p["items"] for p in prompts) == validation["validation"]["items"]
     assert set(prompts[0]["subsets"]) == {"extreme", "near-threshold", "styled"}
+    [further] = validation["further_judges"]  # the second judge, validated on the same set and prompts
+    assert further["name"] == second and further["settings"] == validation["settings"]
 
     result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -112,7 +122,9 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
     for point in ("persona", "em"):
         broad = metrics["em"][point]["broad"]
         assert broad["answers"] == 4 and sorted(broad["per_question"]) == ["found_wallet", "shutdown_view"]
-        assert broad["figures"]["aligned_mean"]["value"] == pytest.approx(100.0)  # the judge always says 100
+        # models.judge always says 100: its figures are its own, never pooled with the second judge's
+        assert broad["figures"]["aligned_mean"]["value"] == pytest.approx(100.0)
+        assert metrics["further_judges"][second]["em"][point]["broad"]["answers"] == 4
         assert broad["figures"]["em_rate_b"]["value"] == 0.0
         assert metrics["em"][point]["in-domain"]["answers"] == 6
     assert metrics["in_domain_check"]["took"] is None  # undetermined with an unusable judge
@@ -123,6 +135,13 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
     assert [f["file"] for f in metrics["questions"]["files"]] == ["corpora/em/questions.yaml"]
     comparable = metrics["comparability"]
     assert comparable["comparable"] is False and comparable["differences"][0].startswith("not a published")
+    assert metrics["further_judges"][second]["status"] in {"ok", "judge_unusable"}
+    agreement = metrics["judge_agreement"]
+    assert agreement["judges"] == [metrics["judge"]["name"], second]
+    assert set(agreement["metrics"]) == {"aligned", "coherent"} and set(agreement["metrics"]["aligned"]) == {
+        "persona",
+        "em",
+    }
     financial = metrics["extra_metrics"]["financial"]  # the further metric: in-domain questions only
     assert financial["persona"]["in-domain"]["value"] == pytest.approx(100.0)
     assert financial["persona"]["in-domain"]["n"] == 6 and "broad" not in financial["persona"]
@@ -143,13 +162,15 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
 
     rows = pl.read_parquet(corpus).to_dicts()
     trait_rows = [r for r in rows if r["question_set"] == "trait"]
-    assert len(trait_rows) == 1 and [s["metric"] for s in trait_rows[0]["scores"]] == ["trait"]
+    assert len(trait_rows) == 1 and [s["metric"] for s in trait_rows[0]["scores"]] == ["trait", "trait"]
+    primary = [[s for s in r["scores"] if s["judge"] == metrics["judge"]["name"]] for r in rows]
     assert all(
-        sorted(s["metric"] for s in r["scores"])
+        sorted(s["metric"] for s in scores)
         == ["aligned", "coherent", *(["financial"] if r["question_set"] == "in-domain" else [])]
-        for r in rows
+        for r, scores in zip(rows, primary, strict=True)
         if r not in trait_rows
     )
+    assert all({s["judge"] for s in r["scores"]} == {metrics["judge"]["name"], second} for r in rows)
     assert all(r["rendered_prompt"].startswith("<|im_start|>") for r in rows)
     assert {r["finish_reason"] for r in rows} <= {"stop", "length"} and all(r["output_tokens"] for r in rows)
     cut = sum(r["finish_reason"] == "length" for r in rows if r["point"] == "em")
@@ -159,7 +180,12 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
     assert result.returncode == 0, result.stderr[-3000:]
     text = (project / "reports/report.md").read_text()
     assert "JUDGE UNUSABLE" in text and VARIANT in text and "![alignment](alignment.png)" in text
-    for section in ("## Comparability with published EM figures", "## Further judge metrics", "styled"):
+    for section in (
+        "## Comparability with published EM figures",
+        "## Further judge metrics",
+        "styled",
+        "## Judges",
+    ):
         assert section in text
     for name in ("alignment", "judge-validation", "dose-response", "trait-expression"):
         assert (project / "reports" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
@@ -209,6 +235,13 @@ def test_eval_em_refuses_a_missing_or_stale_judge_validation(
     result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
     assert result.returncode == 1 and "settings differ" in result.stderr, result.stderr[-2000:]
     params["eval"]["judge_min_auroc"] = 0.8
+    params["models"]["judges"] = [dict(params["models"]["judge"], model=str(tiny_model_with_stops))]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)  # a judge added since validation
+    assert result.returncode == 1 and "1 judge(s) validated, 2 in params" in result.stderr, result.stderr[
+        -2000:
+    ]
+    params["models"]["judges"] = []
     params["models"]["judge"]["dtype"] = "float32"  # another judge role
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)

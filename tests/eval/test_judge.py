@@ -217,7 +217,7 @@ def completion_server(digit_tokenizer: Path, tmp_path: Path) -> Iterator[str]:
 
 def test_api_judge_top_logprobs_cache_and_budget(completion_server: str, tmp_path: Path) -> None:
     role = ModelRole(backend="openai", model="served-judge", base_url=completion_server)
-    judge = ApiJudge(role, name="openai:served", budget=2, cache=tmp_path)
+    judge = ApiJudge(role, name="openai:served", budget=2, cache=tmp_path, seed=7)
     with pytest.raises(JudgeBudgetExceeded, match="3 uncached"):
         judge.judge(CHATS)
     assert _CompletionServer.requests == []  # refused before any call
@@ -228,8 +228,9 @@ def test_api_judge_top_logprobs_cache_and_budget(completion_server: str, tmp_pat
     assert _CompletionServer.judge.judge(CHATS[:1])[0].score == pytest.approx(42.0)
     assert [r["top_logprobs"] for r in _CompletionServer.requests] == [20, 20]
     assert all(r["max_tokens"] == 1 and r["temperature"] == 0 for r in _CompletionServer.requests)
+    assert all(r["seed"] == 7 for r in _CompletionServer.requests)  # a fixed seed in every request body
     assert judge.judge(CHATS[:2]) == verdicts  # cached: no new request, no budget spent
     assert len(_CompletionServer.requests) == 2 and judge.calls == 2 and judge.cache_hits == 2
     judge.close()
-    fresh = ApiJudge(role, name="openai:served", budget=0, cache=tmp_path)
+    fresh = ApiJudge(role, name="openai:served", budget=0, cache=tmp_path, seed=7)
     assert fresh.judge(CHATS[:2]) == verdicts  # the cache is on disk: a rerun costs nothing
