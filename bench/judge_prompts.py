@@ -4,7 +4,7 @@ Scores the judge-validation set (``eval.validation_set``) with the alignment and
 charforge's question file (``eval.questions``) and with those of a public file you bring (``--public``,
 e.g. the emergent-misalignment repository's ``evaluation/first_plot_questions.yaml``: nothing is
 downloaded), using the judge of ``models.judge`` with the eval settings of params. Prints, per prompt
-set and subset, AUROC, mean absolute error to the reference and style bias, then every item whose
+set and subset, AUROC, mean absolute error to the reference and bias, then every item whose
 score moves between the two prompt sets, largest move first: the calibration cost of using one prompt
 set's thresholds (30 / 50) with the other's scores.
 
@@ -110,17 +110,14 @@ def main() -> None:
         f"judge {result['judge']['name']} ({result['judge']['method']}); "
         f"public file sha256 {result['public_sha256']}"
     )
-    print(
-        f"{'prompts':<10} {'metric':<9} {'subset':<19} {'scored':>7} {'AUROC':>6} {'MAE':>6} "
-        f"{'style bias':>10}"
-    )
+    print(f"{'prompts':<10} {'metric':<9} {'subset':<19} {'scored':>7} {'AUROC':>6} {'MAE':>6} {'bias':>10}")
     for name, per_metric in result["results"].items():
         for metric, block in per_metric.items():
             for subset, figures in (("all", block), *block["subsets"].items()):
                 print(
                     f"{name:<10} {metric:<9} {subset:<19} {figures['scored']:>3}/{figures['items']:<3} "
                     f"{_cell(figures['auroc']):>6} {_cell(figures['mae'], 1):>6} "
-                    f"{_cell(figures.get('style_bias')):>10}"
+                    f"{_cell(figures.get('style_bias', figures.get('values_bias'))):>10}"
                 )
     print(f"\nlargest moves (public − charforge), top {args.top}:")
     for row in result["moves"][: args.top]:

@@ -280,4 +280,8 @@ def judge_rows(
                 "code_mass": verdict.code_mass,
             }
         )
-        row["provenance"]["models"]["judge"] = judge.name
+        models = row["provenance"]["models"]
+        if models.setdefault("judge", judge.name) != judge.name:  # models.judge first, then judge.2, judge.3…
+            judges = [value for key, value in models.items() if key.startswith("judge")]
+            if judge.name not in judges:
+                models[f"judge.{len(judges) + 1}"] = judge.name

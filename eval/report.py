@@ -51,19 +51,31 @@ def gather(metrics_dir: Path) -> list[dict[str, Any]]:
     )
 
 
+def measurement(metrics: Mapping[str, Any]) -> str:
+    """How a variant's EM figures were measured: question files (by hash), the questions selected, samples
+    per question, sampling and judge. Figures measured differently are never contrasted."""
+    questions = metrics["questions"]
+    return json.dumps(
+        [
+            questions["files"],
+            questions["ids"],
+            questions["samples_per_question_used"],
+            metrics["sampling"],
+            metrics["judge"]["name"],
+        ],
+        sort_keys=True,
+    )
+
+
 def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Paired contrasts (variant − control) at each point, same seed and same question file."""
+    """Paired contrasts (variant − control) at each point: same seed, measured the same way."""
     by_name = {m["variant"]: m for m in variants}
     result = []
     for metrics in variants:
         controls = ["baseline"] + (["plain-lora", "hhh"] if metrics["variant_kind"] == "character" else [])
         for kind in controls:
             other = by_name.get(f"{kind}-s{metrics['seed']}")
-            if (
-                other is None
-                or other is metrics
-                or other["questions"]["files"] != metrics["questions"]["files"]
-            ):
+            if other is None or other is metrics or measurement(other) != measurement(metrics):
                 continue
             for point in ("persona", "em"):
                 a, b = (
@@ -231,6 +243,17 @@ def write_report(
             "",
         ]
     lines += [f"> {note}" for note in notes] + ([""] if notes else [])
+    measured: dict[str, list[str]] = {}
+    for m in variants:
+        measured.setdefault(measurement(m), []).append(m["variant"])
+    if len(measured) > 1:
+        groups = "; ".join(", ".join(names) for names in measured.values())
+        lines += [
+            f"> **⚠ MEASURED DIFFERENTLY**: {len(measured)} groups of variants used other question files, "
+            f"questions, samples, sampling or judges ({groups}). Contrasts pair only variants measured "
+            "alike; seed spreads and slopes across groups mix measurements. Re-run eval-em with one setting.",
+            "",
+        ]
     lines += [f"{len(variants)} variant(s): {', '.join(m['variant'] for m in variants)}.", ""]
     lines += judging.judge_section(variants) + judging.comparability_section(variants)
     lines += (

@@ -7,8 +7,11 @@ set and the constitutions named there; the adapters under ``models/<variant>/``.
 For each evaluation point (``persona``: before EM; ``em``: after) it samples the broad EM questions
 and the in-domain questions (did the EM fine-tune take?); at ``persona`` also held-out trait prompts
 (did character training take? a character variant on its own constitution, a control on every one).
-One judge scores everything; its validation on the labelled set is the `validate-judge` stage's
-``metrics/judge-validation.json``, checked to be this judge's under these settings. Writes
+``models.judge`` scores everything, and so does each of ``models.judges`` (every figure is one judge's;
+the others' are under ``further_judges``, their agreement under ``judge_agreement``); each judge's
+validation on the labelled set is the `validate-judge` stage's ``metrics/judge-validation.json``, checked
+to be that judge's under these settings. ``comparability`` says whether the broad figures can be
+compared with published ones. Writes
 ``corpora/eval/<variant>/eval-samples.parquet`` (every answer with its scores; manifest beside it)
 and ``metrics/<variant>/eval-em.json``.
 """
@@ -220,7 +223,8 @@ def further_judge_figures(
     result = {}
     for block in blocks:
         usable = bool(block["validation"]["usable"])
-        figures = em_metrics(scored_by(rows, block["name"]), usable, **boot)
+        in_domain = block["validation"].get("in_domain_usable", usable)
+        figures = em_metrics(scored_by(rows, block["name"]), usable, **boot, in_domain_usable=in_domain)
         result[block["name"]] = {
             "method": block["method"],
             "status": "ok" if usable else "judge_unusable",
@@ -303,9 +307,16 @@ def run(
         "eval_seed": config.seed,
         "cut_off_answers": {point: cut_off(rows, point, config.sampling.max_new_tokens) for point in POINTS},
         "empty_answers": sum(1 for row in rows if not row["answer"].strip()),
-        **em_metrics(primary, usable, **boot),
+        **em_metrics(
+            primary, usable, **boot, in_domain_usable=judge["validation"].get("in_domain_usable", usable)
+        ),
         "further_judges": further_judge_figures(rows, further, boot),
-        "judge_agreement": judge_agreement(rows, [judge["name"], *(b["name"] for b in further)], **boot),
+        "judge_agreement": judge_agreement(
+            rows,
+            [block["name"] for block in (judge, *further)],
+            **boot,
+            unusable=[block["name"] for block in (judge, *further) if not block["validation"]["usable"]],
+        ),
         "extra_metrics": extra_metric_figures(primary, config.extra_metrics, **boot),
         "trait_expression": trait_expression([r for r in primary if r["question_set"] == "trait"], **boot),
         "held_out": {

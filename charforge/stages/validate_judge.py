@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from charforge.eval.judge_validation import (
+    Limits,
     ValidationInputs,
     broad_questions,
     in_domain_questions,
@@ -46,7 +47,8 @@ PARAMS = (
     "eval.seed",
     "eval.judge_min_auroc",
     "eval.judge_min_number_mass",
-    "eval.judge_max_style_bias",
+    "eval.judge_min_subset_auroc",
+    "eval.judge_max_bias",
     "eval.min_number_mass",
     "eval.judge_batch_size",
     "eval.api_top_logprobs",
@@ -64,9 +66,7 @@ def validate_one(role: ModelRole, config: EvalConfig, inputs: ValidationInputs) 
             inputs.templates,
             advisory=inputs.advisory,
             examples=inputs.examples,
-            min_auroc=config.judge_min_auroc,
-            min_number_mass=config.judge_min_number_mass,
-            max_style_bias=config.judge_max_style_bias,
+            limits=Limits.of(config),
         )
         calls = getattr(judge, "calls", None)
         if calls is not None:  # an API judge: what the validation cost

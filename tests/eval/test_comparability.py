@@ -15,7 +15,13 @@ from charforge.eval.comparability import PUBLISHED, PublishedQuestionFile, compa
 from charforge.eval.em import load_questions, select_questions
 from charforge.schemas.params import EvalConfig, Sampling
 
-JUDGE = {"name": "gpt-4o-2024-08-06", "method": "top_logprobs"}
+JUDGE = {
+    "name": "openai:gpt-4o-2024-08-06",
+    "method": "top_logprobs",
+    "role": {"backend": "openai", "model": "gpt-4o-2024-08-06"},
+    "validation": {"usable": True},
+}
+RATE_ONLY = "the published figure is em_rate_a (docs/design.md §5): compare that rate only"
 PUBLISHED_SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=600)
 
 
@@ -45,7 +51,8 @@ def published(tmp_path: Path) -> tuple[Path, dict[str, PublishedQuestionFile]]:
 def test_the_published_file_with_published_settings_is_comparable(published) -> None:
     path, registry = published
     result = verdict(path, registry)
-    assert result["comparable"] is True and result["differences"] == [] and result["caveats"] == []
+    assert result["comparable"] is True and result["differences"] == [] and result["caveats"] == [RATE_ONLY]
+    assert result["published_rate"] == "em_rate_a"
     assert result["with"] == "the test's published file" and result["judge"] == JUDGE["name"]
 
 
@@ -73,6 +80,11 @@ def test_one_byte_of_the_file_flips_the_verdict(published) -> None:
         ({"question_ids": ["i_feel_*"]}, "missing what_is_your_wish"),
         ({"min_number_mass": 0.1}, "eval.min_number_mass 0.1; published 0.25"),
         ({"few_shot_per_label": 2}, "4 few-shot examples"),
+        (
+            {"sampling": Sampling(temperature=1.0, top_p=1.0, max_new_tokens=600, repetition_penalty=1.1)},
+            "repetition_penalty 1.1; published 1.0",
+        ),
+        ({"api_top_logprobs": 5}, "eval.api_top_logprobs 5; published 20"),
     ],
 )
 def test_each_setting_that_moves_rates_flips_the_verdict(published, settings: dict, difference: str) -> None:

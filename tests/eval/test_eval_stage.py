@@ -138,7 +138,9 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
     assert metrics["further_judges"][second]["status"] in {"ok", "judge_unusable"}
     agreement = metrics["judge_agreement"]
     assert agreement["judges"] == [metrics["judge"]["name"], second]
-    assert set(agreement["metrics"]) == {"aligned", "coherent"} and set(agreement["metrics"]["aligned"]) == {
+    assert set(agreement["metrics"]) == {"aligned", "coherent", "em_flag"} and set(
+        agreement["metrics"]["aligned"]
+    ) == {
         "persona",
         "em",
     }
@@ -171,6 +173,11 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
         if r not in trait_rows
     )
     assert all({s["judge"] for s in r["scores"]} == {metrics["judge"]["name"], second} for r in rows)
+    assert all(
+        r["provenance"]["models"]["judge"] == metrics["judge"]["name"]
+        and r["provenance"]["models"]["judge.2"] == second
+        for r in rows
+    )
     assert all(r["rendered_prompt"].startswith("<|im_start|>") for r in rows)
     assert {r["finish_reason"] for r in rows} <= {"stop", "length"} and all(r["output_tokens"] for r in rows)
     cut = sum(r["finish_reason"] == "length" for r in rows if r["point"] == "em")

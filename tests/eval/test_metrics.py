@@ -12,6 +12,7 @@ from charforge.eval.metrics import (
     Judged,
     auroc,
     dose_response,
+    em_metrics,
     figure,
     paired_contrast,
     per_question_terms,
@@ -120,3 +121,32 @@ def test_seed_spread_and_auroc() -> None:
     assert auroc([10], [90]) == 0.0
     assert auroc([50, 50], [50]) == 0.5
     assert auroc([], [1]) is None
+
+
+def in_domain_rows(drop: float) -> list[dict]:
+    """In-domain answers before and after EM: EM lowers alignment by ``drop`` on every question."""
+    rows = []
+    for point, shift in (("persona", 0.0), ("em", -drop)):
+        for question in range(4):
+            for sample in range(5):
+                score = 80.0 + shift + sample
+                rows.append(
+                    {
+                        "point": point,
+                        "question_set": "in-domain",
+                        "question_id": f"q{question}",
+                        "scores": [
+                            {"metric": "aligned", "score": score, "unscored_reason": None},
+                            {"metric": "coherent", "score": 90.0, "unscored_reason": None},
+                        ],
+                    }
+                )
+    return rows
+
+
+def test_the_in_domain_check_needs_the_judge_validated_on_the_in_domain_prompts() -> None:
+    boot = {"n_resamples": 200, "confidence": 0.95, "seed": 0}
+    assert em_metrics(in_domain_rows(40.0), True, **boot)["in_domain_check"]["took"] is True
+    check = em_metrics(in_domain_rows(40.0), True, **boot, in_domain_usable=False)["in_domain_check"]
+    assert check["took"] is None and "failed validation on the in-domain prompts" in check["reading"]
+    assert em_metrics(in_domain_rows(40.0), False, **boot)["in_domain_check"]["took"] is None

@@ -94,6 +94,7 @@ def fixture_metrics(variant_name: str, centre: float, usable: bool = True) -> di
         "judge": {"name": "transformers:judge", "method": "exact", "validation": validation},
         "questions": {
             "files": [{"file": "corpora/em/questions.yaml", "sha256": "a" * 64}],
+            "ids": QUESTIONS,
             "file_judge": ["gpt-4.1-mini-2025-04-14"],
             "samples_per_question_used": 5,
             "file_samples_per_paraphrase": {q: 50 for q in QUESTIONS},
@@ -412,3 +413,15 @@ def test_trait_section_counts_held_out_leaks_per_constitution() -> None:
     ]
     table = [line for line in trait_section(rows, held_out) if line.startswith("| ")][1:]  # no header
     assert [line.rsplit(" | ", 1)[1] for line in table] == ["1 ⚠ |", "0 |", "0 |", "n/a |"]
+
+
+def test_variants_measured_differently_are_not_contrasted(metrics_dir: Path, tmp_path: Path) -> None:
+    """A stale metrics file from another judge (or sampling, or questions) is never paired silently."""
+    path = metrics_dir / "humor-d3-s0" / "eval-em.json"
+    metrics = json.loads(path.read_text())
+    metrics["judge"]["name"] = "openai:another-judge"
+    path.write_text(json.dumps(metrics))
+    text = write_report(metrics_dir, tmp_path / "reports", BOOT).read_text()
+    assert "**⚠ MEASURED DIFFERENTLY**: 2 groups" in text and "humor-d3-s0;" not in text.split("groups")[0]
+    assert "| humor-d3-s0 | baseline-s0 |" not in text  # the contrast is left out
+    assert "| humor-d0-s0 | baseline-s0 | em |" in text  # measured alike: still contrasted
