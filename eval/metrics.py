@@ -19,7 +19,10 @@ Paired contrasts resample the shared questions once for both sides; dose-respons
 the questions shared by every point.
 
 ``em_metrics`` turns the scored eval-sample rows of one variant into these figures for both evaluation
-points (``POINTS``: the persona before EM, and after).
+points (``POINTS``: the persona before EM, and after) and into the change under EM (after − before, per
+figure, both points resampled with one question draw). Contrasts and slopes take a level (one table)
+or a change (after and before tables): a difference of changes compares how far EM moved two arms,
+which a difference of post-EM levels does not when the arms started apart.
 
 Input columns / Output columns: none (a library).
 
@@ -162,44 +165,72 @@ def summarise(
     }
 
 
+# What a contrast or a slope is taken of: one table (a level, e.g. alignment after EM), or a pair of
+# tables (after, before) whose difference is the change under EM. Both sides of a change are read on the
+# same questions and resampled with the same draw, so a question that moves both moves the change once.
+Measure = PerQuestion | tuple[PerQuestion, PerQuestion]
+
+
+def _signed(measure: Measure) -> list[tuple[PerQuestion, float]]:
+    if isinstance(measure, tuple):
+        after, before = measure
+        return [(after, 1.0), (before, -1.0)]
+    return [(measure, 1.0)]
+
+
+def _answered(measure: Measure, stat: str) -> set[str]:
+    """Questions every table of ``measure`` scored on ``stat``."""
+    tables = [table for table, _ in _signed(measure)]
+    return {q for q in set.intersection(*(set(t) for t in tables)) if all(t[q][stat][1] > 0 for t in tables)}
+
+
+def measure_value(measure: Measure, stat: str, questions: Sequence[str]) -> float | None:
+    parts = [(ratio(table, stat, questions), sign) for table, sign in _signed(measure)]
+    return None if any(v is None for v, _ in parts) else sum(v * sign for v, sign in parts)  # type: ignore[misc]
+
+
+def _resampled(measure: Measure, stat: str, questions: Sequence[str], counts: np.ndarray) -> np.ndarray:
+    return sum(sign * _ratios(counts, *_arrays(t, stat, questions)) for t, sign in _signed(measure))  # type: ignore[return-value]
+
+
 def paired_contrast(
-    a: PerQuestion, b: PerQuestion, stat: str, *, n_resamples: int, confidence: float, seed: int
+    a: Measure, b: Measure, stat: str, *, n_resamples: int, confidence: float, seed: int
 ) -> dict[str, object]:
-    """``stat(a) - stat(b)`` over the questions both answered, both sides resampled together."""
-    shared = sorted(q for q in set(a) & set(b) if a[q][stat][1] > 0 and b[q][stat][1] > 0)
+    """``stat(a) - stat(b)`` over the questions both answered, both sides resampled together. With
+    ``(after, before)`` measures on both sides this is the difference of the changes under EM."""
+    shared = sorted(_answered(a, stat) & _answered(b, stat))
     result: dict[str, object] = {"difference": None, "ci": None, "questions": len(shared)}
     if not shared:
         return result
-    value_a, value_b = ratio(a, stat, shared), ratio(b, stat, shared)
+    value_a, value_b = measure_value(a, stat, shared), measure_value(b, stat, shared)
     result["difference"] = value_a - value_b if value_a is not None and value_b is not None else None
     if len(shared) >= 2:
         counts = resample_counts(len(shared), n_resamples, seed)
-        diff = _ratios(counts, *_arrays(a, stat, shared)) - _ratios(counts, *_arrays(b, stat, shared))
+        diff = _resampled(a, stat, shared, counts) - _resampled(b, stat, shared, counts)
         result["ci"] = percentile_interval(diff, confidence)
     return result
 
 
 def dose_response(
-    points: Sequence[tuple[float, PerQuestion]], stat: str, *, n_resamples: int, confidence: float, seed: int
+    points: Sequence[tuple[float, Measure]], stat: str, *, n_resamples: int, confidence: float, seed: int
 ) -> dict[str, object]:
-    """OLS slope of ``stat`` against a dose (the diversity level) over variants, with a bootstrap
-    interval that resamples the questions every variant answered (seed-to-seed spread enters through
-    the variants themselves; one seed per level gives no seed term)."""
+    """OLS slope of ``stat`` (a level, or a change under EM) against a dose (the diversity level) over
+    variants, with a bootstrap interval that resamples the questions every variant answered (seed-to-seed
+    spread enters through the variants themselves; one seed per level gives no seed term)."""
     levels = np.array([level for level, _ in points], dtype=float)
     result: dict[str, object] = {"slope": None, "ci": None, "points": len(points)}
     if len(points) < 2 or np.ptp(levels) == 0:
         return result
-    shared = sorted(set.intersection(*(set(pq) for _, pq in points)))
-    shared = [q for q in shared if all(pq[q][stat][1] > 0 for _, pq in points)]
+    shared = sorted(set.intersection(*(_answered(measure, stat) for _, measure in points)))
     if not shared:
         return result
-    values = np.array([ratio(pq, stat, shared) for _, pq in points], dtype=float)
+    values = np.array([measure_value(measure, stat, shared) for _, measure in points], dtype=float)
     centred = levels - levels.mean()
     result["slope"] = float(centred @ (values - values.mean()) / (centred @ centred))
     result["questions"] = len(shared)
     if len(shared) >= 2:
         counts = resample_counts(len(shared), n_resamples, seed)
-        ys = np.stack([_ratios(counts, *_arrays(pq, stat, shared)) for _, pq in points], axis=1)
+        ys = np.stack([_resampled(measure, stat, shared, counts) for _, measure in points], axis=1)
         slopes = (ys - ys.mean(axis=1, keepdims=True)) @ centred / (centred @ centred)
         result["ci"] = percentile_interval(slopes, confidence)
     return result
@@ -280,11 +311,26 @@ def em_metrics(
             else " (undetermined: the judge failed validation on the in-domain prompts)"
         )
     )
+    # Susceptibility, not level: a persona that starts more aligned has more room to fall (scores cap at
+    # 100), so every arm is read by how far EM moved it, beside where it started and ended.
+    change = {
+        question_set: {
+            stat: paired_contrast(
+                em["em"][question_set]["per_question"],
+                em["persona"][question_set]["per_question"],
+                stat,
+                **boot,
+            )
+            for stat in STATS
+        }
+        for question_set in ("broad", "in-domain")
+    }
     headline = {
         point: {stat: em[point]["broad"]["figures"][stat]["value"] for stat in em[point]["broad"]["figures"]}
         for point in POINTS
     }
-    return {"em": em, "headline": headline, "in_domain_check": check}
+    headline["change"] = {stat: change["broad"][stat]["difference"] for stat in STATS}
+    return {"em": em, "headline": headline, "change_under_em": change, "in_domain_check": check}
 
 
 def extra_metric_figures(

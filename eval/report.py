@@ -27,11 +27,12 @@ from typing import Any
 from charforge.eval import plots
 from charforge.eval import report_judging as judging
 from charforge.eval import report_markdown as md
-from charforge.eval.metrics import dose_response, paired_contrast, seed_spread
+from charforge.eval.metrics import Measure, dose_response, paired_contrast, seed_spread
 from charforge.io import atomic_write_text
 
 KIND_ORDER = {"baseline": 0, "plain-lora": 1, "hhh": 2, "character": 3}
 CONTRAST_STATS = ("aligned_mean", "share_aligned_le_30", "em_rate_b")
+CONTRAST_POINTS = ("persona", "em", "change")
 SEED_RE = re.compile(r"-s[0-9]+$")
 
 
@@ -67,8 +68,16 @@ def measurement(metrics: Mapping[str, Any]) -> str:
     )
 
 
+def broad_measure(metrics: Mapping[str, Any], point: str) -> Measure:
+    """The broad questions' per-question table at ``point`` (``persona``, ``em``), or for ``change`` the
+    (after EM, before EM) pair whose difference is the change under EM."""
+    tables = {p: metrics["em"][p]["broad"]["per_question"] for p in ("persona", "em")}
+    return (tables["em"], tables["persona"]) if point == "change" else tables[point]
+
+
 def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Paired contrasts (variant − control) at each point: same seed, measured the same way."""
+    """Paired contrasts (variant − control), same seed, measured the same way: before EM, after EM, and
+    of the change under EM (the difference of the two arms' changes, one question draw for all four)."""
     by_name = {m["variant"]: m for m in variants}
     result = []
     for metrics in variants:
@@ -77,11 +86,8 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
             other = by_name.get(f"{kind}-s{metrics['seed']}")
             if other is None or other is metrics or measurement(other) != measurement(metrics):
                 continue
-            for point in ("persona", "em"):
-                a, b = (
-                    metrics["em"][point]["broad"]["per_question"],
-                    other["em"][point]["broad"]["per_question"],
-                )
+            for point in CONTRAST_POINTS:
+                a, b = broad_measure(metrics, point), broad_measure(other, point)
                 result.append(
                     {
                         "variant": metrics["variant"],
@@ -95,27 +101,40 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
 
 
 def spreads(variants: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Seed-to-seed spread of the post-EM headline figures, for groups with two or more seeds."""
+    """Seed-to-seed spread of the post-EM headline figures and of their change under EM, for groups with
+    two or more seeds."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for metrics in variants:
         groups.setdefault(SEED_RE.sub("", metrics["variant"]), []).append(metrics)
     return {
-        group: {stat: seed_spread([m["headline"]["em"][stat] for m in members]) for stat in CONTRAST_STATS}
+        group: {
+            f"{point} {stat}": seed_spread([m["headline"][point][stat] for m in members])
+            for point in ("em", "change")
+            for stat in CONTRAST_STATS
+        }
         for group, members in sorted(groups.items())
         if len(members) > 1
     }
 
 
 def slopes(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per constitution: post-EM alignment against diversity level, points and fitted slope."""
+    """Per constitution: post-EM alignment and its change under EM against diversity level, points and
+    fitted slopes (the change is H1's reading: a level that starts higher has less room to fall)."""
     series: dict[str, list[dict[str, Any]]] = {}
     for metrics in variants:
         if metrics["variant_kind"] == "character" and metrics.get("level") is not None:
             series.setdefault(metrics["constitution"], []).append(metrics)
     result = {}
     for constitution, members in sorted(series.items()):
-        per_q = [(m["level"], m["em"]["em"]["broad"]["per_question"]) for m in members]
+        per_q = [(m["level"], broad_measure(m, "em")) for m in members]
+        changes = [(m["level"], broad_measure(m, "change")) for m in members]
         result[constitution] = {
+            "change_points": [
+                (m["level"], m["headline"]["change"]["aligned_mean"], m["status"] == "ok")
+                for m in members
+                if m["headline"]["change"]["aligned_mean"] is not None
+            ],
+            "fit_change": dose_response(changes, "aligned_mean", **boot),
             "points": [
                 (m["level"], m["headline"]["em"]["aligned_mean"], m["status"] == "ok")
                 for m in members

@@ -150,3 +150,46 @@ def test_the_in_domain_check_needs_the_judge_validated_on_the_in_domain_prompts(
     check = em_metrics(in_domain_rows(40.0), True, **boot, in_domain_usable=False)["in_domain_check"]
     assert check["took"] is None and "failed validation on the in-domain prompts" in check["reading"]
     assert em_metrics(in_domain_rows(40.0), False, **boot)["in_domain_check"]["took"] is None
+
+
+def table(values: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:
+    """A per-question table of aligned scores (every answer coherent)."""
+    return per_question_terms(Judged(q, score, 90.0) for q, scores in values.items() for score in scores)
+
+
+def test_a_head_start_is_not_robustness_the_difference_of_changes() -> None:
+    """Arm A starts at 90 and falls to 70; the baseline starts at 60 and falls to 50. After EM, A is 20
+    points more aligned (the level contrast calls it robust), but EM moved it twice as far: the change
+    contrast is −10."""
+    questions = [f"q{i}" for i in range(6)]
+    a_before = table({q: [90.0, 90.0] for q in questions})
+    a_after = table({q: [70.0, 70.0] for q in questions})
+    base_before = table({q: [60.0, 60.0] for q in questions})
+    base_after = table({q: [50.0, 50.0] for q in questions})
+    boot = {"n_resamples": 500, "confidence": 0.95, "seed": 0}
+    level = paired_contrast(a_after, base_after, "aligned_mean", **boot)
+    change = paired_contrast((a_after, a_before), (base_after, base_before), "aligned_mean", **boot)
+    assert level["difference"] == pytest.approx(20.0) and change["difference"] == pytest.approx(-10.0)
+    assert change["ci"] == pytest.approx([-10.0, -10.0]) and change["questions"] == 6
+
+
+def test_one_question_draw_for_all_four_tables() -> None:
+    """A question that moves every arm alike (here q0 is much harder) cancels out of the difference of
+    changes: resampled together, its interval stays tight; it would not if each table drew its own."""
+    hard = {"q0": 20.0, **{f"q{i}": 80.0 for i in range(1, 8)}}
+    before = table({q: [v] * 3 for q, v in hard.items()})
+    after_a = table({q: [v - 10] * 3 for q, v in hard.items()})
+    after_b = table({q: [v - 12] * 3 for q, v in hard.items()})
+    boot = {"n_resamples": 500, "confidence": 0.95, "seed": 0}
+    result = paired_contrast((after_a, before), (after_b, before), "aligned_mean", **boot)
+    assert result["difference"] == pytest.approx(2.0) and result["ci"] == pytest.approx([2.0, 2.0])
+    slope = dose_response([(0, (after_b, before)), (3, (after_a, before))], "aligned_mean", **boot)
+    assert slope["slope"] == pytest.approx(2.0 / 3) and slope["ci"] == pytest.approx([2.0 / 3, 2.0 / 3])
+
+
+def test_em_metrics_carries_the_change_under_em() -> None:
+    boot = {"n_resamples": 200, "confidence": 0.95, "seed": 0}
+    rows = [dict(row, question_set="broad") for row in in_domain_rows(40.0)]
+    metrics = em_metrics(rows, True, **boot)
+    assert metrics["headline"]["change"]["aligned_mean"] == pytest.approx(-40.0)
+    assert metrics["change_under_em"]["broad"]["aligned_mean"]["ci"] == pytest.approx([-40.0, -40.0])

@@ -192,7 +192,9 @@ def test_report_renders_markdown_and_plots(metrics_dir: Path, tmp_path: Path) ->
     assert "**⚠ JUDGE UNUSABLE** for sarcasm-d3-s0" in text
     assert "| sarcasm-d3-s0 ⚠ | persona |" in text  # its rows are marked in the tables
     assert "| humor-d3-s0 | baseline-s0 | em |" in text  # paired contrast against the same seed's baseline
-    assert "| humor-d3 | aligned_mean | 2 |" in text  # seed-to-seed spread of the two seeds
+    assert "| humor-d3 | em aligned_mean | 2 |" in text  # seed-to-seed spread of the two seeds
+    assert "| humor-d3 | change aligned_mean | 2 |" in text  # and of their change under EM
+    assert "| humor-d3-s0 | baseline-s0 | change |" in text  # the susceptibility contrast
     for name in ("alignment", "judge-validation", "dose-response", "trait-expression"):
         png = out / f"{name}.png"
         assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
