@@ -148,7 +148,10 @@ def contrast_section(rows: Sequence[dict[str, Any]], spread: Mapping[str, Any]) 
         "Variant − control of the same seed on the questions both answered, both resampled together: before "
         "EM (persona), after EM (em), and of the change under EM (change: how far EM moved the variant minus "
         "how far it moved the control, all four tables resampled with one question draw). The change is the "
-        "susceptibility contrast; the level rows say where each arm started and ended.",
+        "susceptibility contrast; the level rows say where each arm started and ended. Each interval "
+        "resamples questions only: 1 training seed per side, so no seed variance is in it (in the "
+        "literature EM rates vary several-fold between training seeds); the seed-to-seed spread below is "
+        "the only seed variance this report shows.",
         "",
     ]
     lines += md_table(

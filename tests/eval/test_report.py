@@ -195,6 +195,7 @@ def test_report_renders_markdown_and_plots(metrics_dir: Path, tmp_path: Path) ->
     assert "| humor-d3 | em aligned_mean | 2 |" in text  # seed-to-seed spread of the two seeds
     assert "| humor-d3 | change aligned_mean | 2 |" in text  # and of their change under EM
     assert "| humor-d3-s0 | baseline-s0 | change |" in text  # the susceptibility contrast
+    assert "1 training seed per side, so no seed variance is in it" in text  # honest about the interval
     for name in ("alignment", "judge-validation", "dose-response", "trait-expression"):
         png = out / f"{name}.png"
         assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
