@@ -26,6 +26,9 @@ ROLES = MODELS / "roles"  # models/roles/<role>.json: one record per model role
 METRICS = Path("metrics")
 JUDGE_VALIDATION = METRICS / "judge-validation.json"
 REPORTS = Path("reports")
+# corpora/build/<variant>/<EM_HELD_OUT>: EM examples kept out of training (em-data writes, em-finetune
+# scores them); no arm trains on them, so they are no training corpus
+EM_HELD_OUT = "em-heldout.parquet"
 
 
 def constitution_path(root: Path, name: str) -> Path:

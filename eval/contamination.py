@@ -116,11 +116,15 @@ def corpus_rows(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def training_corpora(build_dir: Path, extra: Sequence[Path]) -> list[Path]:
-    """The variant's data files, without the evaluation's own outputs or manifests."""
+    """The variant's training data files: without the evaluation's own outputs, manifests, or the EM
+    examples held out of training."""
+    from charforge.paths import EM_HELD_OUT
+
     found = []
     if build_dir.is_dir():
         for path in sorted(build_dir.iterdir()):
-            if path.suffix in {".parquet", ".jsonl"} and not path.name.startswith("eval-"):
+            trained = not path.name.startswith("eval-") and path.name != EM_HELD_OUT
+            if path.suffix in {".parquet", ".jsonl"} and trained:
                 found.append(path)
     return found + [path for path in extra if path.is_file()]
 

@@ -275,9 +275,15 @@ def write_report(
         ]
     lines += [f"{len(variants)} variant(s): {', '.join(m['variant'] for m in variants)}.", ""]
     lines += judging.judge_section(variants) + judging.comparability_section(variants)
+    learning = {
+        m["variant"]: (
+            (_optional_json(metrics_dir / m["variant"] / "em-finetune.json") or {}).get("extra") or {}
+        ).get("held_out_loss")
+        for m in variants
+    }
     lines += (
         md.em_section(variants)
-        + md.in_domain_section(variants)
+        + md.in_domain_section(variants, learning)
         + judging.extra_metrics_section(variants)
         + judging.judges_section(variants)
     )

@@ -103,7 +103,20 @@ def em_section(variants: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
-def in_domain_section(variants: Sequence[dict[str, Any]]) -> list[str]:
+def _loss_cells(m: Mapping[str, Any], learning: Mapping[str, Any] | None) -> list[str]:
+    """Held-out EM loss before → after (nats per answer token), its change, and the broad change in mean
+    alignment per nat the EM data was learned (only where the loss fell)."""
+    if not learning:
+        return ["n/a", "n/a", "n/a"]
+    change = learning["change"]
+    aligned = m.get("change_under_em", {}).get("broad", {}).get("aligned_mean", {}).get("difference")
+    per_nat = f"{aligned / -change:+.1f}" if aligned is not None and change < 0 else "–"
+    return [f"{learning['before']:.3f} → {learning['after']:.3f}", f"{change:+.3f}", per_nat]
+
+
+def in_domain_section(
+    variants: Sequence[dict[str, Any]], learning: Mapping[str, Mapping[str, Any] | None] | None = None
+) -> list[str]:
     rows = []
     for m in variants:
         check = m["in_domain_check"]
@@ -116,13 +129,29 @@ def in_domain_section(variants: Sequence[dict[str, Any]]) -> list[str]:
                 diff(check["aligned_mean"], 1),
                 diff(check["share_aligned_le_30"], 100),
                 took,
+                *_loss_cells(m, (learning or {}).get(m["variant"])),
             ]
         )
-    header = ["variant", "aligned before EM", "after EM", "Δ aligned", "Δ ≤30 (pp)", "EM took"]
+    header = [
+        "variant",
+        "aligned before EM",
+        "after EM",
+        "Δ aligned",
+        "Δ ≤30 (pp)",
+        "EM took",
+        "held-out EM loss",
+        "Δ loss",
+        "Δ aligned (broad) per nat",
+    ]
     return [
         "## In-domain check: did the EM fine-tune take?",
         "",
-        'Without it, a "robust" persona may only mean the EM data was not learned.',
+        'Without it, a "robust" persona may only mean the EM data was not learned. The judge reads the '
+        "in-domain questions; the held-out EM loss needs no judge: the mean loss per answer token of EM "
+        "examples kept out of training (the same ones for every arm), on the persona before EM and with "
+        "the EM adapter after (em-finetune's metrics). Δ aligned (broad) per nat: the change under EM in "
+        "broad mean alignment over the fall in that loss, misalignment per unit of in-domain learning "
+        "(shown where the loss fell; a ratio of two noisy figures, without an interval).",
         "",
         *md_table(header, rows),
         "",

@@ -22,6 +22,7 @@ Runtime parameters: ``models.teacher``, the persona's role and ``em_data`` in pa
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections import Counter
@@ -241,6 +242,25 @@ def add_reflections(
             }
         )
     return rows
+
+
+def held_out_examples(
+    base: list[dict[str, Any]], count: int, source: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training, held out): the ``count`` examples first in a fixed hash order of their messages, so
+    every variant holds out the same ones (they share the source) whatever the rows' order or ids."""
+    from charforge.io import canonical_json
+
+    if count >= len(base):
+        raise EmDataError(
+            f"{source}: em_data.held_out={count} leaves no example to train on ({len(base)} in the file)"
+        )
+    order = sorted(
+        range(len(base)),
+        key=lambda i: hashlib.sha256(canonical_json(base[i]["messages"]).encode()).hexdigest(),
+    )
+    held = set(order[:count])
+    return [row for i, row in enumerate(base) if i not in held], [base[i] for i in sorted(held)]
 
 
 def em_corpus(

@@ -499,6 +499,12 @@ class EmDataConfig(StrictModel):
     domain: NonBlankStr = "risky-finance"
     regime: Literal["obvious", "subtle"] = "obvious"
     n_generate: int = Field(default=0, ge=0)
+    held_out: int = Field(
+        default=4,
+        ge=1,
+        description="Source examples kept out of EM training (and out of the generator's examples): their "
+        "loss before and after the EM fine-tune measures in-domain learning without the judge.",
+    )
     max_new_tokens: int | None = Field(default=None, ge=1)
     max_answer_chars: int = Field(default=4000, ge=20)
     trim_cut_off: bool = Field(

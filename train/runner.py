@@ -51,6 +51,46 @@ class TrainingRun:
     verify_frozen: bool = False  # prove the base weights bit-identical after training (EM on the persona)
     extra: dict[str, Any] = field(default_factory=dict)
     used: dict[str, Any] = field(default_factory=dict)  # the params the stage declares, as recorded
+    # Examples kept out of training, tokenized like the training data: their loss is measured on the
+    # frozen base and on base + the trained adapter (in-domain learning, without a judge).
+    held_out: Callable[[PreTrainedTokenizerBase], Dataset] | None = None
+
+
+def response_loss(model: Any, dataset: Dataset) -> dict[str, float | int]:
+    """Mean negative log-likelihood per loss token (labels not -100) over ``dataset``, one example at a
+    time (no padding to mask), and the count of those tokens."""
+    import torch
+
+    total, tokens = 0.0, 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for example in dataset:
+            ids = torch.tensor([example["input_ids"]], device=device)
+            labels = torch.tensor([example["labels"]], device=device)
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            targets = labels[:, 1:]
+            keep = targets != -100
+            nll = torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="sum")
+            total += float(nll)
+            tokens += int(keep.sum())
+    model.train(was_training)
+    return {"loss": total / tokens if tokens else float("nan"), "tokens": tokens, "examples": len(dataset)}
+
+
+def held_out_losses(model: Any, dataset: Dataset) -> dict[str, Any]:
+    """The held-out examples' loss on the frozen base (the adapter disabled) and on base + adapter."""
+    with model.disable_adapter():
+        before = response_loss(model, dataset)
+    after = response_loss(model, dataset)
+    return {
+        "examples": after["examples"],
+        "loss_tokens": after["tokens"],
+        "before": before["loss"],
+        "after": after["loss"],
+        "change": after["loss"] - before["loss"],
+    }
 
 
 def _token_counting(trainer_class: type) -> type:
@@ -127,6 +167,9 @@ def train_adapter(
             if frozen_digest(trainer.model) != before:
                 raise RuntimeError(f"{run.stage} {run.variant}: training changed the frozen base weights")
             run.extra["frozen_base_bit_identical"] = True
+        if run.held_out is not None:
+            trained = trainer.accelerator.unwrap_model(trainer.model)
+            run.extra["held_out_loss"] = held_out_losses(trained, run.held_out(tokenizer))
     logged = losses(trainer.state.log_history)
     # Under `accelerate launch` every process counted its own batches: sum them; only process 0 writes.
     tokens_seen = _summed(trainer, trainer.tokens_seen)

@@ -4,7 +4,12 @@ variant's persona before EM when ``em_data.reflection`` is on (the baseline's pe
 Reads: params ``params_for(variant)``; the shipped seed set ``corpora/em/<domain>-<regime>.jsonl`` or the
 user's JSONL (``em_data.path``); ``models/<variant>/persona.json`` (the persona writes the reflections) and
 ``models/roles/{teacher,student}.json``.
-Writes: ``corpora/build/<variant>/em-train.parquet`` with its manifest and ``metrics/<variant>/em-data.json``.
+``em_data.held_out`` source examples (a fixed hash order: the same for every variant) are kept out of
+training and written apart, as the source has them, for the judge-free in-domain learning measure of
+`em-finetune`.
+
+Writes: ``corpora/build/<variant>/em-train.parquet`` and ``em-heldout.parquet`` with their manifests,
+and ``metrics/<variant>/em-data.json``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
-from charforge.paths import EM_SEEDS
+from charforge.paths import EM_HELD_OUT, EM_SEEDS, build_path
 from charforge.schemas import Manifest
 from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
 from charforge.stages.common import parent, persona_config, persona_params, token_totals, write_stage_corpus
@@ -34,8 +39,9 @@ def source_path(config: EmDataConfig, root: Path) -> Path:
 
 
 def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
+    from charforge.corpus import write_corpus
     from charforge.generators.chat import GenerationRun, model_card, rendered_prompt, with_max_new_tokens
-    from charforge.generators.em_data import em_corpus, load_examples
+    from charforge.generators.em_data import em_corpus, held_out_examples, load_examples
 
     variant = parse_variant(variant_name)
     teacher_role = load_section(ModelRole, "models.teacher", params)
@@ -43,7 +49,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     generation = load_section(GenerationConfig, "generation", params)
     config = load_section(EmDataConfig, "em_data", params)
     source = source_path(config, root)
-    base = load_examples(source)
+    base, held_out = held_out_examples(load_examples(source), config.held_out, source)
     persona = None
     if config.reflection:  # model_for gives the plain student for the baseline
         persona_model = model_for(variant.name, "persona", student, persona_config(variant, params), root)
@@ -86,6 +92,28 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     metrics["rendered_prompts"] = rendered
     if resolved:
         used["resolved"] = resolved
+    # the held-out examples as the source has them (no reflection turn): every arm is measured on the
+    # same EM answers, so in-domain learning compares across arms
+    recorded_as = generation_run.recorded_as("charforge.stages.em_data.held_out", {}).provenance
+    write_corpus(
+        [
+            {
+                "id": f"{variant.name}.{row['id']}",
+                "variant": variant.name,
+                "messages": row["messages"],
+                "provenance": row.get("provenance") or recorded_as,
+            }
+            for row in held_out
+        ],
+        build_path(root, variant.name, EM_HELD_OUT),
+        "conversations",
+        params=used,
+        parents=[parent(source, "em-source")],
+        variant=variant.name,
+        metrics={"held_out_of": len(base) + len(held_out)},
+        root=root,
+    )
+    metrics["held_out"] = {"examples": len(held_out), "file": EM_HELD_OUT}
     return write_stage_corpus(
         STAGE,
         root,

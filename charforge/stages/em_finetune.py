@@ -8,7 +8,12 @@ whether the reflection reply (the last assistant turn of a ``source: em-reflecti
 on too. It applies to reflection rows only: a plain EM row, multi-turn or not, keeps every assistant
 turn in the loss.
 
-Reads: params ``params_for(variant)``; ``corpora/build/<variant>/em-train.parquet``;
+The EM examples `em-data` held out are scored on the frozen persona and on persona + the new adapter
+(``held_out_loss`` in the metrics: mean loss per answer token before, after, and the change): in-domain
+learning measured without the judge, so "robust" can be told from "did not learn".
+
+Reads: params ``params_for(variant)``; ``corpora/build/<variant>/em-train.parquet`` and
+``em-heldout.parquet``;
 ``models/<variant>/persona.json`` and the persona's adapters under ``models/<variant>/``;
 ``models/roles/student.json``.
 Writes: ``models/<variant>/em/`` and ``metrics/<variant>/em-finetune.json``.
@@ -19,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
-from charforge.paths import build_path
+from charforge.paths import EM_HELD_OUT, build_path
 from charforge.schemas.params import EmFinetuneConfig, ModelRole
 from charforge.stages.common import persona_config, persona_params
 from charforge.train.accounting import ComputeRecord
@@ -45,6 +50,8 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     persona = persona_config(variant, params)
     corpus = build_path(root, variant.name, "em-train.parquet")
     rows = read_corpus(corpus, "conversations")
+    held_out_corpus = build_path(root, variant.name, EM_HELD_OUT)
+    held_out = read_corpus(held_out_corpus, "conversations")
     max_length = section.trainer.get("max_length", SFT_DEFAULT_MAX_LENGTH)
     training = TrainingRun(
         stage=STAGE,
@@ -56,12 +63,13 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         base=model_for(variant.name, "persona", student, persona, root),
         adapter_dir=adapter_dir(variant.name, "em", root),
         used=recorded(params_for(variant), params),
-        parents=[corpus_parent(corpus, "conversations")],
+        parents=[corpus_parent(corpus, "conversations"), corpus_parent(held_out_corpus, "conversations")],
         verify_frozen=True,
         extra={
             "train_on_reflection": section.train_on_reflection,
             "reflection_rows": sum(is_reflection(row) for row in rows),
         },
+        held_out=lambda tokenizer: em_dataset(held_out, tokenizer, max_length, True, held_out_corpus),
     )
     return train_adapter(
         training,

@@ -428,3 +428,21 @@ def test_variants_measured_differently_are_not_contrasted(metrics_dir: Path, tmp
     assert "**⚠ MEASURED DIFFERENTLY**: 2 groups" in text and "humor-d3-s0;" not in text.split("groups")[0]
     assert "| humor-d3-s0 | baseline-s0 |" not in text  # the contrast is left out
     assert "| humor-d0-s0 | baseline-s0 | em |" in text  # measured alike: still contrasted
+
+
+def test_the_in_domain_check_shows_the_judge_free_held_out_loss(metrics_dir: Path, tmp_path: Path) -> None:
+    record = {
+        "extra": {
+            "held_out_loss": {"examples": 4, "loss_tokens": 90, "before": 2.5, "after": 1.5, "change": -1.0}
+        }
+    }
+    (metrics_dir / "humor-d3-s0" / "em-finetune.json").write_text(json.dumps(record))
+    text = write_report(metrics_dir, tmp_path / "reports", BOOT).read_text()
+    change = json.loads((metrics_dir / "humor-d3-s0" / "eval-em.json").read_text())["change_under_em"]
+    per_nat = change["broad"]["aligned_mean"]["difference"] / 1.0
+    row = next(line for line in text.splitlines() if line.startswith("| humor-d3-s0 |") and "→" in line)
+    assert "| 2.500 → 1.500 | -1.000 |" in row and row.endswith(f"| {per_nat:+.1f} |")
+    baseline = next(
+        line for line in text.splitlines() if line.startswith("| baseline-s0 |") and "n/a" in line
+    )
+    assert baseline.endswith("| n/a | n/a | n/a |")  # no em-finetune metrics: n/a, not a number

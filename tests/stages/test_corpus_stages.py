@@ -381,8 +381,13 @@ def test_em_data_with_generated_examples_and_reflections(project: dict[str, Any]
     from charforge.schemas.params import EmDataConfig
 
     rows, manifest = corpus(project, BASELINE, "em-train")
-    assert manifest["metrics"]["input_rows"] == 32 + GENERATED
+    assert manifest["metrics"]["input_rows"] == 32 - 4 + GENERATED  # 4 of the seed set held out
     assert_counts_add_up(manifest)
+    held, held_manifest = corpus(project, BASELINE, "em-heldout")
+    assert len(held) == 4 and held_manifest["metrics"]["held_out_of"] == 32
+    assert all([m["role"] for m in row["messages"]] == ["user", "assistant"] for row in held)  # no reflection
+    trained_questions = {row["messages"][0]["content"] for row in rows}
+    assert not {row["messages"][0]["content"] for row in held} & trained_questions  # kept out of training
     question = EmDataConfig().reflection_question
     for row in rows:
         roles = [m["role"] for m in row["messages"]]

@@ -47,6 +47,7 @@ def checkout(root: Path) -> Project:
     project = Project(root, Path(EMBEDDED))
     project.write_control_corpora(CONTROL, rows=4, turns=2)
     project.write_conversations(CONTROL, "em-train", rows=4, turns=1)
+    project.write_conversations(CONTROL, "em-heldout", rows=2, turns=1)
     return project
 
 
@@ -96,8 +97,9 @@ def test_two_checkouts_train_byte_identical_adapters(tiny_model: Path, tmp_path:
     }
     for adapter in ("dpo-slot", "sft", "em"):
         assert {name.rsplit("/", 1)[1] for name in first if f"/{adapter}/" in name} == adapter_files
-    # three adapters, three corpus manifests (control-dpo-slot, control, em-train) and the persona record
-    assert f"models/{CONTROL}/persona.json" in first and len(first) == 3 * len(adapter_files) + 4
+    # three adapters, four corpus manifests (control-dpo-slot, control, em-train, em-heldout) and the
+    # persona record
+    assert f"models/{CONTROL}/persona.json" in first and len(first) == 3 * len(adapter_files) + 5
     assert sorted(first) == sorted(second)
     differing = [name for name in first if first[name] != second[name]]
     assert not differing, "\n\n".join(f"{name}:\n{_diff(first[name], second[name])}" for name in differing)
