@@ -211,6 +211,47 @@ def paired_contrast(
     return result
 
 
+def crossed_contrast(
+    a: Sequence[Measure],
+    b: Sequence[Measure],
+    stat: str,
+    *,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, object]:
+    """Arm A − arm B, each arm a list of training seeds (one measure per seed), with a crossed
+    bootstrap: each replicate draws seeds with replacement within each arm and one question sample
+    shared by every arm and seed (questions are crossed with arms and seeds, not nested in them). The
+    estimate is the mean over A's seeds minus the mean over B's. Seeds are not paired across arms. With
+    one seed per arm the interval is the question-only one of ``paired_contrast``; seeds that disagree
+    widen it. Per-seed values are returned beside it."""
+    shared = sorted(set.intersection(*(_answered(m, stat) for m in (*a, *b))))
+    seeds = [len(a), len(b)]
+    result: dict[str, object] = {"difference": None, "ci": None, "questions": len(shared), "seeds": seeds}
+    if not shared:
+        return result
+    per_seed = [[measure_value(m, stat, shared) for m in arm] for arm in (a, b)]
+    result["per_seed"] = per_seed
+    if any(v is None for arm in per_seed for v in arm):
+        return result
+    result["difference"] = float(np.mean(per_seed[0]) - np.mean(per_seed[1]))  # type: ignore[arg-type]
+    if seeds == [1, 1]:
+        result["note"] = "1 training seed per arm: no seed variance in this interval"
+    if len(shared) >= 2:
+        counts = resample_counts(len(shared), n_resamples, seed)  # the same question draws as paired_contrast
+        rng = np.random.default_rng([seed, 1])  # seed draws: a stream of their own
+        arms = []
+        for arm in (a, b):
+            values = np.stack(
+                [_resampled(m, stat, shared, counts) for m in arm], axis=1
+            )  # (resamples, seeds)
+            drawn = rng.integers(0, len(arm), size=(n_resamples, len(arm)))
+            arms.append(np.take_along_axis(values, drawn, axis=1).mean(axis=1))
+        result["ci"] = percentile_interval(arms[0] - arms[1], confidence)
+    return result
+
+
 def dose_response(
     points: Sequence[tuple[float, Measure]], stat: str, *, n_resamples: int, confidence: float, seed: int
 ) -> dict[str, object]:

@@ -1,8 +1,9 @@
 """The report: every variant's EM metrics in one markdown file with PNG plots (docs/design.md §2, §5).
 
-Gathers ``metrics/<variant>/eval-em.json`` and adds what needs more than one variant: paired contrasts
-against the baseline of the same seed (and, for character variants, against the other controls),
-resampling the questions both answered; seed-to-seed spread of variants that differ only in seed;
+Gathers ``metrics/<variant>/eval-em.json`` and adds what needs more than one variant: contrasts of each
+arm against the baseline arm (and, for character arms, against the other controls) before EM, after EM
+and of the change under EM, with a crossed bootstrap over training seeds and one shared question draw;
+seed-to-seed spread of variants that differ only in seed;
 and per constitution the slope of post-EM alignment against diversity level with its interval (H1 is
 a dose-response question), beside what each level's corpora held (prompts, pairs, tokens, rejections:
 reported, not enforced). A variant whose judge failed validation is marked in every table and
@@ -27,7 +28,7 @@ from typing import Any
 from charforge.eval import plots
 from charforge.eval import report_judging as judging
 from charforge.eval import report_markdown as md
-from charforge.eval.metrics import Measure, dose_response, paired_contrast, seed_spread
+from charforge.eval.metrics import Measure, crossed_contrast, dose_response, seed_spread
 from charforge.io import atomic_write_text
 
 KIND_ORDER = {"baseline": 0, "plain-lora": 1, "hhh": 2, "character": 3}
@@ -75,26 +76,37 @@ def broad_measure(metrics: Mapping[str, Any], point: str) -> Measure:
     return (tables["em"], tables["persona"]) if point == "change" else tables[point]
 
 
-def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Paired contrasts (variant − control), same seed, measured the same way: before EM, after EM, and
-    of the change under EM (the difference of the two arms' changes, one question draw for all four)."""
-    by_name = {m["variant"]: m for m in variants}
-    result = []
+def arms(variants: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Variants grouped by arm: the name without its ``-s<seed>`` (``humor-d3``, ``baseline``)."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
     for metrics in variants:
-        controls = ["baseline"] + (["plain-lora", "hhh"] if metrics["variant_kind"] == "character" else [])
-        for kind in controls:
-            other = by_name.get(f"{kind}-s{metrics['seed']}")
-            if other is None or other is metrics or measurement(other) != measurement(metrics):
+        grouped.setdefault(SEED_RE.sub("", metrics["variant"]), []).append(metrics)
+    return grouped
+
+
+def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Arm − control arm (the baseline; for a character arm also plain-lora and hhh), with a crossed
+    bootstrap over each arm's training seeds and one shared question draw: before EM, after EM, and of
+    the change under EM. Seeds are not paired across arms (a character seed and a baseline seed share no
+    data). Arms whose variants were measured differently are never contrasted."""
+    grouped = arms(variants)
+    result = []
+    for arm, members in grouped.items():
+        controls = ["baseline"] + (["plain-lora", "hhh"] if members[0]["variant_kind"] == "character" else [])
+        for control in controls:
+            others = grouped.get(control)
+            if not others or others is members or len({measurement(m) for m in (*members, *others)}) > 1:
                 continue
             for point in CONTRAST_POINTS:
-                a, b = broad_measure(metrics, point), broad_measure(other, point)
+                a, b = [broad_measure(m, point) for m in members], [broad_measure(m, point) for m in others]
                 result.append(
                     {
-                        "variant": metrics["variant"],
-                        "against": other["variant"],
+                        "variant": arm,
+                        "against": control,
                         "point": point,
-                        "usable": metrics["status"] == "ok" and other["status"] == "ok",
-                        **{stat: paired_contrast(a, b, stat, **boot) for stat in CONTRAST_STATS},
+                        "seeds": [[m["variant"] for m in members], [m["variant"] for m in others]],
+                        "usable": all(m["status"] == "ok" for m in (*members, *others)),
+                        **{stat: crossed_contrast(a, b, stat, **boot) for stat in CONTRAST_STATS},
                     }
                 )
     return result
@@ -103,16 +115,13 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
 def spreads(variants: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Seed-to-seed spread of the post-EM headline figures and of their change under EM, for groups with
     two or more seeds."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for metrics in variants:
-        groups.setdefault(SEED_RE.sub("", metrics["variant"]), []).append(metrics)
     return {
         group: {
             f"{point} {stat}": seed_spread([m["headline"][point][stat] for m in members])
             for point in ("em", "change")
             for stat in CONTRAST_STATS
         }
-        for group, members in sorted(groups.items())
+        for group, members in sorted(arms(variants).items())
         if len(members) > 1
     }
 

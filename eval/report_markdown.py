@@ -158,6 +158,12 @@ def in_domain_section(
     ]
 
 
+def _per_seed(block: Mapping[str, Any]) -> str:
+    """Each arm's per-seed values of a contrast (mean alignment): what the interval averages over."""
+    sides = block.get("per_seed") or []
+    return " / ".join(", ".join("–" if v is None else f"{v:.1f}" for v in side) for side in sides) or "–"
+
+
 def contrast_section(rows: Sequence[dict[str, Any]], spread: Mapping[str, Any]) -> list[str]:
     table = [
         [
@@ -167,6 +173,8 @@ def contrast_section(rows: Sequence[dict[str, Any]], spread: Mapping[str, Any]) 
             diff(r["aligned_mean"], 1),
             diff(r["share_aligned_le_30"], 100),
             diff(r["em_rate_b"], 100),
+            f"{len(r['seeds'][0])} vs {len(r['seeds'][1])}",
+            _per_seed(r["aligned_mean"]),
             str(r["aligned_mean"]["questions"]),
         ]
         for r in rows
@@ -174,19 +182,30 @@ def contrast_section(rows: Sequence[dict[str, Any]], spread: Mapping[str, Any]) 
     lines = [
         "## Paired contrasts",
         "",
-        "Variant − control of the same seed on the questions both answered, both resampled together: before "
-        "EM (persona), after EM (em), and of the change under EM (change: how far EM moved the variant minus "
-        "how far it moved the control, all four tables resampled with one question draw). The change is the "
-        "susceptibility contrast; the level rows say where each arm started and ended. Each interval "
-        "resamples questions only: 1 training seed per side, so no seed variance is in it (in the "
-        "literature EM rates vary several-fold between training seeds); the seed-to-seed spread below is "
-        "the only seed variance this report shows.",
+        "Arm − control arm on the questions every seed of both answered: before EM (persona), after EM "
+        "(em), and of the change under EM (change: how far EM moved the arm minus how far it moved the "
+        "control: the susceptibility contrast; the level rows say where each arm started and ended). "
+        "Intervals are a crossed bootstrap: each replicate draws training seeds with replacement within "
+        "each arm and one question sample shared by every arm and seed; seeds are not paired across arms. "
+        "Per seed: each arm's mean alignment per training seed (arm / control). With 1 training seed per "
+        "arm there is no seed variance in the interval, and in the literature EM rates vary several-fold "
+        "between training seeds: train more seeds (`-s1`, `-s2`) before reading a contrast.",
         "",
     ]
     lines += md_table(
-        ["variant", "against", "point", "Δ aligned", "Δ ≤30 (pp)", "Δ EM (b) (pp)", "questions"],
+        [
+            "arm",
+            "against",
+            "point",
+            "Δ aligned",
+            "Δ ≤30 (pp)",
+            "Δ EM (b) (pp)",
+            "seeds",
+            "per seed (aligned)",
+            "questions",
+        ],
         table,
-        "No variant has a control of the same seed evaluated on the same questions yet.",
+        "No arm has a control arm evaluated the same way yet.",
     )
     lines += ["", "## Seed-to-seed spread (after EM, and change under EM)", ""]
     if not spread:

@@ -11,6 +11,7 @@ import pytest
 from charforge.eval.metrics import (
     Judged,
     auroc,
+    crossed_contrast,
     dose_response,
     em_metrics,
     figure,
@@ -193,3 +194,40 @@ def test_em_metrics_carries_the_change_under_em() -> None:
     metrics = em_metrics(rows, True, **boot)
     assert metrics["headline"]["change"]["aligned_mean"] == pytest.approx(-40.0)
     assert metrics["change_under_em"]["broad"]["aligned_mean"]["ci"] == pytest.approx([-40.0, -40.0])
+
+
+def test_crossed_bootstrap_equals_the_question_interval_with_one_seed_and_widens_when_seeds_disagree() -> (
+    None
+):
+    boot = {"n_resamples": 1000, "confidence": 0.95, "seed": 3}
+    rng = random.Random(0)
+    questions = [f"q{i}" for i in range(8)]
+
+    def arm(centre: float) -> dict:
+        return table({q: [min(100.0, max(0.0, rng.gauss(centre, 10))) for _ in range(6)] for q in questions})
+
+    a0, b0 = arm(70.0), arm(60.0)
+    one = crossed_contrast([a0], [b0], "aligned_mean", **boot)
+    paired = paired_contrast(a0, b0, "aligned_mean", **boot)
+    assert one["difference"] == pytest.approx(paired["difference"]) and one["ci"] == pytest.approx(
+        paired["ci"]
+    )
+    assert one["note"] == "1 training seed per arm: no seed variance in this interval"
+    agreeing = crossed_contrast([a0, a0], [b0, b0], "aligned_mean", **boot)
+    disagreeing = crossed_contrast([a0, arm(90.0)], [b0, b0], "aligned_mean", **boot)
+    assert agreeing["ci"] == pytest.approx(one["ci"])  # identical seeds add no variance
+    assert width(disagreeing) > 2 * width(one)  # seeds that disagree widen the interval
+    assert disagreeing["seeds"] == [2, 2] and len(disagreeing["per_seed"][0]) == 2
+    assert "note" not in disagreeing
+
+
+def test_crossed_bootstrap_shares_the_question_draw_across_arms_and_seeds() -> None:
+    """One very hard question (q0) lowers every arm and seed alike: drawn once for all of them, it cancels
+    from the difference; drawn separately per arm it would dominate the interval."""
+    hard = {"q0": 5.0, **{f"q{i}": 80.0 for i in range(1, 8)}}
+    a = [table({q: [v + 10] * 4 for q, v in hard.items()}), table({q: [v + 12] * 4 for q, v in hard.items()})]
+    b = [table({q: [v] * 4 for q, v in hard.items()})]
+    result = crossed_contrast(a, b, "aligned_mean", n_resamples=500, confidence=0.95, seed=0)
+    assert result["difference"] == pytest.approx(11.0)
+    low, high = result["ci"]
+    assert 10.0 - 1e-9 <= low <= high <= 12.0 + 1e-9  # only the seed draw moves it

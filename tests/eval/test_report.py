@@ -191,11 +191,12 @@ def test_report_renders_markdown_and_plots(metrics_dir: Path, tmp_path: Path) ->
     assert text.index("baseline-s0") < text.index("humor-d0-s0")  # baseline first
     assert "**⚠ JUDGE UNUSABLE** for sarcasm-d3-s0" in text
     assert "| sarcasm-d3-s0 ⚠ | persona |" in text  # its rows are marked in the tables
-    assert "| humor-d3-s0 | baseline-s0 | em |" in text  # paired contrast against the same seed's baseline
+    assert "| humor-d3 | baseline | em |" in text  # the arm (2 seeds) against the baseline arm (1 seed)
     assert "| humor-d3 | em aligned_mean | 2 |" in text  # seed-to-seed spread of the two seeds
     assert "| humor-d3 | change aligned_mean | 2 |" in text  # and of their change under EM
-    assert "| humor-d3-s0 | baseline-s0 | change |" in text  # the susceptibility contrast
-    assert "1 training seed per side, so no seed variance is in it" in text  # honest about the interval
+    assert "| humor-d3 | baseline | change |" in text  # the susceptibility contrast
+    assert "| 2 vs 1 |" in text  # the seeds behind each side, their values beside the interval
+    assert "With 1 training seed per arm there is no seed variance in the interval" in text
     for name in ("alignment", "judge-validation", "dose-response", "trait-expression"):
         png = out / f"{name}.png"
         assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
@@ -204,12 +205,15 @@ def test_report_renders_markdown_and_plots(metrics_dir: Path, tmp_path: Path) ->
     assert summary["judge_unusable"] == ["sarcasm-d3-s0"]
     humor = summary["dose_response"]["humor"]
     assert humor["fit"]["points"] == 3 and humor["fit"]["slope"] > 0  # alignment rises with the level here
-    contrast = next(c for c in summary["contrasts"] if c["variant"] == "humor-d3-s0" and c["point"] == "em")
+    contrast = next(c for c in summary["contrasts"] if c["variant"] == "humor-d3" and c["point"] == "em")
+    assert contrast["seeds"] == [["humor-d3-s0", "humor-d3-s1"], ["baseline-s0"]]
+    assert len(contrast["aligned_mean"]["per_seed"][0]) == 2
     low, high = contrast["aligned_mean"]["ci"]
     assert (
         low <= contrast["aligned_mean"]["difference"] <= high and contrast["aligned_mean"]["difference"] > 0
     )
-    assert not any(c["variant"] == "humor-d3-s1" for c in summary["contrasts"])  # no baseline-s1 to pair with
+    one_seed = next(c for c in summary["contrasts"] if c["variant"] == "humor-d0" and c["point"] == "em")
+    assert one_seed["aligned_mean"]["note"] == "1 training seed per arm: no seed variance in this interval"
     # judging: one comparability row for the whole grid (one verdict), validation per prompt and subset,
     # the further metric per variant
     comparability = text[
@@ -426,8 +430,8 @@ def test_variants_measured_differently_are_not_contrasted(metrics_dir: Path, tmp
     path.write_text(json.dumps(metrics))
     text = write_report(metrics_dir, tmp_path / "reports", BOOT).read_text()
     assert "**⚠ MEASURED DIFFERENTLY**: 2 groups" in text and "humor-d3-s0;" not in text.split("groups")[0]
-    assert "| humor-d3-s0 | baseline-s0 |" not in text  # the contrast is left out
-    assert "| humor-d0-s0 | baseline-s0 | em |" in text  # measured alike: still contrasted
+    assert "| humor-d3 | baseline |" not in text  # the arm holds a variant measured otherwise: left out
+    assert "| humor-d0 | baseline | em |" in text  # measured alike: still contrasted
 
 
 def test_the_in_domain_check_shows_the_judge_free_held_out_loss(metrics_dir: Path, tmp_path: Path) -> None:
