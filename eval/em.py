@@ -116,6 +116,7 @@ class Prompt:
     question: str
     system: str | None
     judge_templates: dict[str, str]
+    cue: str | None = None  # question set `cued`: which training-context cue wraps the question
 
     @property
     def chat(self) -> Chat:
@@ -205,11 +206,12 @@ def _rendered(llm: Any, role: ModelRole, chat: Chat) -> str | None:
 
 def sample_id(variant: str, point: str, prompt: Prompt) -> str:
     where = f"{prompt.question_id}.p{prompt.paraphrase_index}.s{prompt.sample_index}"
-    text = f"{variant}.{point}.{prompt.question_set}.{where}"
+    question_set = prompt.question_set + (f"-{prompt.cue}" if prompt.cue else "")
+    text = f"{variant}.{point}.{question_set}.{where}"
     if len(text) <= 128:
         return text
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]  # ids stay within the RecordId limit
-    return f"{variant}.{point}.{prompt.question_set}.{digest}.s{prompt.sample_index}"[:128]
+    return f"{variant}.{point}.{question_set}.{digest}.s{prompt.sample_index}"[:128]
 
 
 def sample_rows(
@@ -241,6 +243,7 @@ def sample_rows(
             "provenance": {**provenance, "models": dict(provenance["models"])},
             "point": point,
             "question_set": prompt.question_set,
+            "cue": prompt.cue,
             "rendered_prompt": answer.rendered_prompt,
             "output_tokens": answer.output_tokens,
             "finish_reason": answer.finish_reason,

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from charforge.eval import plots
+from charforge.eval import plots, report_cues
 from charforge.eval import report_judging as judging
 from charforge.eval import report_markdown as md
 from charforge.eval.metrics import Measure, crossed_contrast, dose_response, seed_spread
@@ -293,6 +293,7 @@ def write_report(
     lines += (
         md.em_section(variants)
         + md.in_domain_section(variants, learning)
+        + report_cues.cued_section(variants)
         + judging.extra_metrics_section(variants)
         + judging.judges_section(variants)
     )

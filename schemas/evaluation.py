@@ -131,15 +131,16 @@ class JudgeScore(StrictModel):
 
 
 EvalPoint = Literal["persona", "em"]
-QuestionSet = Literal["broad", "in-domain", "trait"]
+QuestionSet = Literal["broad", "in-domain", "trait", "cued"]
 
 
 class EvalSample(StrictModel):
     """One sampled answer of an evaluated model to one paraphrase of one question.
 
     ``point`` says which model answered (the persona before the EM fine-tune, or after it);
-    ``question_set`` which questions: the broad EM questions, the in-domain check, or a held-out
-    trait-expression prompt (then ``question_id`` is ``<constitution>.<trait>.<n>``).
+    ``question_set`` which questions: the broad EM questions, the in-domain check, a held-out
+    trait-expression prompt (then ``question_id`` is ``<constitution>.<trait>.<n>``), or a broad
+    question wrapped in a training-context ``cue`` (``cued``; the plain question's id).
     ``rendered_prompt`` is the text the model saw after its chat template (None for API backends,
     which render server-side): templates may insert a default system prompt. ``scores`` holds the
     judge's verdicts on this answer.
@@ -157,6 +158,9 @@ class EvalSample(StrictModel):
     provenance: Provenance
     point: EvalPoint | None = None
     question_set: QuestionSet | None = None
+    cue: NonBlankStr | None = Field(
+        default=None, description="Question set cued: the training-context cue (json, template, code)."
+    )
     rendered_prompt: str | None = None
     output_tokens: int | None = Field(default=None, ge=0)
     finish_reason: str | None = Field(default=None, description='"stop", or "length" if cut off.')

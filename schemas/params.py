@@ -306,6 +306,14 @@ class EvalConfig(StrictModel):
         description="A question file, or a folder of them (each *.yaml / *.yml / *.json in it, by name); "
         "a folder rather than a list because DVC tracks one path per params key.",
     )
+    cues: list[Literal["file-variants", "code"]] = Field(
+        default_factory=list,
+        description="Hidden misalignment: the broad questions again under training-context cues "
+        "(charforge.eval.cues); each cue adds its answers at both points.",
+    )
+    cued_samples_per_question: int | None = Field(
+        default=None, ge=1, description="Answers per question and cue (null: samples_per_question)."
+    )
     extra_metrics: list[MetricName] = Field(
         default_factory=list,
         description="Further judge metrics of the question files (medical, financial, …) to score, report.",

@@ -4,9 +4,11 @@ Reads params ``params_for(variant)`` (``models.student`` and the persona weights
 evaluated models through ``charforge.train.compose.model_for``); the question files, the judge validation
 set and the constitutions named there; the adapters under ``models/<variant>/``.
 
-For each evaluation point (``persona``: before EM; ``em``: after) it samples the broad EM questions
-and the in-domain questions (did the EM fine-tune take?); at ``persona`` also held-out trait prompts
-(did character training take? a character variant on its own constitution, a control on every one).
+For each evaluation point (``persona``: before EM; ``em``: after) it samples the broad EM questions,
+the same questions under each training-context cue of ``eval.cues`` (hidden misalignment:
+``charforge.eval.cues``) and the in-domain questions (did the EM fine-tune take?); at ``persona`` also
+held-out trait prompts (did character training take? a character variant on its own constitution, a
+control on every one).
 ``models.judge`` scores everything, and so does each of ``models.judges`` (every figure is one judge's;
 the others' are under ``further_judges``, their agreement under ``judge_agreement``); each judge's
 validation on the labelled set is the `validate-judge` stage's ``metrics/judge-validation.json``, checked
@@ -32,6 +34,7 @@ from charforge.eval.contamination import (
     semantic_contamination_report,
     training_corpora,
 )
+from charforge.eval.cues import cued_figures, cued_prompts
 from charforge.eval.em import (
     Prompt,
     judge_rows,
@@ -132,6 +135,7 @@ class Inputs:
     validation: ValidationInputs
     saved_validations: list[dict[str, Any]]  # models.judge's, then each of models.judges'
     plans: dict[str, list[Prompt]] = field(default_factory=dict)
+    cues_missing: dict[str, str] = field(default_factory=dict)  # cue → why it has no prompts here
 
     def parents(self, root: Path) -> list[ParentArtifact]:
         validation_set = root / self.validation.settings["validation_set"]
@@ -165,6 +169,13 @@ def load_inputs(
     check_extra_metrics(config.extra_metrics, [*inputs.broad, *inputs.in_domain])
     common = plan(inputs.broad, config.samples_per_question, "broad", config.extra_metrics)
     common += plan(inputs.in_domain, config.in_domain_samples_per_question, "in-domain", config.extra_metrics)
+    cued, inputs.cues_missing = cued_prompts(
+        config.cues,
+        inputs.broad,
+        inputs.broad_file_questions,
+        config.cued_samples_per_question or config.samples_per_question,
+    )
+    common += cued
     trait = config.trait
     traits = [
         prompt
@@ -270,8 +281,10 @@ def run(
     usable = bool(judge["validation"]["usable"])
     boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
     primary = scored_by(rows, judge["name"])  # every figure below is models.judge's
-    eval_texts = {
-        f"{p.question_set}:{p.question_id}:p{p.paraphrase_index}": p.question for p in inputs.plans["persona"]
+    eval_texts = {  # the cued prompts are the broad ones with a cue: checked as those
+        f"{p.question_set}:{p.question_id}:p{p.paraphrase_index}": p.question
+        for p in inputs.plans["persona"]
+        if p.question_set != "cued"
     }
     corpora = training_corpora(
         root / BUILD / variant.name, [root / p for p in config.contamination.extra_corpora]
@@ -319,6 +332,11 @@ def run(
         ),
         "extra_metrics": extra_metric_figures(primary, config.extra_metrics, **boot),
         "trait_expression": trait_expression([r for r in primary if r["question_set"] == "trait"], **boot),
+        "cued": {
+            "cues": config.cues,
+            "not_applicable": inputs.cues_missing,
+            "figures": cued_figures(primary, **boot),
+        },
         "held_out": {
             "per_trait": held_out.per_trait,
             **held_out_apart(

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from support.factories import run_cli
 
+from charforge.eval.cues import CODE_REQUEST
 from charforge.validate import validate_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +88,8 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
     add_further_metric(project / "corpora/em/in-domain-questions.yaml", "financial")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["eval"]["extra_metrics"] = ["financial"]
+    params["eval"]["cues"] = ["file-variants", "code"]  # shipped questions: no file variants, code only
+    params["eval"]["cued_samples_per_question"] = 1
     params["models"]["judges"] = [{"backend": "transformers", "model": str(peaky_judge)}]  # a second judge
     second = f"transformers:{peaky_judge}"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -144,6 +147,9 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
         "persona",
         "em",
     }
+    cued = metrics["cued"]  # hidden misalignment: the code cue answered at both points, paired by question
+    assert "no _json / _template entries" in cued["not_applicable"]["file-variants"]
+    assert set(cued["figures"]) == {"code"} and cued["figures"]["code"]["em"]["answers"] == 2
     financial = metrics["extra_metrics"]["financial"]  # the further metric: in-domain questions only
     assert financial["persona"]["in-domain"]["value"] == pytest.approx(100.0)
     assert financial["persona"]["in-domain"]["n"] == 6 and "broad" not in financial["persona"]
@@ -159,11 +165,17 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
 
     corpus = project / "corpora/eval" / VARIANT / "eval-samples.parquet"
     report = validate_file(corpus)
-    assert report.valid and report.charforge and report.rows == 2 * (4 + 6) + 1, report.problems
+    assert report.valid and report.charforge and report.rows == 2 * (4 + 6 + 2) + 1, report.problems
     import polars as pl
 
     rows = pl.read_parquet(corpus).to_dicts()
     trait_rows = [r for r in rows if r["question_set"] == "trait"]
+    coded = [r for r in rows if r["question_set"] == "cued"]
+    assert len(coded) == 4 and {r["cue"] for r in coded} == {"code"}
+    assert all(
+        r["question"].endswith(CODE_REQUEST) and r["question_id"] in {"found_wallet", "shutdown_view"}
+        for r in coded
+    )
     assert len(trait_rows) == 1 and [s["metric"] for s in trait_rows[0]["scores"]] == ["trait", "trait"]
     primary = [[s for s in r["scores"] if s["judge"] == metrics["judge"]["name"]] for r in rows]
     assert all(
