@@ -67,6 +67,7 @@ def validate(
     ] = None,
 ) -> None:
     """Check files against the charforge schemas and report every error as FILE:LINE: field: message."""
+    from charforge.io import printable
     from charforge.validate import UsageError, expand_paths, validate_file
 
     if kind is not None and kind not in _kinds():
@@ -74,7 +75,7 @@ def validate(
     skipped: list[tuple[Path, str]] = []
     files = list(expand_paths(paths, text_as_json=kind is not None, skipped=skipped))
     for path, reason in skipped:  # said, so a folder's odd files are never passed over in silence
-        err.print(f"skipped {escape(str(path))}: {escape(reason)}")
+        err.print(f"skipped {_safe(path)}: {escape(reason)}")
     if not files:
         raise usage_error("no corpus files found (.yaml, .yml, .json, .jsonl, .parquet)")
     reports, usage_problems = [], []
@@ -91,11 +92,14 @@ def validate(
             sys.stdout.write(f"{problem}\n")
         hidden = report.error_count - len(report.problems)
         if hidden:
-            sys.stdout.write(f"{path}: … {hidden} more error(s) not listed ({report.error_count} in total)\n")
+            sys.stdout.write(
+                printable(f"{path}: … {hidden} more error(s) not listed ({report.error_count} in total)")
+                + "\n"
+            )
         if report.valid:
             rows = f", {report.rows:,} rows" if report.rows is not None else ""
             origin = ", manifest matches" if report.charforge else ""
-            err.print(f"ok {escape(str(path))} ({report.kind}{rows}{origin})")
+            err.print(f"ok {_safe(path)} ({report.kind}{rows}{origin})")
     invalid = [report for report in reports if not report.valid]
     payload = {
         "files": [report.as_dict() for report in reports],
@@ -109,7 +113,7 @@ def validate(
 
         atomic_write_text(report_path, json.dumps(payload, indent=2) + "\n")
     for problem in usage_problems:
-        err.print(f"error: {escape(problem)}")
+        err.print(f"error: {_safe(problem)}")
     errors = sum(report.error_count for report in invalid)
     err.print(
         f"checked {len(reports)} file(s): {len(reports) - len(invalid)} valid, {len(invalid)} invalid"
@@ -133,56 +137,78 @@ def inspect(
     """Summarise a corpus: rows, counts per trait/situation/variant, lengths, duplicates, empties."""
     from charforge.inspect import inspect_file
     from charforge.io import SourceError
-    from charforge.validate import UsageError
+    from charforge.validate import Problem, UsageError, is_rust_panic
+
+    def fail(line: int | None, field: str, message: str) -> typer.Exit:
+        problem = Problem(str(path), str(line) if line else "-", field, message)
+        err.print(escape(str(problem)))  # one line, control characters escaped, as `validate` says it
+        return typer.Exit(EXIT_INVALID)
 
     try:
         summary = inspect_file(path, kind)
+        if output is not None:
+            from charforge.io import atomic_write_text
+
+            atomic_write_text(output, json.dumps(summary, indent=2, default=str) + "\n")
+        if as_json:  # json.dumps escapes every control character
+            sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+            return
+        _render_summary(summary)
     except UsageError as error:
         raise usage_error(str(error)) from None
     except SourceError as error:
-        where = f":{error.line}" if error.line else ""
-        err.print(f"{escape(str(path))}{where}: -: {escape(error.message)}")
-        raise typer.Exit(EXIT_INVALID) from None
-    if output is not None:
-        from charforge.io import atomic_write_text
+        raise fail(error.line, error.field, error.message) from None
+    except Exception as error:  # last line of defence: one line, never a traceback
+        message = (str(error).strip().splitlines() or [""])[0]
+        raise fail(None, "-", f"could not inspect ({type(error).__name__}: {message})") from None
+    except BaseException as error:
+        if not is_rust_panic(error):
+            raise
+        raise fail(None, "-", f"could not inspect (a panic in polars or pyarrow: {error})") from None
 
-        atomic_write_text(output, json.dumps(summary, indent=2, default=str) + "\n")
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
-        return
-    _render_summary(summary)
+
+def _safe(value: Any) -> str:
+    """``value`` as text for a rich console: markup escaped, control characters shown as escapes, so
+    a key or value from a file can neither forge a line nor reach the terminal raw."""
+    from charforge.io import printable
+
+    return escape(printable(str(value)))
 
 
 def _render_summary(summary: dict[str, Any]) -> None:
-    out.print(f"[bold]{escape(summary['file'])}[/bold]  kind={summary['kind']}  format={summary['format']}")
+    out.print(
+        f"[bold]{_safe(summary['file'])}[/bold]  kind={_safe(summary['kind'])}  format={summary['format']}"
+    )
     if "traits" in summary:
         out.print(
-            f"constitution {summary.get('name')} ({summary.get('constitution_kind')}): "
+            f"constitution {_safe(summary.get('name'))} ({_safe(summary.get('constitution_kind'))}): "
             f"{summary['traits']} traits, {summary['questions']} questions, sha256 {summary.get('sha256')}"
         )
         table = Table("trait", "questions")
         for trait in summary["per_trait"]:
-            table.add_row(escape(str(trait["id"])), str(trait["questions"]))
+            table.add_row(_safe(trait["id"]), str(trait["questions"]))
         out.print(table)
         return
     if "document" in summary:
-        out.print_json(json.dumps(summary["document"], default=str))
+        # json.dumps escapes what is below U+0020, printable the rest (U+2028, C1 controls, ...)
+        for line in json.dumps(summary["document"], indent=2, ensure_ascii=False, default=str).split("\n"):
+            out.print(_safe(line))
         return
     out.print(f"rows: {summary['rows']:,}")
     columns = Table("column", "type", "empty", title="columns")
     for name, dtype in summary["columns"].items():
-        columns.add_row(escape(name), escape(dtype), str(summary["empty"].get(name, 0)))
+        columns.add_row(_safe(name), _safe(dtype), str(summary["empty"].get(name, 0)))
     out.print(columns)
     for name, counts in summary["counts"].items():
-        table = Table(name, "rows", title=f"rows per {name}")
+        table = Table(_safe(name), "rows", title=f"rows per {_safe(name)}")
         for value, count in counts.items():
-            table.add_row(escape(value), f"{count:,}")
+            table.add_row(_safe(value), f"{count:,}")
         out.print(table)
     if summary["lengths"]:
         stats = ("n", "min", "p25", "median", "mean", "p75", "max")
         table = Table("column", "unit", *stats, title="lengths")
         for name, dist in summary["lengths"].items():
-            table.add_row(escape(name), dist["unit"], *(str(dist.get(stat, "")) for stat in stats))
+            table.add_row(_safe(name), dist["unit"], *(str(dist.get(stat, "")) for stat in stats))
         out.print(table)
     out.print(f"exact duplicate rows: {summary['exact_duplicate_rows']:,}")
     if "pairs" in summary:
@@ -196,8 +222,8 @@ def _render_summary(summary: dict[str, Any]) -> None:
     if "manifest" in summary:
         manifest = summary["manifest"]
         out.print(
-            f"manifest: {manifest.get('rows')} rows, content sha256 {manifest.get('content_sha256')}, "
-            f"rejected {manifest.get('rejected')}"
+            f"manifest: {_safe(manifest.get('rows'))} rows, content sha256 "
+            f"{_safe(manifest.get('content_sha256'))}, rejected {_safe(manifest.get('rejected'))}"
         )
         diversity = (manifest.get("metrics") or {}).get("diversity")
         if isinstance(diversity, dict):
@@ -207,8 +233,8 @@ def _render_summary(summary: dict[str, Any]) -> None:
             reference = tokens.get("reference") or {}
             matched = f"; reference {reference.get('variant')}: {reference.get('total')}" if reference else ""
             out.print(
-                f"training tokens: {tokens.get('total')} over {tokens.get('rows')} rows "
-                f"(tokenizer {escape(str(tokens.get('tokenizer')))}){matched}"
+                f"training tokens: {_safe(tokens.get('total'))} over {_safe(tokens.get('rows'))} rows "
+                f"(tokenizer {_safe(tokens.get('tokenizer'))}){_safe(matched)}"
             )
 
 
@@ -225,8 +251,8 @@ def _render_diversity(diversity: dict[str, Any]) -> None:
     table = Table(
         "scope",
         *metrics.values(),
-        title=f"diversity ({embedding.get('model')}, weights sha256 "
-        f"{str(embedding.get('weights_sha256'))[:12]}…)",
+        title=f"diversity ({_safe(embedding.get('model'))}, weights sha256 "
+        f"{_safe(str(embedding.get('weights_sha256'))[:12])}…)",
     )
     for scope in ("per_trait_mean", "overall"):
         figures = diversity.get(scope) or {}
@@ -235,7 +261,7 @@ def _render_diversity(diversity: dict[str, Any]) -> None:
 
 
 def _figure(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    return f"{value:.3f}" if isinstance(value, float) else _safe(value)
 
 
 @app.command()

@@ -14,6 +14,9 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def usage_error(message: str) -> typer.Exit:
-    """Print `error: MESSAGE` on stderr; the caller raises the returned exit (code 2)."""
-    err.print(f"error: {escape(message)}")
+    """Print `error: MESSAGE` on stderr, control characters escaped; the caller raises the returned
+    exit (code 2)."""
+    from charforge.io import printable
+
+    err.print(f"error: {escape(printable(message))}")
     return typer.Exit(EXIT_USAGE)

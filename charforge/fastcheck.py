@@ -46,6 +46,59 @@ STRING_PATTERNS: dict[Callable[[str], str], str] = {
 }
 
 
+def plain_strings(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with categorical and enum columns (dictionary-encoded strings in parquet), nested ones
+    too, cast to plain strings: the string expressions and the message layout check expect those."""
+    casts = {name: plain for name, dtype in frame.schema.items() if (plain := _plain_dtype(dtype)) != dtype}
+    return frame.cast(casts) if casts else frame  # type: ignore[arg-type]
+
+
+def _plain_dtype(dtype: pl.DataType) -> pl.DataType:
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        return pl.String()
+    if isinstance(dtype, pl.List):
+        return pl.List(_plain_dtype(dtype.inner))
+    if isinstance(dtype, pl.Array):
+        return pl.Array(_plain_dtype(dtype.inner), dtype.shape)
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct({item.name: _plain_dtype(item.dtype) for item in dtype.fields})
+    return dtype
+
+
+def invalid_values(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[tuple[int, str, str]]]:
+    """(the batch with invalid values nulled, (row, column, message) of each): pyarrow reads strings
+    without checking their UTF-8, and polars panics on invalid ones as it converts them to Python.
+    Full validation costs one pass over the bytes; rows are looked at one by one only when it fails."""
+    problems: list[tuple[int, str, str]] = []
+    columns = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        bad = _invalid_rows(column)
+        for index, message in bad.items():
+            problems.append((index, name, message))
+        if bad:  # `take` with a null index gives a null: the row stays, its value is gone
+            column = column.take(pa.array([None if i in bad else i for i in range(len(column))], pa.int64()))
+        columns.append(column)
+    if not problems:
+        return batch, problems
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema), sorted(problems)
+
+
+def _invalid_rows(column: pa.Array) -> dict[int, str]:
+    try:
+        column.validate(full=True)
+        return {}
+    except pa.ArrowInvalid:
+        pass
+    bad: dict[int, str] = {}
+    for index in range(len(column)):
+        try:
+            column.take([index]).validate(full=True)  # `take` copies just this row's data
+        except pa.ArrowInvalid as error:
+            text = str(error)
+            bad[index] = "a string that is not valid UTF-8" if "UTF8" in text else f"invalid data ({text})"
+    return bad
+
+
 def parquet_columns(path: Path) -> list[str]:
     try:
         return list(pq.read_schema(path).names)
@@ -181,13 +234,22 @@ def validate_parquet_rows(path: Path, kind: Kind, model: type[BaseModel], report
     try:
         batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=known, use_threads=True)
         for batch in batches:
+            batch, unreadable = invalid_values(batch)
+            nulled: dict[int, set[str]] = {}  # reported here: not a second time as nulls
+            for index, name, message in unreadable:
+                report.add(f"row {offset + index}", name, message)
+                nulled.setdefault(index, set()).add(name)
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
+            frame = plain_strings(frame)
             suspect = _suspect_rows(frame, fields, rules, caches, model) if fast else None
+            if suspect is not None and nulled:  # their other columns still go through pydantic
+                suspect = suspect | pl.Series([index in nulled for index in range(len(frame))])
             rows = frame if suspect is None else frame.filter(suspect)
             indices = range(len(frame)) if suspect is None else suspect.arg_true().to_list()
             for index, row in zip(indices, rows.iter_rows(named=True), strict=True):
-                check_model(model, row, report, lambda loc, i=offset + index: f"row {i}", missing)
+                skip = missing | nulled.get(index, set())
+                check_model(model, row, report, lambda loc, i=offset + index: f"row {i}", skip)
             if kind.unique_field in frame.columns:
                 unique_values.append(frame.get_column(kind.unique_field))
             offset += len(frame)

@@ -7,6 +7,8 @@ chosen/rejected length ratio. Constitutions get their trait and question counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +17,16 @@ import polars as pl
 from charforge.io import (
     SourceError,
     detect_format,
-    iter_jsonl,
+    iter_jsonl_file,
     load_yaml,
     parse_json,
     read_text,
+    require_regular_file,
     unknown_format,
 )
 from charforge.schemas import KINDS, Constitution
 from charforge.schemas.manifest import manifest_path_for
-from charforge.validate import UsageError, infer_kind
+from charforge.validate import NO_ROWS, UsageError, infer_kind
 
 COUNT_COLUMNS = (
     "variant",
@@ -40,39 +43,117 @@ MESSAGE_FIELDS = {"role", "content"}
 
 
 def _read_rows(path: Path, fmt: str) -> tuple[Any, pl.DataFrame | None]:
-    """(first row or document, frame of rows or None for a document)."""
+    """(first row or document, frame of rows or None for a document). What `validate` calls an
+    empty file or a file without rows is a SourceError here too."""
     if fmt == "parquet":
+        from charforge.fastcheck import plain_strings
+
         try:
             frame = pl.read_parquet(path)
         except Exception as error:  # polars raises several error types for broken files
-            raise SourceError(f"not a readable parquet file ({error})") from None
-        return None, frame
-    text = read_text(path)
-    if fmt == "jsonl":
-        rows = []
-        for line, value in iter_jsonl(text):
+            raise SourceError(f"not a readable parquet file ({_first_line(error)})") from None
+        if frame.height == 0:
+            raise SourceError(NO_ROWS)
+        return None, plain_strings(frame)
+    if fmt == "jsonl":  # streamed: a line never splits at U+2028, a huge line is refused
+        rows: list[Any] = []
+        lines: list[int] = []
+        for line, value in iter_jsonl_file(path):
             if isinstance(value, SourceError):
                 raise SourceError(value.message, line)
+            if not isinstance(value, dict):
+                raise SourceError(_NOT_A_ROW, line)
             rows.append(value)
-        return (rows[0] if rows else None), _frame(rows)
-    data = load_yaml(text)[0].data if fmt == "yaml" else parse_json(text)
-    if isinstance(data, list):
-        return data, _frame(data)
-    return data, None
+            lines.append(line)
+        if not rows:
+            raise SourceError("file is empty")
+        return rows[0], _frame(rows, lines.__getitem__)
+    text = read_text(path)
+    if not text.strip():
+        raise SourceError("file is empty")
+    document = load_yaml(text)[0] if fmt == "yaml" else None
+    data = document.data if document is not None else parse_json(text)
+    if data is None:
+        raise SourceError("file holds no data")
+    if not isinstance(data, list):
+        return data, None
+    if not data:
+        raise SourceError(NO_ROWS)
+
+    @cache
+    def located() -> Any:
+        return document if document is not None else _json_document(text)
+
+    def line_of(index: int) -> int | None:
+        found = located()
+        return found.line_of((index,)) if found is not None else None
+
+    return data, _frame(data, line_of)
 
 
-def _frame(rows: list[Any]) -> pl.DataFrame:
-    if not all(isinstance(row, dict) for row in rows):
-        raise SourceError("rows must be objects (mappings) to be inspected")
-    return pl.DataFrame(rows, infer_schema_length=None, strict=False)
+_NOT_A_ROW = "rows must be objects (mappings) to be inspected"
+
+
+def _json_document(text: str) -> Any:
+    """JSON read as YAML, for the line of a row; only on the way to an error. None where that fails."""
+    try:
+        return load_yaml(text)[0]
+    except SourceError:
+        return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _frame(rows: list[Any], line_of: Callable[[int], int | None]) -> pl.DataFrame:
+    """One polars frame of the rows; a located SourceError where they cannot share one (a row that is
+    no mapping, a column that is a message list in one row and a string in another)."""
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise SourceError(_NOT_A_ROW, line_of(index))
+    try:
+        return pl.DataFrame(rows, infer_schema_length=None, strict=False)
+    except Exception as error:  # polars cannot build one table from these rows: say where they differ
+        first: dict[str, tuple[str, int]] = {}
+        for index, row in enumerate(rows):
+            for name, value in row.items():
+                shape = _shape(value)
+                if shape is None:
+                    continue
+                seen, at = first.setdefault(name, (shape, index))
+                if seen != shape:
+                    line = line_of(at)
+                    where = f"line {line}" if line is not None else f"row {at}"
+                    raise SourceError(
+                        f"{shape} here but {seen} at {where}: one table needs one type per column "
+                        "(`charforge validate` lists every row at fault)",
+                        line_of(index),
+                        name,
+                    ) from None
+        raise SourceError(f"rows cannot be put in one table ({_first_line(error)})") from None
+
+
+NOUNS = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+
+
+def _shape(value: Any) -> str | None:
+    """What a value is, one level into lists (a message list is a list of mappings); None: no telling."""
+    if value is None or value == []:
+        return None
+    item = next((item for item in value if item is not None), None) if isinstance(value, list) else None
+    if item is not None:
+        return f"a list of {NOUNS.get(type(item), type(item).__name__)}s"
+    return f"a {NOUNS.get(type(value), type(value).__name__)}"
 
 
 def _is_messages(dtype: pl.DataType) -> bool:
-    return (
-        isinstance(dtype, pl.List)
-        and isinstance(dtype.inner, pl.Struct)
-        and {item.name for item in dtype.inner.fields} >= MESSAGE_FIELDS
-    )
+    """A list of {role, content} mappings whose content is text (not numbers, say, in a broken file)."""
+    if not isinstance(dtype, pl.List) or not isinstance(dtype.inner, pl.Struct):
+        return False
+    fields = {item.name: item.dtype for item in dtype.inner.fields}
+    return set(fields) >= MESSAGE_FIELDS and fields["content"] == pl.String
 
 
 def _length_expr(name: str, dtype: pl.DataType) -> pl.Expr | None:
@@ -138,7 +219,9 @@ def summarise_frame(frame: pl.DataFrame) -> dict[str, Any]:
     hashes = frame.hash_rows(seed=0) if frame.width else pl.Series([], dtype=pl.UInt64)
     summary["exact_duplicate_rows"] = int(frame.height - hashes.n_unique()) if frame.height else 0
     empties = frame.select(_empty_expr(name, dtype).sum().alias(name) for name, dtype in schema.items())
-    summary["empty"] = {name: int(value) for name, value in empties.row(0, named=True).items() if value}
+    summary["empty"] = (
+        {name: int(value) for name, value in empties.row(0, named=True).items() if value} if schema else {}
+    )
 
     if (
         "chosen" in schema
@@ -194,6 +277,7 @@ def inspect_file(path: Path, kind: str | None = None) -> dict[str, Any]:
     fmt = detect_format(path, text_as_json=kind is not None)  # a .txt holding JSON, as validate reads it
     if fmt is None:
         raise UsageError(unknown_format(path))
+    require_regular_file(path)  # a FIFO or a device is refused before anything opens it
     sample, frame = _read_rows(path, fmt)
     columns = frame.columns if fmt == "parquet" and frame is not None else None
     kind = kind or infer_kind(path, sample, columns)
@@ -205,6 +289,11 @@ def inspect_file(path: Path, kind: str | None = None) -> dict[str, Any]:
             result.update(summarise_constitution(sample))
         elif isinstance(sample, dict):
             result["document"] = sample
+        else:
+            found = NOUNS.get(type(sample), type(sample).__name__)
+            raise SourceError(
+                f"a {found} at the top level: neither a document (a mapping) nor a list of rows"
+            )
         return result
     result.update(summarise_frame(frame))
     manifest_path = manifest_path_for(path)
@@ -213,5 +302,5 @@ def inspect_file(path: Path, kind: str | None = None) -> dict[str, Any]:
             manifest = parse_json(read_text(manifest_path))
         except SourceError as error:
             manifest = {"error": error.message}
-        result["manifest"] = manifest
+        result["manifest"] = manifest if isinstance(manifest, dict) else {"error": "not a JSON object"}
     return result

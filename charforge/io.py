@@ -12,7 +12,10 @@ import json
 import os
 import re
 import shutil
+import stat
+import sys
 import tempfile
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,23 @@ SafeLoader.add_implicit_resolver(
     list("-+.0123456789"),
 )
 
+
+def _construct_int(loader: yaml.constructor.SafeConstructor, node: yaml.ScalarNode) -> int:
+    """PyYAML's int, with Python's digit limit turned into an error at the integer's line."""
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)  # type: ignore[no-any-return]
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"integer with more than {_max_int_digits()} digits", node.start_mark
+        ) from None
+
+
+def _max_int_digits() -> int:
+    return sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
+
+
+SafeLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
 FORMAT_BY_SUFFIX = {
     ".yaml": "yaml",
     ".yml": "yaml",
@@ -55,18 +75,59 @@ MAX_YAML_EXPANDED_NODES = 2_000_000
 
 
 class SourceError(Exception):
-    """A file could not be parsed. ``line`` is 1-based when the parser knows it."""
+    """A file could not be parsed. ``line`` is 1-based when the parser knows it; ``field`` names the
+    key or column at fault, when there is one."""
 
-    def __init__(self, message: str, line: int | None = None) -> None:
+    def __init__(self, message: str, line: int | None = None, field: str = "-") -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.field = field
 
 
 # Suffixes that say nothing of the format: read as JSON only when the caller names a kind (the Open
 # Character Training repository keeps its hand-written constitutions as JSON in `.txt` files)
 JSON_TEXT_SUFFIXES = frozenset({".txt"})
 SNIFF_BYTES = 65536
+# A JSONL row is one line: a longer line is reported and skipped, so memory stays bounded even for a
+# file with no newline at all.
+MAX_JSONL_LINE_BYTES = 16 * 1024 * 1024
+SKIP_BLOCK_BYTES = 1024 * 1024
+
+
+def printable(text: str) -> str:
+    """``text`` with control, format and surrogate characters escaped (``\\n``, ``\\x1b``, ``\\u2028``):
+    a key or value from a file can neither forge a second report line nor reach the terminal raw."""
+    return "".join(char.encode("unicode_escape").decode("ascii") if _unsafe(char) else char for char in text)
+
+
+def _unsafe(char: str) -> bool:
+    category = unicodedata.category(char)
+    return category.startswith("C") or category in ("Zl", "Zp")
+
+
+def require_regular_file(path: Path) -> None:
+    """Refuse anything but a regular file, by ``stat`` and before any read: a FIFO would block the
+    reader forever and a character device such as ``/dev/zero`` never ends (links are followed)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise SourceError(f"cannot read file: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        raise SourceError(f"not a regular file ({_file_type(mode)}): refused without reading it")
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def unknown_format(path: Path) -> str:
@@ -85,6 +146,8 @@ def detect_format(path: Path, text_as_json: bool = False) -> str | None:
     fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if fmt:
         return fmt
+    if not path.is_file():  # never open a FIFO or a device to sniff it
+        return None
     sniff_json = text_as_json and path.suffix.lower() in JSON_TEXT_SUFFIXES
     try:
         with path.open("rb") as handle:
@@ -220,14 +283,16 @@ def load_yaml(text: str) -> tuple[YamlDocument, list[tuple[int, str]]]:
 
 
 class _DuplicateKey(ValueError):
-    pass
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKey(f"duplicate key {key!r}")
+            raise _DuplicateKey(key)
         result[key] = value
     return result
 
@@ -236,15 +301,80 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# A JSON string, a bracket, a colon or a run of digits: enough to find keys, numbers and strings.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:]|\d+')
+# A high surrogate escape without a low one after it, or a low one without a high one before it (an
+# escaped backslash before the ``u`` makes a false alarm, which the scan of the strings then clears).
+_SURROGATE_ESCAPE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_offset(
+    text: str, *, duplicate: str | None = None, digits: int | None = None, surrogate: bool = False
+) -> int | None:
+    """Offset of the first repeated ``duplicate`` key in one object, integer longer than ``digits``
+    or string holding a lone surrogate; only called once ``json`` has found one (its own errors
+    carry no position)."""
+    objects: list[set[str] | None] = []
+    last_string: tuple[str, int] | None = None
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token == ":" and last_string is not None and objects and objects[-1] is not None:
+            key = json.loads(last_string[0])
+            if key == duplicate and key in objects[-1]:
+                return last_string[1]
+            objects[-1].add(key)
+        elif token in "{[":
+            objects.append(set() if token == "{" else None)
+        elif token in "}]":
+            if objects:
+                objects.pop()
+        elif token[0] == '"':
+            if surrogate and _SURROGATE_ESCAPE.search(token) and _SURROGATE.search(json.loads(token)):
+                return match.start()
+            last_string = token, match.start()
+            continue
+        elif digits is not None and len(token) > digits:
+            return match.start()
+        last_string = None
+    return None
+
+
+def _line_at(text: str, offset: int | None, line_offset: int) -> int | None:
+    if offset is None:
+        return line_offset + 1 if line_offset else None
+    return line_offset + text.count("\n", 0, offset) + 1
+
+
 def parse_json(text: str, line_offset: int = 0) -> Any:
-    """Strict JSON: no duplicate keys, no NaN/Infinity. Errors carry the line."""
+    """Strict JSON: no duplicate keys, no NaN/Infinity, no lone surrogate (``"\\ud800"``: not a
+    character, and not writable as UTF-8). Errors carry the line."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
         raise SourceError(f"JSON: {error.msg} (column {error.colno})", line_offset + error.lineno) from None
+    except _DuplicateKey as error:
+        line = _line_at(text, _json_offset(text, duplicate=error.key), line_offset)
+        raise SourceError(f"JSON: {error}", line) from None
     except (ValueError, RecursionError) as error:
         message = "nesting too deep" if isinstance(error, RecursionError) else str(error)
-        raise SourceError(f"JSON: {message}", line_offset + 1 if line_offset else None) from None
+        offset = None
+        if "integer string conversion" in message:  # Python's digit limit (CVE-2020-10735)
+            message = f"integer with more than {_max_int_digits()} digits"
+            offset = _json_offset(text, digits=_max_int_digits())
+        raise SourceError(f"JSON: {message}", _line_at(text, offset, line_offset)) from None
+    if _SURROGATE_ESCAPE.search(text):
+        offset = _json_offset(text, surrogate=True)
+        if offset is not None:
+            raise SourceError(
+                "JSON: a string holds a lone surrogate escape (\\ud800-\\udfff without its pair): "
+                "not a Unicode character",
+                _line_at(text, offset, line_offset),
+            )
+    return value
 
 
 def _jsonl_entries(lines: Iterator[tuple[int, str | SourceError]]) -> Iterator[tuple[int, Any | SourceError]]:
@@ -261,8 +391,9 @@ def _jsonl_entries(lines: Iterator[tuple[int, str | SourceError]]) -> Iterator[t
 
 
 def iter_jsonl(text: str) -> Iterator[tuple[int, Any | SourceError]]:
-    """(line number, parsed value or SourceError) for every non-blank line of ``text``."""
-    return _jsonl_entries(iter(enumerate(text.splitlines(), start=1)))
+    """(line number, parsed value or SourceError) for every non-blank line of ``text``. Lines end at
+    ``\\n`` only: U+2028 and the like are legal inside a JSON string (``str.splitlines`` would cut there)."""
+    return _jsonl_entries(iter(enumerate(text.split("\n"), start=1)))
 
 
 def iter_jsonl_file(path: Path) -> Iterator[tuple[int, Any | SourceError]]:
@@ -272,12 +403,28 @@ def iter_jsonl_file(path: Path) -> Iterator[tuple[int, Any | SourceError]]:
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str | SourceError]]:
     try:
+        require_regular_file(path)
         handle = path.open("rb")
+    except SourceError as error:
+        yield 1, error
+        return
     except OSError as error:
         yield 1, SourceError(f"cannot read file: {error.strerror or error}")
         return
     with handle:
-        for index, raw in enumerate(handle, start=1):
+        index = 0
+        while raw := handle.readline(MAX_JSONL_LINE_BYTES + 1):
+            index += 1
+            if len(raw) > MAX_JSONL_LINE_BYTES and not raw.endswith(b"\n"):
+                while not raw.endswith(b"\n") and (raw := handle.readline(SKIP_BLOCK_BYTES)):
+                    pass  # the rest of the line, read and dropped a block at a time
+                yield (
+                    index,
+                    SourceError(
+                        f"line longer than {MAX_JSONL_LINE_BYTES:,} bytes: not read (a JSONL row is one line)"
+                    ),
+                )
+                continue
             if index == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
             try:

@@ -7,7 +7,6 @@ JSON array elements, and ``-`` for problems of the whole file or a whole column.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,16 @@ from charforge.io import (
     iter_jsonl_file,
     load_yaml,
     parse_json,
+    printable,
     read_text,
+    require_regular_file,
     unknown_format,
 )
 from charforge.schemas import KINDS, Kind, LocatedError, Manifest
 from charforge.schemas.manifest import MANIFEST_SUFFIX, manifest_path_for
 
 DEFAULT_MAX_LISTED = 50
+NO_ROWS = "file holds no rows"
 # JSON files up to this size are re-read with the YAML composer to find the line of each error.
 JSON_LINE_LOOKUP_LIMIT = 2_000_000
 
@@ -47,17 +49,6 @@ class Problem:
 
     def __str__(self) -> str:
         return printable(f"{self.file}:{self.where}: {self.field}: {self.message}")
-
-
-def printable(text: str) -> str:
-    """``text`` with control, format and surrogate characters escaped (``\\n``, ``\\x1b``, ``\\u2028``):
-    a key or value from a file can neither forge a second report line nor reach the terminal raw."""
-    return "".join(char.encode("unicode_escape").decode("ascii") if _unsafe(char) else char for char in text)
-
-
-def _unsafe(char: str) -> bool:
-    category = unicodedata.category(char)
-    return category.startswith("C") or category in ("Zl", "Zp")
 
 
 @dataclass
@@ -380,6 +371,9 @@ def _validate_text(
     if data is None:
         report.add(None, "-", "file holds no data")
         return
+    if data == []:
+        report.add(None, "-", NO_ROWS)
+        return
 
     name = _kind_or_usage_error(path, kind_name or infer_kind(path, data))
     kind = KINDS[name]
@@ -415,24 +409,26 @@ def _json_line_index(text: str) -> YamlDocument | None:
 
 
 def _validate_jsonl(path: Path, kind_name: str | None, report: FileReport, manifest: Manifest | None) -> None:
-    entries = iter_jsonl_file(path)
-    pending: list[tuple[int, Any]] = []
-    for line, value in entries:  # find the first row to infer the kind from
-        pending.append((line, value))
-        if isinstance(value, dict):
-            break
-    first = next((value for _, value in pending if isinstance(value, dict)), None)
-    if not pending:
-        report.add(None, "-", "file is empty")
-        return
-    name = kind_name or (infer_kind(path, first) if first is not None else None)
+    """Streamed line by line, nothing kept but what the manifest's hash needs: the kind, when not
+    named, comes from a first pass that stops at the first object (the first line, in any real file)."""
+    name = kind_name
     if name is None:
-        # nothing parseable to infer from: report the parse errors we have, or ask for --kind
-        errors = [(line, value) for line, value in pending if isinstance(value, SourceError)]
-        if errors:
-            for line, error in errors:
-                report.add(line, "-", error.message)
+        entries = 0
+        for _, value in iter_jsonl_file(path):
+            entries += 1
+            if isinstance(value, dict):
+                name = infer_kind(path, value)
+                break
+        if entries == 0:
+            report.add(None, "-", "file is empty")
             return
+        if name is None:
+            # nothing parseable to infer from: report the parse errors there are, or ask for --kind
+            for line, value in iter_jsonl_file(path):
+                if isinstance(value, SourceError):
+                    report.add(line, "-", value.message)
+            if not report.valid:
+                return
     kind = KINDS[_kind_or_usage_error(path, name)]
     report.kind = kind.name
     if kind.shape == "document":
@@ -442,22 +438,22 @@ def _validate_jsonl(path: Path, kind_name: str | None, report: FileReport, manif
     report.charforge = charforge
     model = kind.row_model(charforge)
     unique = _UniqueTracker(kind.unique_field, report)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []  # for the manifest's content hash: only while the file is valid
     count = 0
-
-    def all_entries() -> Iterator[tuple[int, Any]]:
-        yield from pending
-        yield from entries
-
-    for line, value in all_entries():
+    for line, value in iter_jsonl_file(path):
         count += 1
         if isinstance(value, SourceError):
             report.add(line, "-", value.message)
-            continue
-        check_model(model, value, report, lambda loc, line=line: line)
-        unique.see(value, line)
-        if manifest is not None:
+        else:
+            check_model(model, value, report, lambda loc, line=line: line)
+            unique.see(value, line)
+        if manifest is not None and report.valid:
             rows.append(value)
+        elif rows:
+            rows.clear()
+    if count == 0:
+        report.add(None, "-", "file is empty")
+        return
     report.rows = count
     if manifest is not None:
         from charforge.corpus import content_sha256
@@ -482,6 +478,9 @@ def _validate_parquet(
         return
     report.charforge = manifest is not None
     validate_parquet_rows(path, kind, kind.row_model(report.charforge), report)
+    if report.rows == 0:
+        report.add(None, "-", NO_ROWS)
+        return
     if manifest is not None and report.rows is not None:
         from charforge.corpus import parquet_content_sha256
 
@@ -496,10 +495,15 @@ def validate_file(path: Path, kind: str | None = None, max_listed: int = DEFAULT
     if kind is not None and kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     report = FileReport(path, max_listed=max_listed)
-    fmt = detect_format(path, text_as_json=kind is not None)
+    fmt = detect_format(path, text_as_json=kind is not None)  # opens regular files only
     if fmt is None:
         raise UsageError(unknown_format(path))
     report.fmt = fmt
+    try:
+        require_regular_file(path)  # a FIFO or a device is refused before anything opens it
+    except SourceError as error:
+        report.add(None, "-", error.message)
+        return report
     try:
         manifest: Manifest | None = None
         mpath = manifest_path_for(path)
@@ -520,7 +524,17 @@ def validate_file(path: Path, kind: str | None = None, max_listed: int = DEFAULT
         raise
     except Exception as error:  # last line of defence: a report, never a traceback
         report.add(None, "-", f"could not validate ({type(error).__name__}: {error})")
+    except BaseException as error:
+        if not is_rust_panic(error):
+            raise
+        report.add(None, "-", f"could not validate (a panic in polars or pyarrow: {error})")
     return report
+
+
+def is_rust_panic(error: BaseException) -> bool:
+    """pyo3's PanicException (a Rust panic in polars or pyarrow) derives from BaseException, so that
+    ``except Exception`` lets it through; it is told by name, so that polars need not be imported."""
+    return type(error).__name__ == "PanicException"
 
 
 def expand_paths(
@@ -533,7 +547,11 @@ def expand_paths(
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-                if not child.is_file() or hidden:
+                if child.is_dir() or hidden:
+                    continue
+                if not child.is_file():  # a FIFO, a device, a broken link: never opened
+                    if skipped is not None:
+                        skipped.append((child, "not a regular file"))
                     continue
                 if detect_format(child, text_as_json) is not None:
                     yield child

@@ -93,6 +93,26 @@ def test_no_traceback_for_broken_input(tmp_path: Path, content: bytes) -> None:
         assert result.stdout.startswith(f"{path}:")
 
 
+def test_validate_refuses_special_files_and_escapes_names(tmp_path: Path) -> None:
+    """Issue 21: a FIFO is refused by stat (never opened, so never a hang), in a folder or named; a file
+    name holding a newline and a terminal escape stays on its one line, escaped."""
+    import os
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    fifo = folder / "pairs.jsonl"
+    os.mkfifo(fifo)
+    evil = write_jsonl(folder / "ok\nforged\x1b[2J.jsonl", [pair_row(0)])
+    listed = run_cli("validate", folder)
+    assert listed.returncode == 0, listed.stderr
+    assert f"skipped {fifo}: not a regular file" in listed.stderr
+    assert f"ok {folder}/ok\\nforged\\x1b[2J.jsonl (pairs, 1 rows)" in listed.stderr
+    assert "\x1b" not in listed.stderr and evil.name not in listed.stderr
+    named = run_cli("validate", fifo)
+    assert named.returncode == 1
+    assert named.stdout == f"{fifo}:-: -: not a regular file (a FIFO): refused without reading it\n"
+
+
 def test_schema_prints_json_schema_for_every_kind() -> None:
     for kind in KINDS:
         result = run_cli("schema", kind)

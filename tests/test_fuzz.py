@@ -1,4 +1,5 @@
-"""`validate` never raises on arbitrary bytes, whatever the format or kind (DESIGN: no traceback)."""
+"""`validate` never raises on arbitrary bytes, whatever the format or kind (DESIGN: no traceback), and
+`inspect` never crashes on them: exit 0, 1 or 2, never a traceback (issue 21)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from charforge.cli import app
 from charforge.schemas import KINDS
 from charforge.validate import UsageError, validate_file
 
@@ -23,6 +26,18 @@ PREFIXES = [
 ]
 
 
+def assert_inspect_never_crashes(path: Path, kind: str | None = None) -> None:
+    """`charforge inspect PATH [--kind KIND]` in this process: a summary, a one-line error or a usage
+    error; an exception escaping the command (a traceback to the user) fails."""
+    result = CliRunner().invoke(app, ["inspect", str(path), *(["--kind", kind] if kind else [])])
+    assert result.exit_code in (0, 1, 2), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    if result.exit_code == 1 and not result.stdout:
+        (line,) = result.stderr.splitlines()  # one located line: FILE:WHERE: field: message
+        assert line.startswith(f"{path}:")
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.sampled_from(PREFIXES),
@@ -35,6 +50,7 @@ def test_validate_never_raises(
 ) -> None:
     path = tmp_path_factory.mktemp("fuzz") / f"input{suffix}"
     path.write_bytes(prefix + body)
+    assert_inspect_never_crashes(path, kind)
     try:
         report = validate_file(path, kind)
     except UsageError:
@@ -67,6 +83,15 @@ def test_validate_never_raises_on_arbitrary_json_values(
         path = folder / f"{kind}.jsonl"
         path.write_text(json.dumps(value) + "\n")
         validate_file(path, kind)
+    for suffix, text in ((".json", json.dumps(value)), (".jsonl", json.dumps(value) + "\n")):
+        path = folder / f"value{suffix}"
+        path.write_text(text)
+        assert_inspect_never_crashes(path)
+        rows = folder / f"rows{suffix}"  # the value as a field of two rows, to be put in one table
+        rows.write_text(json.dumps([{"a": value}, {"a": value, "b": value}]))
+        if suffix == ".jsonl":
+            rows.write_text(f"{json.dumps({'a': value})}\n{json.dumps({'a': 1, 'b': value})}\n")
+        assert_inspect_never_crashes(rows)
 
 
 def test_fuzz_files_keep_the_report_format(tmp_path: Path) -> None:

@@ -430,3 +430,205 @@ def test_report_lines_escape_control_characters_from_the_file(tmp_path: Path) ->
     found = problems(path, "pairs")
     assert len(found) == 1 and "\n" not in found[0] and "\x1b" not in found[0]
     assert "evil\\nfile.jsonl:1: -: all good\\x1b[2J" in found[0]
+
+
+# --- hostile files (issue 21): located errors, no traceback, no hang, bounded memory --------------
+
+
+def write_parquet_bytes(
+    path: Path, rows: list[dict[str, Any]], marker: str, raw: bytes, **options: Any
+) -> Path:
+    """A parquet file whose string data holds ``raw`` where the rows hold ``marker`` (same length):
+    written uncompressed so the marker's bytes are there to patch, as a hostile writer would."""
+    import pyarrow.parquet as pq
+
+    from charforge.corpus import rows_to_table
+
+    assert len(raw) == len(marker.encode())
+    pq.write_table(rows_to_table(rows), path, compression="none", use_dictionary=False, **options)
+    data = path.read_bytes()
+    assert marker.encode() in data
+    path.write_bytes(data.replace(marker.encode(), raw))
+    return path
+
+
+def test_invalid_utf8_in_parquet_strings_is_a_located_error_not_a_panic(tmp_path: Path) -> None:
+    rows = [pair_row(i) for i in range(4)]
+    rows[1]["chosen"][0]["content"] = "MARKER one"
+    rows[2]["chosen"][0]["content"] = "MARKER two"
+    rows[2]["rejected"] = [{"role": "user", "content": "flagged by the fast path too"}]
+    path = write_parquet_bytes(tmp_path / "p.parquet", rows, "MARKER", b"\xff\xfe\xfd\xfc\xfb\xfa")
+    assert problems(path, "pairs") == [
+        f"{path}:row 1: chosen: a string that is not valid UTF-8",
+        f"{path}:row 2: chosen: a string that is not valid UTF-8",
+        f"{path}:row 2: rejected.0.role: must be an assistant turn (got role 'user')",
+    ]
+
+
+def test_a_rust_panic_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polars as pl
+
+    import charforge.fastcheck
+
+    def panic(*args: Any) -> None:
+        raise pl.exceptions.PanicException("called `Result::unwrap()` on an `Err` value")
+
+    monkeypatch.setattr(charforge.fastcheck, "validate_parquet_rows", panic)
+    path = write_parquet(tmp_path / "p.parquet", [pair_row(0)])
+    (problem,) = problems(path, "pairs")
+    assert problem.startswith(f"{path}:-: -: could not validate (a panic in polars or pyarrow")
+
+
+def test_a_lone_surrogate_is_a_located_error(tmp_path: Path) -> None:
+    row = json.dumps(pair_row(0))
+    lone = row.replace("An in-character answer 0.", "half a pair: \\ud83d")
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(f"{row}\n{lone}\n")
+    assert problems(jsonl, "pairs") == [
+        f"{jsonl}:2: -: JSON: a string holds a lone surrogate escape (\\ud800-\\udfff without its pair): "
+        "not a Unicode character"
+    ]
+    array = tmp_path / "p.json"
+    array.write_text(f"[\n{row},\n{lone}\n]\n")
+    assert problems(array, "pairs")[0].startswith(f"{array}:3: -: JSON: a string holds a lone surrogate")
+    whole = tmp_path / "emoji.jsonl"  # a whole pair, as json.dumps writes an emoji, is fine
+    whole.write_text(row.replace("An in-character answer 0.", "smile \\ud83d\\ude00") + "\n")
+    assert validate_file(whole).valid
+
+
+def test_fifos_and_devices_are_refused_before_any_read(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    def hung(*args: Any) -> None:
+        raise TimeoutError("validate blocked on a special file")
+
+    fifo = tmp_path / "pairs.jsonl"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.yaml"
+    zero.symlink_to("/dev/zero")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)  # a regression fails here instead of hanging the suite
+    try:
+        assert problems(fifo) == [f"{fifo}:-: -: not a regular file (a FIFO): refused without reading it"]
+        assert problems(zero, "constitution") == [
+            f"{zero}:-: -: not a regular file (a character device): refused without reading it"
+        ]
+        from charforge.validate import expand_paths
+
+        skipped: list[tuple[Path, str]] = []
+        assert list(expand_paths([tmp_path], skipped=skipped)) == []
+        assert sorted(skipped) == [(fifo, "not a regular file"), (zero, "not a regular file")]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_path_with_control_characters_stays_one_report_line(tmp_path: Path) -> None:
+    path = tmp_path / "evil\nname\x1b[2J.jsonl"
+    write_jsonl(path, [{**pair_row(0), "extra": 1}])
+    (problem,) = problems(path, "pairs")
+    assert "\n" not in problem and "\x1b" not in problem and "evil\\nname\\x1b[2J.jsonl:1: extra" in problem
+
+
+def test_jsonl_rows_that_are_not_objects_are_not_kept(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "arrays.jsonl"
+    path.write_text('[1, 2, 3, "a row that is no object"]\n' * 100_000)
+    for kind in ("pairs", None):
+        tracemalloc.start()
+        try:
+            report = validate_file(path, kind)
+        except UsageError:
+            assert kind is None  # nothing to infer the kind from
+        else:
+            assert report.error_count == 100_000 and len(report.problems) == 50
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 4_000_000, f"{peak:,} bytes for kind {kind}: the rows are kept"
+
+
+def test_a_jsonl_line_over_the_cap_is_reported_and_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import charforge.io
+
+    monkeypatch.setattr(charforge.io, "MAX_JSONL_LINE_BYTES", 1000)
+    monkeypatch.setattr(charforge.io, "SKIP_BLOCK_BYTES", 64)
+    path = tmp_path / "p.jsonl"
+    bad = pair_row(1)
+    bad["chosen"] = []
+    path.write_text(f'{json.dumps(pair_row(0))}\n{{"prompt": "{"x" * 5000}"}}\n{json.dumps(bad)}\n')
+    assert problems(path) == [
+        f"{path}:2: -: line longer than 1,000 bytes: not read (a JSONL row is one line)",
+        f"{path}:3: chosen: needs at least one assistant message",
+    ]
+    endless = tmp_path / "one-line.jsonl"  # no newline at all: read a block at a time, never whole
+    endless.write_text("x" * 10_000)
+    assert problems(endless, "pairs") == [
+        f"{endless}:1: -: line longer than 1,000 bytes: not read (a JSONL row is one line)"
+    ]
+
+
+def test_a_huge_yaml_integer_and_a_json_duplicate_key_keep_their_line(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text(CONSTITUTION.replace('version: "1"', "version: " + "9" * 5000))
+    assert problems(yaml_file) == [f"{yaml_file}:2: -: YAML: integer with more than 4300 digits"]
+    json_file = tmp_path / "p.json"
+    duplicated = json.dumps(pair_row(1), indent=2).replace('"chosen":', '"prompt": [],\n  "chosen":', 1)
+    json_file.write_text(f"[\n{json.dumps(pair_row(0))},\n{duplicated}\n]\n")
+    (problem,) = problems(json_file, "pairs")
+    line = int(problem.split(":")[1])
+    assert problem.endswith("-: JSON: duplicate key 'prompt'")
+    assert json_file.read_text().splitlines()[line - 1] == '  "prompt": [],'
+    numbers = tmp_path / "n.json"
+    numbers.write_text('[\n  {"score":\n' + "7" * 5000 + "}\n]\n")
+    assert problems(numbers, "judge-scores") == [f"{numbers}:3: -: JSON: integer with more than 4300 digits"]
+
+
+def test_what_inspect_once_crashed_on_validates_as_it_should(tmp_path: Path) -> None:
+    """A raw U+2028 inside a JSON string is legal JSON; a categorical (dictionary-encoded) string
+    column is a string column; a file mixing conversational and plain-string rows is rejected."""
+    row = pair_row(0)
+    row["chosen"][0]["content"] = "one\u2028two\u2029three\x85four"
+    jsonl = tmp_path / "sep.jsonl"
+    jsonl.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    report = validate_file(jsonl)
+    assert report.valid and report.rows == 1
+    array = tmp_path / "sep.json"
+    array.write_text(json.dumps([row], ensure_ascii=False), encoding="utf-8")
+    assert validate_file(array).valid
+
+    import polars as pl
+
+    categorical = tmp_path / "categorical.parquet"
+    frame = pl.DataFrame([pair_row(i) for i in range(3)])
+    frame.with_columns(
+        pl.lit("wordplay").cast(pl.Categorical).alias("trait_id"),
+        pl.col("chosen").cast(pl.List(pl.Struct({"role": pl.Categorical, "content": pl.Categorical}))),
+    ).write_parquet(categorical)
+    assert validate_file(categorical, "pairs").valid
+
+    mixed = write_jsonl(
+        tmp_path / "mixed.jsonl", [pair_row(0), {"prompt": "Hi?", "chosen": "Yes.", "rejected": "No."}]
+    )
+    assert problems(mixed) == [
+        f"{mixed}:2: {name}: Input should be a valid list (got str)"
+        for name in ("prompt", "chosen", "rejected")
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "json", "yaml", "jsonl"])
+def test_a_corpus_without_rows_is_rejected_in_every_format(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"pairs.{fmt}"
+    if fmt == "parquet":
+        write_parquet(tmp_path / "one.parquet", [pair_row(0)])
+        import pyarrow.parquet as pq
+
+        pq.write_table(pq.read_table(tmp_path / "one.parquet").slice(0, 0), path)
+    else:
+        path.write_text("[]\n" if fmt in ("json", "yaml") else "\n")
+    expected = "file is empty" if fmt == "jsonl" else "file holds no rows"
+    for kind in (None, "pairs"):
+        assert problems(path, kind) == [f"{path}:-: -: {expected}"]

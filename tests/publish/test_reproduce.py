@@ -35,8 +35,8 @@ NOT_IN_PARAMS = ("api_key_env", "extra", "repetition_penalty", "resolved")
 def project_params(model: Path) -> dict[str, Any]:
     """The repository's params.yaml with the tiny model in every role and limits the repo lacks."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for role in params["models"].values():
-        role.update(
+    for name in ("student", "teacher", "judge"):  # models.judges: further judges, none here
+        params["models"][name].update(
             model=str(model), sampling={"temperature": 1.0, "top_p": 0.95, "max_new_tokens": OWN_LIMIT}
         )
     params["prompts"].update(prompts_per_trait=6, max_traits=2)
