@@ -121,7 +121,7 @@ def eval_param_change(clone: Path, venv_bin: Path) -> dict:
         stale = stale_stages(clone, venv_bin)
     finally:
         params.write_text(original)
-    evaluation = ("eval-em", "validate-judge", "report")
+    evaluation = ("eval-persona", "eval-em", "validate-judge", "report")
     only_eval = all(name.startswith(evaluation) for name in stale) and "report" in stale
     return {"changed": "eval.seed", "stale_stages": stale, "only_eval_and_report": only_eval}
 

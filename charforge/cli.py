@@ -1,5 +1,5 @@
-"""The `charforge` command line: validate, inspect, schema, import-constitution, models, profile,
-publish; the `charforge run STAGE` commands live in `charforge.cli_run`.
+"""The `charforge` command line: validate, inspect, schema, import-constitution, export-constitution,
+models, profile, publish; the `charforge run STAGE` commands live in `charforge.cli_run`.
 
 Exit codes: 0 success (every file valid), 1 invalid input, 2 usage error. No input, however broken,
 produces a traceback.
@@ -99,7 +99,10 @@ def validate(
         if report.valid:
             rows = f", {report.rows:,} rows" if report.rows is not None else ""
             origin = ", manifest matches" if report.charforge else ""
-            err.print(f"ok {_safe(path)} ({report.kind}{rows}{origin})")
+            row_format = f", {report.row_format}" if report.row_format else ""  # TRL's name for the rows
+            err.print(f"ok {_safe(path)} ({report.kind}{row_format}{rows}{origin})")
+            for note in report.notes:
+                err.print(f"note {_safe(path)}: {_safe(note)}")
     invalid = [report for report in reports if not report.valid]
     payload = {
         "files": [report.as_dict() for report in reports],
@@ -178,6 +181,7 @@ def _safe(value: Any) -> str:
 def _render_summary(summary: dict[str, Any]) -> None:
     out.print(
         f"[bold]{_safe(summary['file'])}[/bold]  kind={_safe(summary['kind'])}  format={summary['format']}"
+        + (f"  row_format={summary['row_format']}" if summary.get("row_format") else "")
     )
     if "traits" in summary:
         out.print(
@@ -298,14 +302,21 @@ def import_constitution(
     additional_questions: Annotated[
         str,
         typer.Option(
-            help="What to do with a few-shot file's additional_questions (LLM-written prompts, 45 per "
-            "trait upstream): drop (default: the seed questions stay the author's) or seeds (merge them)."
+            help="What a few-shot file's additional_questions (LLM-written prompts, 45 per trait upstream) "
+            "become: prompts (default: a prompts corpus, ROOT/corpora/prompts/NAME.parquet, which "
+            "prompts.source: imported uses), seeds (merged into the seed questions) or drop (left out)."
         ),
-    ] = "drop",
+    ] = "prompts",
+    root: Annotated[Path, typer.Option(help="The project folder (for corpora/prompts/).")] = Path("."),
 ) -> None:
     """Convert an Open Character Training constitution (JSON array, JSONL, or JSON in a .txt file, as the
     public repository keeps its hand-written ones) into a charforge constitution YAML."""
-    from charforge.importers import AdditionalQuestions, constitution_to_yaml, import_oct
+    from charforge.importers import (
+        AdditionalQuestions,
+        constitution_to_yaml,
+        import_oct,
+        write_imported_prompts,
+    )
     from charforge.io import atomic_write_text, iter_jsonl, parse_json, read_text
     from charforge.schemas import OctTrait
     from charforge.schemas.base import Slug
@@ -355,8 +366,11 @@ def import_constitution(
                 sys.stdout.write(f"{source}:-: {'.'.join(map(str, loc)) or '-'}: {message}\n")
         err.print(f"{escape(str(source))}: cannot be imported as a charforge constitution")
         raise typer.Exit(EXIT_INVALID) from None
-    for note in result.notes:
-        err.print(f"note: {escape(note)}")
+    for note in [*result.notes, *map(str, result.dropped)]:  # repeats listed by text, escaped
+        err.print(f"note: {_safe(note)}")
+    if result.prompts:
+        path, manifest = write_imported_prompts(result, source, root)
+        err.print(f"wrote {_safe(path)}: {manifest.rows} imported prompts (level imported)")
     text_out = constitution_to_yaml(result.constitution)
     if output is None:
         sys.stdout.write(text_out)
@@ -366,6 +380,47 @@ def import_constitution(
             f"wrote {escape(str(output))}: {len(result.constitution.traits)} traits, "
             f"sha256 {result.constitution.sha256()}"
         )
+
+
+@app.command("export-constitution")
+def export_constitution(
+    constitution: Annotated[
+        str, typer.Argument(help="A constitution's name (corpora/constitutions/NAME.yaml) or its path.")
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="oct: the Open Character Training format.")] = "oct",
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write here: .json or .txt a JSON array, .jsonl a trait a line."),
+    ] = None,
+    root: Annotated[Path, typer.Option(help="The project folder (where a name is looked up).")] = Path("."),
+) -> None:
+    """Write a charforge constitution in the public Open Character Training format (statements, seed
+    questions, clarifications; a JSON array on stdout without --output), which import-constitution reads
+    back into the same constitution."""
+    from charforge import exporters
+    from charforge.io import atomic_write_text
+    from charforge.params import SourceFileError
+
+    if fmt != "oct":
+        raise usage_error(f"--format {fmt!r}: the one format is oct (Open Character Training)")
+    try:
+        layout = exporters.oct_layout(output) if output is not None else "json"
+        loaded = exporters.load_constitution(constitution, root)
+    except exporters.ExportError as error:
+        raise usage_error(str(error)) from None
+    except SourceFileError as error:
+        for problem in error.problems:
+            sys.stdout.write(f"{problem}\n")
+        err.print(f"{_safe(constitution)}: not a valid charforge constitution")
+        raise typer.Exit(EXIT_INVALID) from None
+    entries = exporters.constitution_to_oct(loaded)
+    for note in exporters.export_notes(loaded, entries):
+        err.print(f"note: {_safe(note)}")
+    if output is None:
+        sys.stdout.write(exporters.oct_text(entries, layout))
+        return
+    atomic_write_text(output, exporters.oct_text(entries, layout))
+    err.print(f"wrote {_safe(output)}: {len(entries)} traits, Open Character Training ({layout})")
 
 
 @app.command()

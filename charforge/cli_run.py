@@ -106,6 +106,9 @@ def _stage_errors(*expected: type[Exception]) -> Iterator[None]:
 
 VariantOption = Annotated[str, typer.Option(help="Variant name, e.g. humor-d3-s0 or plain-lora-s0.")]
 ParamsOption = Annotated[Path, typer.Option(help="The params file.")]
+EmSeedOption = Annotated[
+    int, typer.Option(min=0, help="The EM fine-tune seed (one of em_finetune.seeds in params).")
+]
 
 
 def _report_training(record: Any) -> None:
@@ -147,12 +150,14 @@ def run_train_sft(variant: VariantOption, params: ParamsOption = Path("params.ya
 
 
 @run_app.command("em-finetune")
-def run_em_finetune(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Stack a new LoRA on the variant's frozen persona and train it on the EM data."""
+def run_em_finetune(
+    variant: VariantOption, em_seed: EmSeedOption, params: ParamsOption = Path("params.yaml")
+) -> None:
+    """Stack a new LoRA on the variant's frozen persona and train it on the EM data (one EM seed)."""
     from charforge.stages import em_finetune
 
     with _stage_errors():
-        _report_training(em_finetune.run(variant, params))
+        _report_training(em_finetune.run(variant, em_seed, params))
 
 
 @run_app.command("validate-judge")
@@ -175,21 +180,39 @@ def run_validate_judge(params: ParamsOption = Path("params.yaml")) -> None:
     err.print(f"wrote {validate_judge.JUDGE_VALIDATION}")
 
 
+@run_app.command("eval-persona")
+def run_eval_persona(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
+    """Sample and judge the variant's persona (before EM) once, for every EM seed's eval-em."""
+    from charforge.eval.judge_api import JudgeBudgetExceeded
+    from charforge.generators.llm import BackendUnavailable
+    from charforge.stages import eval_persona
+
+    with _stage_errors(JudgeBudgetExceeded, BackendUnavailable):
+        summary = eval_persona.run(variant, params)
+    err.print(f"{variant} persona: {summary['answers']} answers judged by {', '.join(summary['judges'])}")
+    err.print(f"wrote corpora/eval/{variant}/persona-samples.parquet")
+
+
 @run_app.command("eval-em")
-def run_eval_em(variant: VariantOption, params: ParamsOption = Path("params.yaml")) -> None:
-    """Evaluate the variant before and after EM: sample, judge (validated), metrics with intervals."""
+def run_eval_em(
+    variant: VariantOption, em_seed: EmSeedOption, params: ParamsOption = Path("params.yaml")
+) -> None:
+    """Evaluate the variant after one EM seed's fine-tune against its persona's answers: judge
+    (validated), metrics with intervals."""
     from charforge.eval.judge_api import JudgeBudgetExceeded
     from charforge.generators.llm import BackendUnavailable
     from charforge.stages import eval_em
 
     with _stage_errors(JudgeBudgetExceeded, BackendUnavailable):
-        metrics = eval_em.run(variant, params)
+        metrics = eval_em.run(variant, em_seed, params)
     for note in metrics["notes"]:
         err.print(f"[bold red]{escape(note)}[/bold red]" if "UNUSABLE" in note else escape(note))
     for point, figures in metrics["headline"].items():
         shown = {name: None if value is None else round(value, 3) for name, value in figures.items()}
         err.print(f"{variant} {point}: {shown}")
-    err.print(f"wrote metrics/{variant}/eval-em.json and corpora/eval/{variant}/eval-samples.parquet")
+    suffix = f"e{em_seed}"
+    err.print(f"wrote metrics/{variant}/eval-em-{suffix}.json")
+    err.print(f"wrote corpora/eval/{variant}/eval-samples-{suffix}.parquet")
 
 
 @run_app.command("report")

@@ -20,19 +20,19 @@ from charforge.schemas.manifest import MANIFEST_SCHEMA_VERSION, manifest_path_fo
 HASH_BATCH_ROWS = 50_000
 
 
-def _drop_nulls(value: Any) -> Any:
+def drop_nulls(value: Any) -> Any:
     """Null map entries mean "absent": JSONL omits them, parquet structs read them back as null.
     An empty map is absent too: parquet cannot store a struct with no fields."""
     if isinstance(value, Mapping):
-        kept = {key: _drop_nulls(item) for key, item in value.items() if item is not None}
+        kept = {key: drop_nulls(item) for key, item in value.items() if item is not None}
         return {key: item for key, item in kept.items() if not (isinstance(item, Mapping) and not item)}
     if isinstance(value, list | tuple):
-        return [_drop_nulls(item) for item in value]
+        return [drop_nulls(item) for item in value]
     return value
 
 
 def canonical_row(row: Mapping[str, Any]) -> str:
-    return canonical_json(_drop_nulls(row))
+    return canonical_json(drop_nulls(row))
 
 
 def _sort_key(row: Mapping[str, Any], canonical: str) -> tuple[str, str]:
@@ -121,7 +121,7 @@ def write_corpus(
     spec = KINDS[kind]
     model = spec.row_model(charforge=True)
     records = [model.model_validate(row if isinstance(row, Mapping) else row.model_dump()) for row in rows]
-    dumped = [_drop_nulls(record.model_dump(mode="json", exclude_none=True)) for record in records]
+    dumped = [drop_nulls(record.model_dump(mode="json", exclude_none=True)) for record in records]
     dumped.sort(key=lambda row: _sort_key(row, canonical_row(row)))
     table = rows_to_table(dumped)
     with atomic_path(path) as temp:

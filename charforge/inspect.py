@@ -2,7 +2,9 @@
 
 Rows, columns, counts per trait / situation / variant / diversity level, length distributions,
 exact duplicates, empty fields and, for preference pairs, identical chosen/rejected and the
-chosen/rejected length ratio. Constitutions get their trait and question counts.
+chosen/rejected length ratio (of the answers alone where the prompt is implicit). Pairs and
+conversations are named by their TRL format (``row_format``). Constitutions get their trait and
+question counts.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from charforge.io import (
 )
 from charforge.schemas import KINDS, Constitution
 from charforge.schemas.manifest import manifest_path_for
+from charforge.schemas.messages import MESSAGES, TEXT, implicit_prompt_length
 from charforge.validate import NO_ROWS, UsageError, infer_kind
 
 COUNT_COLUMNS = (
@@ -223,28 +226,67 @@ def summarise_frame(frame: pl.DataFrame) -> dict[str, Any]:
         {name: int(value) for name, value in empties.row(0, named=True).items() if value} if schema else {}
     )
 
-    if (
-        "chosen" in schema
-        and "rejected" in schema
-        and _is_messages(schema["chosen"])
-        and _is_messages(schema["rejected"])
-    ):
+    pairs = _pairs_summary(frame)
+    if pairs is not None:
+        summary["pairs"] = pairs
+    return summary
+
+
+def _pairs_summary(frame: pl.DataFrame) -> dict[str, Any] | None:
+    """Identical chosen/rejected and their length ratio, for pairs in any TRL format: the answers'
+    characters, after the shared prompt where it is implicit (else the ratio would mostly measure it)."""
+    schema = frame.schema
+    if "chosen" not in schema or "rejected" not in schema:
+        return None
+    shape = _column_shape(schema["chosen"])
+    if shape is None or shape != _column_shape(schema["rejected"]):
+        return None
+    identical = frame.select((pl.col("chosen") == pl.col("rejected")).sum()).item()
+    if "prompt" in schema:
         chosen, rejected = (
             _length_expr("chosen", schema["chosen"]),
             _length_expr("rejected", schema["rejected"]),
         )
         assert chosen is not None and rejected is not None
-        pairs = frame.select(
-            (pl.col("chosen") == pl.col("rejected")).sum().alias("identical"),
-            (chosen / rejected).alias("ratio"),
+        ratio = frame.select((chosen / rejected).alias("ratio")).get_column("ratio")
+    else:
+        ratio = pl.Series(
+            "ratio",
+            [
+                _answer_ratio(chosen, rejected, shape)
+                for chosen, rejected in frame.select("chosen", "rejected").iter_rows()
+            ],
+            dtype=pl.Float64,
         )
-        summary["pairs"] = {
-            "identical_chosen_rejected": int(pairs.get_column("identical")[0] or 0),
-            "chosen_rejected_length_ratio": _distribution(
-                pairs.get_column("ratio").filter(pairs.get_column("ratio").is_finite())
-            ),
-        }
-    return summary
+    return {
+        "identical_chosen_rejected": int(identical or 0),
+        "chosen_rejected_length_ratio": _distribution(ratio.filter(ratio.is_finite())),
+    }
+
+
+def _answer_ratio(chosen: Any, rejected: Any, shape: str) -> float | None:
+    """Characters of the chosen answer over the rejected one's, after the prompt they share; None where
+    the pair has no such prompt (`charforge validate` says why)."""
+    if chosen is None or rejected is None:
+        return None
+    end = implicit_prompt_length(chosen, rejected)
+    if not end:
+        return None
+
+    def characters(answer: Any) -> int:
+        if shape == TEXT:
+            return len(answer)
+        return sum(len((message or {}).get("content") or "") for message in answer)
+
+    answer = characters(rejected[end:])
+    return characters(chosen[end:]) / answer if answer else None
+
+
+def _column_shape(dtype: pl.DataType) -> str | None:
+    """``value_shape`` of a polars column: a string column is text, a message list messages."""
+    if dtype == pl.String:
+        return TEXT
+    return MESSAGES if _is_messages(dtype) else None
 
 
 def summarise_constitution(data: Any) -> dict[str, Any]:
@@ -284,6 +326,12 @@ def inspect_file(path: Path, kind: str | None = None) -> dict[str, Any]:
     if kind is not None and kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     result: dict[str, Any] = {"file": str(path), "format": fmt, "kind": kind}
+    spec = KINDS.get(kind) if kind is not None else None
+    if (
+        frame is not None and spec is not None and spec.formats
+    ):  # TRL's name for the rows, as `validate` says it
+        found = spec.row_format({name: _column_shape(dtype) for name, dtype in frame.schema.items()})
+        result["row_format"] = found.name if found is not None else None
     if frame is None:
         if kind == "constitution":
             result.update(summarise_constitution(sample))

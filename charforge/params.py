@@ -8,6 +8,7 @@ the block a manifest or adapter records as the params used: the same keys, valid
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -106,7 +107,7 @@ def _section_models() -> dict[str, type[BaseModel]]:
 def recorded(keys: Sequence[str], path: Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """The params a stage records as used: each declared key with its value, validated by its section's
     model where the key is or lies inside a model (defaults filled in), as JSON-ready data."""
-    from pydantic import TypeAdapter
+    from pydantic import TypeAdapter, ValidationError
 
     models = _section_models()
     used: dict[str, Any] = {}
@@ -126,7 +127,14 @@ def recorded(keys: Sequence[str], path: Path = DEFAULT_PARAMS) -> dict[str, Any]
             if field is None or field.is_required():
                 raise
             value = field.get_default(call_default_factory=True)  # left out: the stage uses the default
-        used[key] = TypeAdapter(model).dump_python(value, mode="json") if model is not None else value
+        if model is not None:
+            adapter = TypeAdapter(model)
+            # e.g. models.judges, a list of roles: recorded with their defaults, as the stage uses them; a
+            # bad value is left to the section's own loading, which reports it at its line in params.yaml
+            with contextlib.suppress(ValidationError):
+                value = adapter.validate_python(value)
+            value = adapter.dump_python(value, mode="json")
+        used[key] = value
     return used
 
 

@@ -29,6 +29,17 @@ REPORTS = Path("reports")
 # corpora/build/<variant>/<EM_HELD_OUT>: EM examples kept out of training (em-data writes, em-finetune
 # scores them); no arm trains on them, so they are no training corpus
 EM_HELD_OUT = "em-heldout.parquet"
+# corpora/eval/<variant>/<PERSONA_SAMPLES>: the persona's evaluated answers (eval-persona writes them once per
+# variant; every EM seed's eval-em reads them as its "before EM" point)
+PERSONA_SAMPLES = "persona-samples.parquet"
+
+
+def em_seed_suffix(em_seed: int) -> str:
+    """``e<seed>``: names one EM fine-tune seed's adapter (``models/<variant>/em-e0``), its training and
+    evaluation metrics (``em-finetune-e0.json``, ``eval-em-e0.json``) and its evaluated answers."""
+    if em_seed < 0:
+        raise ValueError(f"an EM fine-tune seed is a whole number >= 0, not {em_seed}")
+    return f"e{em_seed}"
 
 
 def constitution_path(root: Path, name: str) -> Path:

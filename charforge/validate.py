@@ -3,6 +3,11 @@
 Each problem is reported as ``FILE:WHERE: field.path: message`` where WHERE is a 1-based source
 line for YAML and JSONL (and JSON where it can be found), ``row N`` (0-based) for parquet rows and
 JSON array elements, and ``-`` for problems of the whole file or a whole column.
+
+Pairs and conversations are also told by TRL's name for their rows' format (``FileReport.row_format``):
+a file holds one format, that of its first row whose format can be told, as TRL decides; each kind
+says which formats it takes and which, though valid, charforge's stages do not train on
+(``charforge.schemas.kinds``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from charforge.io import (
     unknown_format,
 )
 from charforge.schemas import KINDS, Kind, LocatedError, Manifest
+from charforge.schemas.kinds import RowFormat
 from charforge.schemas.manifest import MANIFEST_SUFFIX, manifest_path_for
+from charforge.schemas.messages import MESSAGES, TEXT, value_shape
 
 DEFAULT_MAX_LISTED = 50
 NO_ROWS = "file holds no rows"
@@ -63,6 +70,9 @@ class FileReport:
     max_listed: int = DEFAULT_MAX_LISTED
     problems: list[Problem] = field(default_factory=list)
     error_count: int = 0
+    # TRL's name for the rows' format (pairs, conversations), and what to know of a valid one
+    row_format: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -79,11 +89,13 @@ class FileReport:
             "file": str(self.path),
             "kind": self.kind,
             "format": self.fmt,
+            "row_format": self.row_format,
             "rows": self.rows,
             "charforge": self.charforge,
             "valid": self.valid,
             "error_count": self.error_count,
             "errors": [str(problem) for problem in self.problems],
+            "notes": [printable(note) for note in self.notes],
         }
 
 
@@ -162,6 +174,9 @@ ROW_KIND_RULES: tuple[tuple[str, frozenset[str]], ...] = (
     ("prompts", frozenset({"trait_id", "prompt"})),
     ("eval-samples", frozenset({"question_id", "answer"})),
     ("judge-scores", frozenset({"sample_id", "metric"})),
+    # TRL's other SFT formats: told as conversations, whose check says why that kind does not take them
+    ("conversations", frozenset({"prompt", "completion"})),
+    ("conversations", frozenset({"text"})),
 )
 
 
@@ -283,7 +298,7 @@ def _type_name(value: Any) -> str:
 
 def _validate_row_list(
     kind: Kind,
-    model: type[BaseModel],
+    charforge: bool,
     rows: Any,
     report: FileReport,
     where_of: Callable[[tuple[str | int, ...]], str | int | None],
@@ -296,14 +311,26 @@ def _validate_row_list(
             f"{kind.name} files hold a list of rows at the top level, got {_type_name(rows)}",
         )
         return []
+    formats = _RowFormats(kind, report)
+    for index, row in enumerate(rows):
+        if formats.decide(_row_format(kind, row), where_of((index,))):
+            break
+    if formats.refused:
+        report.rows = len(rows)
+        return rows
+    model = kind.row_model(charforge, formats.chosen)
     # A problem inside a YAML anchor is the same problem, at the anchor's line, in every entry that
     # uses it: listed once (where it first shows), with a count and the entries that share it.
     shared = _SharedProblems()
     unique = _UniqueTracker(kind.unique_field, shared)
     for index, row in enumerate(rows):
         shared.entry = _row_name(row, kind.unique_field, index)
-        for loc, message in model_errors(model, row):
-            shared.add(where_of((index, *loc)), field_path(loc), message)
+        mixed = formats.other(_row_format(kind, row))
+        if mixed is not None:
+            shared.add(where_of((index,)), "-", mixed)
+        else:
+            for loc, message in model_errors(model, row):
+                shared.add(where_of((index, *loc)), field_path(loc), message)
         unique.see(row, where_of((index,)))
     shared.report_to(report)
     report.rows = len(rows)
@@ -331,6 +358,66 @@ class _SharedProblems:
 
 
 SHARED_NAMES_SHOWN = 6
+
+
+# --- TRL row formats ---------------------------------------------------------------------------
+
+
+def _row_format(kind: Kind, row: Any) -> RowFormat | None:
+    if not kind.formats or not isinstance(row, dict):
+        return None
+    return kind.row_format({key: value_shape(value) for key, value in row.items()})
+
+
+class _RowFormats:
+    """The TRL format of a file's rows: that of its first row whose format can be told (TRL, too, reads
+    a dataset's format from its first row). A format the kind does not take is one error for the file;
+    a row in another format than the file's is one error for the row."""
+
+    def __init__(self, kind: Kind, report: FileReport) -> None:
+        self.kind = kind
+        self.report = report
+        self.chosen: RowFormat | None = None
+        self.where: str = ""
+        self.refused = False
+
+    def decide(self, found: RowFormat | None, where: str | int | None) -> bool:
+        """Take ``found`` (the format of the row at ``where``) as the file's; False: not told yet."""
+        if found is None:
+            return False
+        self.chosen = found
+        self.where = f"line {where}" if isinstance(where, int) else str(where or "its first row")
+        self.report.row_format = found.name
+        if found.model is None:
+            self.refused = True
+            self.report.add(where, "-", f"rows in TRL's {found.name} format: {found.refusal}")
+        elif found.untrained:
+            self.report.notes.append(f"{found.name}: {found.untrained}")
+        return True
+
+    def other(self, found: RowFormat | None) -> str | None:
+        """Why a row of format ``found`` does not belong in this file; None when it does."""
+        if found is None or self.chosen is None or found.name == self.chosen.name:
+            return None
+        return (
+            f"a row in TRL's {found.name} format in a file of {self.chosen.name} rows (as at {self.where}): "
+            "one file holds one format, as TRL reads a dataset's format from its first row"
+        )
+
+
+def _arrow_shape(dtype: Any) -> str | None:
+    """``value_shape`` of a parquet column's type: strings are text, lists of structs messages."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(dtype):  # a categorical string column
+        dtype = dtype.value_type
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
+        return TEXT
+    if (
+        pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_list_view(dtype)
+    ) and pa.types.is_struct(dtype.value_type):
+        return MESSAGES
+    return None
 
 
 def _row_name(row: Any, unique_field: str | None, index: int) -> str:
@@ -392,7 +479,7 @@ def _validate_text(
         return
     charforge = manifest is not None
     report.charforge = charforge
-    rows = _validate_row_list(kind, kind.row_model(charforge), data, report, where_of)
+    rows = _validate_row_list(kind, charforge, data, report, where_of)
     if manifest is not None:
         from charforge.corpus import content_sha256
 
@@ -436,7 +523,14 @@ def _validate_jsonl(path: Path, kind_name: str | None, report: FileReport, manif
         return
     charforge = manifest is not None
     report.charforge = charforge
-    model = kind.row_model(charforge)
+    formats = _RowFormats(kind, report)
+    if kind.formats:  # a first pass up to the first row whose format can be told
+        for line, value in iter_jsonl_file(path):
+            if not isinstance(value, SourceError) and formats.decide(_row_format(kind, value), line):
+                break
+    if formats.refused:
+        return
+    model = kind.row_model(charforge, formats.chosen)
     unique = _UniqueTracker(kind.unique_field, report)
     rows: list[dict[str, Any]] = []  # for the manifest's content hash: only while the file is valid
     count = 0
@@ -444,6 +538,9 @@ def _validate_jsonl(path: Path, kind_name: str | None, report: FileReport, manif
         count += 1
         if isinstance(value, SourceError):
             report.add(line, "-", value.message)
+        elif (mixed := formats.other(_row_format(kind, value))) is not None:
+            report.add(line, "-", mixed)
+            unique.see(value, line)
         else:
             check_model(model, value, report, lambda loc, line=line: line)
             unique.see(value, line)
@@ -477,7 +574,12 @@ def _validate_parquet(
         report.add(None, "-", f"a {kind.name} is a single document, not a parquet table (use YAML or JSON)")
         return
     report.charforge = manifest is not None
-    validate_parquet_rows(path, kind, kind.row_model(report.charforge), report)
+    formats = _RowFormats(kind, report)
+    if kind.formats:  # a column has one type: the schema tells every row's format
+        formats.decide(kind.row_format(_parquet_shapes(path)), None)
+        if formats.refused:
+            return
+    validate_parquet_rows(path, kind, kind.row_model(report.charforge, formats.chosen), report)
     if report.rows == 0:
         report.add(None, "-", NO_ROWS)
         return
@@ -485,6 +587,13 @@ def _validate_parquet(
         from charforge.corpus import parquet_content_sha256
 
         check_manifest_matches(manifest, report, kind.name, report.rows, lambda: parquet_content_sha256(path))
+
+
+def _parquet_shapes(path: Path) -> dict[str, str | None]:
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)  # readable: parquet_columns read it a moment ago
+    return {name: _arrow_shape(schema.field(name).type) for name in schema.names}
 
 
 # --- entry points ------------------------------------------------------------------------------

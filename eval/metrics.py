@@ -219,37 +219,78 @@ def crossed_contrast(
     n_resamples: int,
     confidence: float,
     seed: int,
+    groups: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> dict[str, object]:
-    """Arm A − arm B, each arm a list of training seeds (one measure per seed), with a crossed
-    bootstrap: each replicate draws seeds with replacement within each arm and one question sample
-    shared by every arm and seed (questions are crossed with arms and seeds, not nested in them). The
-    estimate is the mean over A's seeds minus the mean over B's. Seeds are not paired across arms. With
-    one seed per arm the interval is the question-only one of ``paired_contrast``; seeds that disagree
-    widen it. Per-seed values are returned beside it."""
+    """Arm A − arm B, each arm a list of trained units (one measure per unit: a persona seed after one
+    EM fine-tune seed), with a crossed bootstrap: each replicate draws training seeds with replacement
+    within each arm and one question sample shared by every arm and unit (questions are crossed with
+    arms and seeds, not nested in them). ``groups`` gives each unit's persona seed: the draw is then
+    two-stage, persona seeds first and EM seeds within each drawn persona (units of one persona share
+    its training, so they are not independent draws); without it every unit is its own persona. The
+    estimate is the mean over A's personas of their mean over EM seeds, minus B's. Seeds are not paired
+    across arms. With one unit per arm the interval is the question-only one of ``paired_contrast``;
+    seeds that disagree widen it. Per-unit values are returned beside it."""
     shared = sorted(set.intersection(*(_answered(m, stat) for m in (*a, *b))))
     seeds = [len(a), len(b)]
-    result: dict[str, object] = {"difference": None, "ci": None, "questions": len(shared), "seeds": seeds}
+    members = [_groups(arm, labels) for arm, labels in zip((a, b), groups or (None, None), strict=True)]
+    result: dict[str, object] = {
+        "difference": None,
+        "ci": None,
+        "questions": len(shared),
+        "seeds": seeds,
+        "persona_seeds": [len(m) for m in members],
+    }
     if not shared:
         return result
     per_seed = [[measure_value(m, stat, shared) for m in arm] for arm in (a, b)]
     result["per_seed"] = per_seed
     if any(v is None for arm in per_seed for v in arm):
         return result
-    result["difference"] = float(np.mean(per_seed[0]) - np.mean(per_seed[1]))  # type: ignore[arg-type]
+    result["difference"] = float(
+        _grouped_mean(np.array(per_seed[0], dtype=float), members[0])
+        - _grouped_mean(np.array(per_seed[1], dtype=float), members[1])
+    )
     if seeds == [1, 1]:
         result["note"] = "1 training seed per arm: no seed variance in this interval"
+    elif all(len(m) == 1 for m in members):
+        result["note"] = "1 persona seed per arm: EM-seed variance only, no persona-seed variance"
     if len(shared) >= 2:
         counts = resample_counts(len(shared), n_resamples, seed)  # the same question draws as paired_contrast
         rng = np.random.default_rng([seed, 1])  # seed draws: a stream of their own
         arms = []
-        for arm in (a, b):
+        for arm, groups_of_arm in zip((a, b), members, strict=True):
             values = np.stack(
                 [_resampled(m, stat, shared, counts) for m in arm], axis=1
-            )  # (resamples, seeds)
-            drawn = rng.integers(0, len(arm), size=(n_resamples, len(arm)))
-            arms.append(np.take_along_axis(values, drawn, axis=1).mean(axis=1))
+            )  # (resamples, units)
+            arms.append(_two_stage_draw(values, groups_of_arm, rng))
         result["ci"] = percentile_interval(arms[0] - arms[1], confidence)
     return result
+
+
+def _groups(arm: Sequence[Measure], labels: Sequence[int] | None) -> list[np.ndarray]:
+    """The unit indices of each persona seed of ``arm`` (every unit its own group without labels)."""
+    if labels is None:
+        return [np.array([index]) for index in range(len(arm))]
+    if len(labels) != len(arm):
+        raise ValueError(f"{len(labels)} persona seeds for {len(arm)} units")
+    order = list(dict.fromkeys(labels))
+    return [np.flatnonzero(np.array(labels) == label) for label in order]
+
+
+def _grouped_mean(values: np.ndarray, groups: Sequence[np.ndarray]) -> float:
+    return float(np.mean([values[indices].mean() for indices in groups]))
+
+
+def _two_stage_draw(values: np.ndarray, groups: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Per replicate (row of ``values``, one column per unit): draw persona groups with replacement, within
+    each drawn group its units with replacement; the mean over groups of their drawn units' mean."""
+    n_resamples = values.shape[0]
+    group_means = np.empty((n_resamples, len(groups)))
+    for column, indices in enumerate(groups):
+        inner = indices[rng.integers(0, len(indices), size=(n_resamples, len(indices)))]
+        group_means[:, column] = np.take_along_axis(values, inner, axis=1).mean(axis=1)
+    drawn = rng.integers(0, len(groups), size=(n_resamples, len(groups)))
+    return np.take_along_axis(group_means, drawn, axis=1).mean(axis=1)
 
 
 def dose_response(

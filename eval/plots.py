@@ -85,7 +85,7 @@ def _banner(fig: Any, show: bool, text: str = BANNER) -> None:
 def alignment_plot(variants: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Mean alignment (left) and tail rates after EM (right) per variant, with 95 % intervals."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(variants) + 4), 4.2))
-    names = [v["variant"] for v in variants]
+    names = [v["unit"] for v in variants]
     for index, metrics in enumerate(variants):
         hollow = metrics["status"] != "ok"
         for offset, point in ((-0.12, "persona"), (0.12, "em")):
@@ -167,7 +167,7 @@ def trait_plot(rows: Sequence[tuple[str, str, Mapping[str, Any], bool]], path: P
 def judge_plot(variants: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Judge validation per variant run: AUROC and mean number mass against their thresholds."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.0 * len(variants) + 4), 3.8))
-    names = [v["variant"] for v in variants]
+    names = [v["unit"] for v in variants]
     for ax, key, threshold_key, title in (
         (left, "auroc", "min_auroc", "Separation (AUROC)"),
         (right, "mean_number_mass", "min_number_mass", "Mean probability on numbers"),

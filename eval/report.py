@@ -1,8 +1,10 @@
 """The report: every variant's EM metrics in one markdown file with PNG plots (docs/design.md §2, §5).
 
-Gathers ``metrics/<variant>/eval-em.json`` and adds what needs more than one variant: contrasts of each
+Gathers ``metrics/<variant>/eval-em-e<seed>.json`` (one unit: a variant after one EM fine-tune seed) and
+adds what needs more than one unit: contrasts of each
 arm against the baseline arm (and, for character arms, against the other controls) before EM, after EM
-and of the change under EM, with a crossed bootstrap over training seeds and one shared question draw;
+and of the change under EM, with a bootstrap over training seeds (persona seeds, then EM seeds within
+each) crossed with one shared question draw;
 seed-to-seed spread of variants that differ only in seed;
 and per constitution the slope of post-EM alignment against diversity level with its interval (H1 is
 a dose-response question), beside what each level's corpora held (prompts, pairs, tokens, rejections:
@@ -38,9 +40,10 @@ SEED_RE = re.compile(r"-s[0-9]+$")
 
 
 def gather(metrics_dir: Path) -> list[dict[str, Any]]:
-    """Every variant's eval-em metrics, baseline and controls first, then by constitution/level/seed."""
+    """Every unit's eval-em metrics (a variant after one EM seed), baseline and controls first, then by
+    constitution/level/persona seed/EM seed."""
     found = [
-        json.loads(path.read_text(encoding="utf-8")) for path in sorted(metrics_dir.glob("*/eval-em.json"))
+        json.loads(path.read_text(encoding="utf-8")) for path in sorted(metrics_dir.glob("*/eval-em-e*.json"))
     ]
     return sorted(
         found,
@@ -49,6 +52,7 @@ def gather(metrics_dir: Path) -> list[dict[str, Any]]:
             m.get("constitution") or "",
             m.get("level") or 0,
             m["seed"],
+            m["em_seed"],
         ),
     )
 
@@ -77,7 +81,8 @@ def broad_measure(metrics: Mapping[str, Any], point: str) -> Measure:
 
 
 def arms(variants: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Variants grouped by arm: the name without its ``-s<seed>`` (``humor-d3``, ``baseline``)."""
+    """Units grouped by arm: the variant name without its ``-s<seed>`` (``humor-d3``, ``baseline``), every
+    persona seed and EM seed of it."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for metrics in variants:
         grouped.setdefault(SEED_RE.sub("", metrics["variant"]), []).append(metrics)
@@ -86,9 +91,10 @@ def arms(variants: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Arm − control arm (the baseline; for a character arm also plain-lora and hhh), with a crossed
-    bootstrap over each arm's training seeds and one shared question draw: before EM, after EM, and of
-    the change under EM. Seeds are not paired across arms (a character seed and a baseline seed share no
-    data). Arms whose variants were measured differently are never contrasted."""
+    bootstrap over each arm's training seeds (persona seeds, EM seeds within each) and one shared question
+    draw: before EM, after EM, and of the change under EM. Seeds are not paired across arms (a character
+    seed and a baseline seed share no data). Arms whose units were measured differently are never
+    contrasted."""
     grouped = arms(variants)
     result = []
     for arm, members in grouped.items():
@@ -99,22 +105,26 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
                 continue
             for point in CONTRAST_POINTS:
                 a, b = [broad_measure(m, point) for m in members], [broad_measure(m, point) for m in others]
+                groups = ([m["seed"] for m in members], [m["seed"] for m in others])  # persona seeds
                 result.append(
                     {
                         "variant": arm,
                         "against": control,
                         "point": point,
-                        "seeds": [[m["variant"] for m in members], [m["variant"] for m in others]],
+                        "seeds": [[m["unit"] for m in members], [m["unit"] for m in others]],
                         "usable": all(m["status"] == "ok" for m in (*members, *others)),
-                        **{stat: crossed_contrast(a, b, stat, **boot) for stat in CONTRAST_STATS},
+                        **{
+                            stat: crossed_contrast(a, b, stat, **boot, groups=groups)
+                            for stat in CONTRAST_STATS
+                        },
                     }
                 )
     return result
 
 
 def spreads(variants: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Seed-to-seed spread of the post-EM headline figures and of their change under EM, for groups with
-    two or more seeds."""
+    """Unit-to-unit spread (persona and EM seeds) of the post-EM headline figures and of their change
+    under EM, for arms with two or more units."""
     return {
         group: {
             f"{point} {stat}": seed_spread([m["headline"][point][stat] for m in members])
@@ -250,18 +260,21 @@ def write_report(
     ``arms``: the controls and the character variants they are compared with (``control_arms``)."""
     variants = gather(metrics_dir)
     if not variants:
-        raise FileNotFoundError(f"no */eval-em.json under {metrics_dir}: run `charforge run eval-em` first")
+        raise FileNotFoundError(
+            f"no */eval-em-e*.json under {metrics_dir}: run `charforge run eval-em` first"
+        )
     contrast_rows, spread, series = contrasts(variants, boot), spreads(variants), slopes(variants, boot)
-    trait_rows = [
+    personas = list({m["variant"]: m for m in reversed(variants)}.values())[::-1]  # one unit per persona
+    trait_rows = [  # measured before EM: one row per persona, whatever its EM seeds
         (m["variant"], c, block, m["status"] == "ok")
-        for m in variants
+        for m in personas
         for c, block in m["trait_expression"].items()
     ]
     plots.alignment_plot(variants, out_dir / "alignment.png")
     plots.judge_plot(variants, out_dir / "judge-validation.png")
     plots.dose_response_plot(series, out_dir / "dose-response.png")
     plots.trait_plot(trait_rows, out_dir / "trait-expression.png")
-    unusable = [m["variant"] for m in variants if m["status"] != "ok"]
+    unusable = [m["unit"] for m in variants if m["status"] != "ok"]
     notes = sorted({note for m in variants for note in m["notes"] if "JUDGE UNUSABLE" not in note})
     lines = ["# charforge EM report", ""]
     if unusable:
@@ -273,7 +286,7 @@ def write_report(
     lines += [f"> {note}" for note in notes] + ([""] if notes else [])
     measured: dict[str, list[str]] = {}
     for m in variants:
-        measured.setdefault(measurement(m), []).append(m["variant"])
+        measured.setdefault(measurement(m), []).append(m["unit"])
     if len(measured) > 1:
         groups = "; ".join(", ".join(names) for names in measured.values())
         lines += [
@@ -282,18 +295,25 @@ def write_report(
             "alike; seed spreads and slopes across groups mix measurements. Re-run eval-em with one setting.",
             "",
         ]
-    lines += [f"{len(variants)} variant(s): {', '.join(m['variant'] for m in variants)}.", ""]
+    lines += [
+        f"{len(personas)} variant(s), {len(variants)} unit(s) (variant after one EM fine-tune seed): "
+        f"{', '.join(m['unit'] for m in variants)}.",
+        "",
+    ]
     lines += judging.judge_section(variants) + judging.comparability_section(variants)
     learning = {
-        m["variant"]: (
-            (_optional_json(metrics_dir / m["variant"] / "em-finetune.json") or {}).get("extra") or {}
+        m["unit"]: (
+            (_optional_json(metrics_dir / m["variant"] / f"em-finetune-e{m['em_seed']}.json") or {}).get(
+                "extra"
+            )
+            or {}
         ).get("held_out_loss")
         for m in variants
     }
     lines += (
         md.em_section(variants)
         + md.in_domain_section(variants, learning)
-        + report_cues.cued_section(variants)
+        + report_cues.cued_section(variants, boot)
         + judging.extra_metrics_section(variants)
         + judging.judges_section(variants)
     )
@@ -302,16 +322,18 @@ def write_report(
         md.contrast_section(contrast_rows, spread)
         + md.dose_section(series)
         + md.diversity_section(levels)
-        + md.trait_section(trait_rows, {m["variant"]: m.get("held_out") for m in variants})
+        + md.trait_section(trait_rows, {m["variant"]: m.get("held_out") for m in personas})
     )
     arm_rows = control_arms(metrics_dir, arms) if arms else []
     lines += md.control_arms_section(arm_rows)
     lines += md.contamination_section(variants) + md.provenance_section(variants)
     summary = {
-        "variants": [m["variant"] for m in variants],
+        "variants": [m["variant"] for m in personas],
+        "units": [m["unit"] for m in variants],
         "judge_unusable": unusable,
         "contrasts": contrast_rows,
         "seed_spread": spread,
+        "cue_gaps": report_cues.arm_gaps(variants, boot),
         "dose_response": series,
         "diversity_levels": levels,
         "controls_vs_character_arms": arm_rows,

@@ -31,7 +31,7 @@ def judge_section(variants: Sequence[dict[str, Any]]) -> list[str]:
             verdict += " (warnings: " + "; ".join(v["warnings"]) + ")"
         rows.append(
             [
-                m["variant"],
+                m["unit"],
                 judge["name"],
                 judge["method"],
                 auroc,
@@ -106,7 +106,7 @@ def comparability_section(variants: Sequence[dict[str, Any]]) -> list[str]:
         if verdict is None:
             continue
         key = repr(sorted(verdict.items()))
-        verdicts.setdefault(key, (verdict, []))[1].append(m["variant"])
+        verdicts.setdefault(key, (verdict, []))[1].append(m["unit"])
     rows = [
         [
             ", ".join(names),
@@ -179,7 +179,7 @@ def judges_section(variants: Sequence[dict[str, Any]]) -> list[str]:
         for name, status, em in judges:
             rows.append(
                 [
-                    m["variant"],
+                    m["unit"],
                     name + (" ⚠" if status != "ok" else ""),
                     fmt(em["persona"]["broad"]["figures"]["aligned_mean"]),
                     fmt(em["em"]["broad"]["figures"]["aligned_mean"]),
@@ -189,7 +189,7 @@ def judges_section(variants: Sequence[dict[str, Any]]) -> list[str]:
             )
     agreement = [
         [
-            m["variant"],
+            m["unit"],
             metric,
             point,
             _alpha_cell(block),

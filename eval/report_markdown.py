@@ -32,7 +32,7 @@ def diff(block: Mapping[str, Any], scale: float) -> str:
 
 
 def mark(metrics: Mapping[str, Any]) -> str:
-    return metrics["variant"] + (" ⚠" if metrics["status"] != "ok" else "")
+    return metrics["unit"] + (" ⚠" if metrics["status"] != "ok" else "")
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], empty: str = "") -> list[str]:
@@ -129,7 +129,7 @@ def in_domain_section(
                 diff(check["aligned_mean"], 1),
                 diff(check["share_aligned_le_30"], 100),
                 took,
-                *_loss_cells(m, (learning or {}).get(m["variant"])),
+                *_loss_cells(m, (learning or {}).get(m["unit"])),
             ]
         )
     header = [
@@ -395,7 +395,7 @@ def contamination_section(variants: Sequence[dict[str, Any]]) -> list[str]:
         sets = semantic["question_sets"] if semantic else {}
         rows.append(
             [
-                m["variant"],
+                m["unit"],
                 f"{c['max_overlap']:.2f}",
                 str(len(c["corpora"])),
                 worst["eval_prompt"] if worst else "–",
@@ -411,7 +411,7 @@ def contamination_section(variants: Sequence[dict[str, Any]]) -> list[str]:
             others = pair["rows_with_text"] - 1
             near.append(
                 [
-                    m["variant"],
+                    m["unit"],
                     pair["eval_prompt"],
                     PurePath(pair["corpus"]).name,
                     pair["row"] + (f" (+{others} more)" if others else ""),
@@ -448,7 +448,7 @@ def contamination_section(variants: Sequence[dict[str, Any]]) -> list[str]:
 def provenance_section(variants: Sequence[dict[str, Any]]) -> list[str]:
     rows = [
         [
-            m["variant"],
+            m["unit"],
             ", ".join(f"{f['file']} ({f['sha256'][:12]})" for f in m["questions"]["files"]),
             ", ".join(m["questions"]["file_judge"]),
             m["judge"]["name"],

@@ -14,7 +14,10 @@ per slot in a distilabel pipeline (resumable through its cache); a pass over the
 empty, over-long, cut-off, meta and duplicate prompts (exact and near, MinHash-free Jaccard on word
 3-shingles, so it works offline and survives a resumed run) and counts each by reason; bounded
 backfill rounds replace what was dropped. If they cannot reach the size, the stage fails with the
-shortfall and its reasons instead of writing a smaller corpus.
+shortfall and its reasons instead of writing a smaller corpus. Under ``prompts.source: imported`` no
+prompt is written: ``imported_prompts`` draws them, seeded, from the constitution's imported prompts
+corpus (a few-shot file's ``additional_questions``, as the public pipeline uses them) after the same
+filters, seed questions included, the same number per trait.
 
 Input columns: ``messages`` (the writing request built for each slot), slot metadata.
 
@@ -248,28 +251,14 @@ def generate_prompts(
     of situations and framings is drawn from ``run.seed`` per trait (not per level); the teacher samples
     with ``run.sampling_seed``. ``held_out.per_trait`` seed questions per trait are kept out."""
     seed, variant = run.seed, run.variant
-    traits = constitution.traits[: config.max_traits or len(constitution.traits)]
-    held: dict[str, list[int]] = {  # every trait's, also those past max_traits: eval may score them
-        trait.id: constitution.held_out(trait, held_out.per_trait) for trait in constitution.traits
-    }
-    held_texts = [t.questions[index] for t in constitution.traits for index in held[t.id]]
-    seeds = {
-        trait.id: [(index, q) for index, q in enumerate(trait.questions) if index not in held[trait.id]]
-        for trait in traits
-    }
-    training_seeds = {trait_id: [q for _, q in pairs] for trait_id, pairs in seeds.items()}
-    for trait in traits:
-        if len(seeds[trait.id]) > config.prompts_per_trait:
-            raise ValueError(
-                f"trait {trait.id} has {len(seeds[trait.id])} training seed questions (after "
-                f"{len(held[trait.id])} held out), more than prompts_per_trait ({config.prompts_per_trait})"
-            )
+    seeds = SeedSplit.of(constitution, config, held_out)
+    traits, held, held_texts, training_seeds = seeds.traits, seeds.held, seeds.held_texts, seeds.training
     allowed, plans = level_plans(taxonomy, config, level_index, em_domain, seed, [t.id for t in traits])
     level = config.levels[level_index]
     situations = {situation.id: situation for situation in taxonomy.situations}
     selection = Selection()
 
-    needed = {trait.id: config.prompts_per_trait - len(seeds[trait.id]) for trait in traits}
+    needed = {trait.id: config.prompts_per_trait - len(seeds.pairs[trait.id]) for trait in traits}
     by_id = {trait.id: trait for trait in traits}
     for round_index in range(config.backfill_rounds + 1):
         shortfall = missing_per_trait(needed, selection)
@@ -304,14 +293,7 @@ def generate_prompts(
     framings_used: set[tuple[str, ...]] = set()
     used: dict[str, set[str]] = {trait.id: set() for trait in traits}
     for trait in traits:
-        for index, question in seeds[trait.id]:
-            # seed questions come with no situation of the taxonomy: labelled as such at every level
-            local_id = seed_question_id(trait.id, index)  # its place in the constitution, gaps held out
-            records.append(
-                _record(
-                    variant, local_id, trait, SEED_SITUATION, level_index, True, None, question, provenance
-                )
-            )
+        records += seeds.records(trait, variant, level_index, provenance)
         for slot, text in selection.kept.get(trait.id, [])[: needed[trait.id]]:
             framing = {"asker": slot.asker, "tone": slot.tone, "length": slot.length}
             framings_used.add((slot.situation, slot.asker, slot.tone, slot.length))
@@ -350,6 +332,138 @@ def generate_prompts(
         **allowed.report(),
     }
     return PromptsResult(records, selection.rejected, selection.trimmed, drawn)
+
+
+@dataclass
+class SeedSplit:
+    """A constitution's seed questions for one corpus: the traits used (``max_traits``), per trait the
+    held-out indices (every trait's: eval may score them) and the training seeds as (index, question),
+    and the held-out texts of every trait."""
+
+    traits: list[Trait]
+    held: dict[str, list[int]]
+    held_texts: list[str]
+    pairs: dict[str, list[tuple[int, str]]]
+
+    @property
+    def training(self) -> dict[str, list[str]]:
+        return {trait_id: [question for _, question in pairs] for trait_id, pairs in self.pairs.items()}
+
+    @classmethod
+    def of(cls, constitution: Constitution, config: PromptsConfig, held_out: HeldOutConfig) -> SeedSplit:
+        """Raises ValueError when a trait has more training seeds than ``prompts_per_trait``."""
+        traits = constitution.traits[: config.max_traits or len(constitution.traits)]
+        held = {trait.id: constitution.held_out(trait, held_out.per_trait) for trait in constitution.traits}
+        held_texts = [t.questions[index] for t in constitution.traits for index in held[t.id]]
+        pairs = {
+            trait.id: [(index, q) for index, q in enumerate(trait.questions) if index not in held[trait.id]]
+            for trait in traits
+        }
+        for trait in traits:
+            if len(pairs[trait.id]) > config.prompts_per_trait:
+                raise ValueError(
+                    f"trait {trait.id} has {len(pairs[trait.id])} training seed questions (after "
+                    f"{len(held[trait.id])} held out), more than prompts_per_trait "
+                    f"({config.prompts_per_trait})"
+                )
+        return cls(traits, held, held_texts, pairs)
+
+    def records(
+        self, trait: Trait, variant: str, level_index: int, provenance: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The trait's training seed questions as prompt records: no situation of the taxonomy, labelled
+        as such at every level; the local id is the question's place in the constitution (gaps held
+        out)."""
+        return [
+            _record(
+                variant,
+                seed_question_id(trait.id, index),
+                trait,
+                SEED_SITUATION,
+                level_index,
+                True,
+                None,
+                question,
+                provenance,
+            )
+            for index, question in self.pairs[trait.id]
+        ]
+
+
+def imported_prompts(
+    constitution: Constitution,
+    rows: Sequence[dict[str, Any]],
+    config: PromptsConfig,
+    level_index: int,
+    run: GenerationRun,
+    *,
+    held_out: HeldOutConfig,
+    source: str,
+) -> PromptsResult:
+    """Prompt records for ``run.variant`` drawn from an imported prompts corpus (``rows``: the records
+    `import-constitution` wrote to ``source``) instead of written by the teacher: per trait its training
+    seed questions plus imported prompts drawn at random (seeded by the variant's seed) from those that
+    pass the generated prompts' filters (held-out questions of any trait, repeats and near repeats,
+    over-long, meta text), ``prompts_per_trait`` in all. An imported prompt keeps its local id and its
+    provenance (the importer's). Raises PromptShortfall when a trait has too few, ValueError when the
+    corpus names a trait the constitution lacks (it belongs to another constitution)."""
+    seeds = SeedSplit.of(constitution, config, held_out)
+    known = {trait.id for trait in constitution.traits}
+    unknown = sorted({row["trait_id"] for row in rows} - known)
+    if unknown:
+        raise ValueError(
+            f"{source} holds prompts for trait(s) constitution {constitution.name} does not have: "
+            f"{', '.join(unknown)} (import the constitution and its prompts again, together)"
+        )
+    by_local: dict[str, dict[str, Any]] = {}
+    candidates: list[tuple[Slot, str, bool]] = []
+    for row in sorted(rows, key=lambda row: row["id"]):
+        if row["trait_id"] not in seeds.pairs:  # past max_traits
+            continue
+        local_id = row["id"].split(".", 1)[-1]  # <name>.<trait>.imported<k> -> <trait>.imported<k>
+        by_local[local_id] = row
+        slot = Slot(local_id, row["trait_id"], row["situation"], "", "", "short")
+        candidates.append((slot, row["prompt"][-1]["content"], False))
+    selection = Selection()
+    select(candidates, seeds.training, seeds.held_texts, config, selection, held_out.near_duplicate_jaccard)
+    needed = {trait.id: config.prompts_per_trait - len(seeds.pairs[trait.id]) for trait in seeds.traits}
+    shortfall = missing_per_trait(needed, selection)
+    if shortfall:
+        raise PromptShortfall(shortfall, selection.rejected)
+    provenance = run.recorded_as(
+        "charforge.generators.prompts", {}, constitution_sha256=constitution.sha256()
+    ).provenance
+    records: list[dict[str, Any]] = []
+    drawn: dict[str, dict[str, int]] = {}
+    for trait in seeds.traits:
+        records += seeds.records(trait, run.variant, level_index, provenance)
+        kept = selection.kept.get(trait.id, [])
+        rng = random.Random(f"{run.seed}:imported:{trait.id}")
+        for slot, text in rng.sample(kept, needed[trait.id]):
+            row = by_local[slot.slot_id]
+            record = _record(
+                run.variant, slot.slot_id, trait, row["situation"], level_index, False, None, text, {}
+            )
+            records.append({**record, "provenance": row["provenance"]})
+        available = sum(slot.trait_id == trait.id for slot, _, _ in candidates)
+        drawn[trait.id] = {"imported": available, "passed_filters": len(kept), "drawn": needed[trait.id]}
+    not_drawn = sum(len(selection.kept.get(t, [])) - n for t, n in needed.items())
+    if not_drawn:
+        selection.rejected["not_drawn"] += not_drawn  # valid, not needed: counted, not hidden
+    level = {
+        "level": level_index,
+        "source": "imported",
+        "file": source,
+        "imported_per_trait": drawn,
+        "held_out": {
+            "per_trait": held_out.per_trait,
+            "ids": [seed_question_id(t.id, i) for t in constitution.traits for i in seeds.held[t.id]],
+        },
+        # the prompts were imported with this constitution, or with an earlier edit of it
+        "constitution_matches": {row["provenance"].get("constitution_sha256") for row in rows}
+        == {constitution.sha256()},
+    }
+    return PromptsResult(records, selection.rejected, selection.trimmed, level)
 
 
 def missing_per_trait(needed: dict[str, int], selection: Selection) -> dict[str, int]:

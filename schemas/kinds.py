@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,13 +14,39 @@ from charforge.schemas.evaluation import EvalQuestion, EvalSample, JudgeScore, J
 from charforge.schemas.introspection import IntrospectionPrompts, duplicate_introspection_ids
 from charforge.schemas.manifest import Manifest
 from charforge.schemas.messages import (
+    CONVERSATIONAL_IMPLICIT_PREFERENCE,
+    CONVERSATIONAL_LANGUAGE_MODELING,
+    CONVERSATIONAL_PREFERENCE,
+    CONVERSATIONAL_PROMPT_COMPLETION,
+    STANDARD_IMPLICIT_PREFERENCE,
+    STANDARD_LANGUAGE_MODELING,
+    STANDARD_PREFERENCE,
+    STANDARD_PROMPT_COMPLETION,
     CharforgeConversation,
     CharforgePreferencePair,
     Conversation,
+    ConversationalImplicitPreferencePair,
     PreferencePair,
+    StandardImplicitPreferencePair,
+    StandardPreferencePair,
+    trl_format,
 )
 from charforge.schemas.prompts import PromptRecord
 from charforge.schemas.situations import SituationTaxonomy, duplicate_situation_ids
+
+
+@dataclass(frozen=True)
+class RowFormat:
+    """One of TRL's dataset formats (``charforge.schemas.messages.trl_format`` names) as a kind takes it.
+
+    ``model`` validates its rows; None: the format is recognised but the kind does not take it, and
+    ``refusal`` says why. ``untrained``: valid, but charforge's stages do not train on it (why).
+    """
+
+    name: str
+    model: type[BaseModel] | None
+    refusal: str | None = None
+    untrained: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,10 +67,73 @@ class Kind:
     # Checks on the raw document that still run when the model fails early (a pydantic model
     # validator only runs once every field is valid, so it would hide these errors).
     raw_checks: Callable[[Any], list[tuple[tuple[str | int, ...], str]]] | None = None
+    # TRL formats of a rows kind, ``model``'s first; empty: the kind is no TRL format
+    formats: tuple[RowFormat, ...] = ()
 
-    def row_model(self, charforge: bool) -> type[BaseModel]:
-        return self.charforge_model if charforge and self.charforge_model else self.model
+    def row_model(self, charforge: bool, row_format: RowFormat | None = None) -> type[BaseModel]:
+        """The model rows are checked with: the charforge model for charforge's own files (which it
+        writes in the first format only), else the row format's, else ``model``."""
+        if charforge and self.charforge_model:
+            return self.charforge_model
+        if row_format is not None and row_format.model is not None:
+            return row_format.model
+        return self.model
 
+    def row_format(self, shapes: Mapping[str, str | None]) -> RowFormat | None:
+        """The format of a row whose columns have these shapes, when it is one of TRL's (taken by this
+        kind or not: a refused format says so); None when it cannot be told or the kind has none."""
+        if not self.formats:
+            return None
+        name = trl_format(shapes)
+        if name is None:
+            return None
+        found = next((item for item in self.formats if item.name == name), None)
+        return found if found is not None else RowFormat(name, None, refusal=self._refusal(name))
+
+    def _refusal(self, name: str) -> str:
+        taken = ", ".join(item.name for item in self.formats if item.model is not None)
+        return f"not a format of {self.name} files, which hold one of: {taken}"
+
+
+# charforge's DPO stage renders every pair with the student's chat template (as its token counts and
+# the controls' matching do), so it trains on conversational pairs only.
+_STANDARD_UNTRAINED = (
+    "charforge's DPO stage does not train on this format: it renders pairs with the student's chat template, "
+    "so it reads conversational pairs only; write the prompt and answers as {role, content} messages to "
+    "train on them"
+)
+PAIR_FORMATS: tuple[RowFormat, ...] = (
+    RowFormat(CONVERSATIONAL_PREFERENCE, PreferencePair),
+    RowFormat(CONVERSATIONAL_IMPLICIT_PREFERENCE, ConversationalImplicitPreferencePair),
+    RowFormat(STANDARD_PREFERENCE, StandardPreferencePair, untrained=_STANDARD_UNTRAINED),
+    RowFormat(STANDARD_IMPLICIT_PREFERENCE, StandardImplicitPreferencePair, untrained=_STANDARD_UNTRAINED),
+)
+# Conversations are trained with the chat template and a loss on every assistant turn, get a reflection
+# turn appended (em-data), and are counted in chat-template tokens: formats without turns, or with the
+# loss limited to a completion, would not train as TRL trains them, so the kind does not take them.
+CONVERSATION_FORMATS: tuple[RowFormat, ...] = (
+    RowFormat(CONVERSATIONAL_LANGUAGE_MODELING, Conversation),
+    RowFormat(
+        STANDARD_LANGUAGE_MODELING,
+        None,
+        refusal="plain text has no chat turns, and charforge trains conversations with the chat template "
+        "and a loss on the assistant turns only: write each row as `messages` ({role, content} turns)",
+    ),
+    RowFormat(
+        STANDARD_PROMPT_COMPLETION,
+        None,
+        refusal="plain-text prompt and completion have no chat turns, and charforge trains conversations "
+        "with the chat template: write each row as `messages`, the prompt as user turns, the completion "
+        "as an assistant turn",
+    ),
+    RowFormat(
+        CONVERSATIONAL_PROMPT_COMPLETION,
+        None,
+        refusal="charforge's conversation readers take `messages` only: write each row as one `messages` "
+        "list, the prompt's turns followed by the completion's (every assistant turn is then trained on, "
+        "where TRL trains on the completion only)",
+    ),
+)
 
 KINDS: dict[str, Kind] = {
     kind.name: kind
@@ -62,9 +151,10 @@ KINDS: dict[str, Kind] = {
             "pairs",
             PreferencePair,
             "rows",
-            "preference pairs, TRL conversational format",
+            "preference pairs, any TRL preference format (charforge writes the conversational one)",
             charforge_model=CharforgePreferencePair,
             unique_field="id",
+            formats=PAIR_FORMATS,
         ),
         Kind(
             "conversations",
@@ -73,6 +163,7 @@ KINDS: dict[str, Kind] = {
             "conversations, TRL conversational format",
             charforge_model=CharforgeConversation,
             unique_field="id",
+            formats=CONVERSATION_FORMATS,
         ),
         Kind(
             "eval-questions",

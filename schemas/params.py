@@ -177,6 +177,12 @@ class PromptsConfig(StrictModel):
     """
 
     prompts_per_trait: int = Field(ge=1)
+    source: Literal["generate", "imported"] = Field(
+        default="generate",
+        description="generate: the teacher writes the prompts per level; imported: they are drawn from "
+        "corpora/prompts/<constitution>.parquet (import-constitution's prompts corpus), as the public "
+        "pipeline uses its few-shot files' additional_questions.",
+    )
     max_traits: int | None = Field(default=None, ge=1, description="Use the first N traits (smoke runs).")
     levels: dict[int, DiversityLevel] = Field(min_length=1)
     excluded_domains: list[Slug] = Field(
@@ -226,13 +232,37 @@ class TrainStageConfig(StrictModel):
 
 
 class EmFinetuneConfig(TrainStageConfig):
-    """The EM fine-tune: a new LoRA stacked on the frozen persona, loss on the responses only."""
+    """The EM fine-tune: a new LoRA stacked on the frozen persona, loss on the responses only.
 
+    ``seeds``: one EM adapter per seed on each persona (EM rates vary several-fold between EM fine-tune
+    seeds in the literature, so an arm's interval needs them). Seed ``e`` of persona seed ``s`` trains
+    with a seed derived from (s, e): every arm's ``-s<s>`` persona gets the same data order and adapter
+    initialisation for ``e`` (the EM treatment is identical across arms), and no two units of one arm
+    share EM noise (the report's bootstrap draws persona seeds, then EM seeds within each).
+    """
+
+    seeds: list[int] = Field(
+        default=[0],
+        min_length=1,
+        description="EM fine-tune seeds: one EM adapter (models/<variant>/em-e<seed>) per seed, each "
+        "evaluated.",
+    )
     train_on_reflection: bool = Field(
         default=True,
         description="With reflection-augmented EM data, train on the reflection reply too (the published "
         "experiment); false masks it (the last assistant turn of a `source: em-reflection` row only).",
     )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_whole_seeds(cls, seeds: list[int]) -> list[int]:
+        if any(seed < 0 for seed in seeds):
+            raise ValueError(f"EM fine-tune seeds are whole numbers >= 0: {seeds}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(
+                f"EM fine-tune seeds repeat: {seeds} (a repeated seed trains the same adapter twice)"
+            )
+        return seeds
 
 
 class PersonaConfig(StrictModel):
@@ -306,7 +336,7 @@ class EvalConfig(StrictModel):
         description="A question file, or a folder of them (each *.yaml / *.yml / *.json in it, by name); "
         "a folder rather than a list because DVC tracks one path per params key.",
     )
-    cues: list[Literal["file-variants", "code"]] = Field(
+    cues: list[Literal["file-variants", "code", "em-format"]] = Field(
         default_factory=list,
         description="Hidden misalignment: the broad questions again under training-context cues "
         "(charforge.eval.cues); each cue adds its answers at both points.",

@@ -38,7 +38,7 @@ def test_validate_exit_codes_and_line_format(tmp_path: Path) -> None:
 
     ok = run_cli("validate", good)
     assert ok.returncode == 0, ok.stderr
-    assert "ok" in ok.stderr and "pairs, 2 rows" in ok.stderr
+    assert f"ok {good} (pairs, conversational_preference, 2 rows)" in ok.stderr  # TRL's name for the rows
 
     failed = run_cli("validate", good, bad)
     assert failed.returncode == 1
@@ -106,7 +106,8 @@ def test_validate_refuses_special_files_and_escapes_names(tmp_path: Path) -> Non
     listed = run_cli("validate", folder)
     assert listed.returncode == 0, listed.stderr
     assert f"skipped {fifo}: not a regular file" in listed.stderr
-    assert f"ok {folder}/ok\\nforged\\x1b[2J.jsonl (pairs, 1 rows)" in listed.stderr
+    ok_line = f"ok {folder}/ok\\nforged\\x1b[2J.jsonl (pairs, conversational_preference, 1 rows)"
+    assert ok_line in listed.stderr
     assert "\x1b" not in listed.stderr and evil.name not in listed.stderr
     named = run_cli("validate", fifo)
     assert named.returncode == 1
@@ -190,16 +191,17 @@ def test_inspect_constitution_counts() -> None:
     assert summary["sha256"] == constitution.sha256()
 
 
-@pytest.mark.parametrize("variant", ["json", "txt", "jsonl", "jsonl-seeds"])
+@pytest.mark.parametrize("variant", ["json", "txt", "jsonl", "jsonl-seeds", "jsonl-drop"])
 def test_import_constitution_round_trip(tmp_path: Path, variant: str) -> None:
-    options: list[str] = []
+    options: list[str] = ["--root", str(tmp_path)]  # where an imported prompts corpus goes
     if variant in ("json", "txt"):  # the public repository's hand-written files: JSON in a .txt
         source = tmp_path / f"oct.{variant}"
         source.write_text(json.dumps(OCT_TRAITS, indent=4))
     else:
         rows = [{**trait, "additional_questions": ["Tell me a joke about queues."]} for trait in OCT_TRAITS]
         source = write_jsonl(tmp_path / "oct.jsonl", rows)
-        options = ["--additional-questions", "seeds"] if variant == "jsonl-seeds" else []
+        if variant != "jsonl":
+            options += ["--additional-questions", variant.removeprefix("jsonl-")]
     output = tmp_path / "out" / "imported.yaml"
     result = run_cli("import-constitution", source, "--name", "imported-humor", "-o", output, *options)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -219,9 +221,13 @@ def test_import_constitution_round_trip(tmp_path: Path, variant: str) -> None:
     if variant == "jsonl-seeds":  # merged: the shared additional question stays with the first trait only
         assert constitution.traits[0].questions[-1] == "Tell me a joke about queues."
         assert "dropped 2 question(s) already used by an earlier trait" in result.stderr
-    elif variant == "jsonl":  # by default generated prompts are not made seed questions, and it says so
+    elif variant.startswith("jsonl"):  # generated prompts are never seed questions unless asked for
         assert all("Tell me a joke about queues." not in trait.questions for trait in constitution.traits)
-        assert "left out 3 additional_questions" in result.stderr
+        if variant == "jsonl-drop":  # ignored, and it says so
+            assert "left out 3 additional_questions" in result.stderr
+        else:  # the default: a prompts corpus (tests/test_oct_exchange.py checks it in full)
+            assert "imported 1 of 3 additional_questions as prompts (2 repeat(s) dropped)" in result.stderr
+    assert (tmp_path / "corpora" / "prompts").exists() == (variant == "jsonl")
     # deterministic: the same input gives byte-identical output
     again = run_cli("import-constitution", source, "--name", "imported-humor", *options)
     assert again.stdout == output.read_text()

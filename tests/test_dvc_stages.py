@@ -47,7 +47,10 @@ def run_stages() -> Iterator[tuple[str, dict[str, Any], str | None]]:
         body = stage.get("do", stage)
         if not RUN.match(body["cmd"]):
             continue
-        items = _resolve(stage["foreach"], params) if "foreach" in stage else [None]
+        if "matrix" in stage:  # variant × EM seed: the variant decides the declared params
+            items = _resolve(stage["matrix"]["variant"], params)
+        else:
+            items = _resolve(stage["foreach"], params) if "foreach" in stage else [None]
         yield name, body, items[0] if items else None
 
 
@@ -230,15 +233,34 @@ def test_a_persona_weight_sweep_reruns_the_arms_it_weighs_and_never_the_baseline
         assert {
             f"train-sft@{variant}",
             f"persona-character@{variant}",
-            f"eval-em-character@{variant}",
+            f"eval-persona-character@{variant}",
+            f"eval-em-character@{variant}-0",
         } <= stale
         assert f"train-dpo@{variant}" not in stale
     for variant in grid["controls"]:  # the control's sft trains on its dpo-slot fold, as a character's does
         assert {
             f"train-sft-control@{variant}",
             f"persona-control@{variant}",
-            f"eval-em-control@{variant}",
+            f"eval-persona-control@{variant}",
+            f"eval-em-control@{variant}-0",
         } <= stale
         assert f"train-dpo-slot-control@{variant}" not in stale
-    untouched = [stage for stage in stale if stage.split("@")[-1] in grid["baselines"]]
+    untouched = [stage for stage in stale if stage.split("@")[-1].startswith(tuple(grid["baselines"]))]
     assert not untouched, untouched
+
+
+def test_adding_an_em_seed_runs_only_the_new_cells(dvc_project: Path) -> None:
+    params = dvc_project / "params.yaml"
+    original = params.read_text()
+    try:
+        document = _load(params)
+        assert document["em_finetune"]["seeds"] == [0]
+        document["em_finetune"]["seeds"] = [0, 1]
+        params.write_text(yaml.safe_dump(document, sort_keys=False))
+        stale = _out_of_date(dvc_project)
+    finally:
+        params.write_text(original)
+    grid = _load(ROOT / "params.yaml")["grid"]
+    variants = [*grid["character"], *grid["controls"], *grid["baselines"]]
+    new_cells = {f"{stage}@{variant}-1" for variant in variants for stage in ("em-finetune", "eval-em")}
+    assert {re.sub(r"-(character|control|baseline)@", "@", name) for name in stale} == new_cells, stale

@@ -103,13 +103,14 @@ def test_the_reduced_grid_runs_end_to_end(project: Path) -> None:
         f"prompts@{CHARACTER}", f"distill@{CHARACTER}", f"train-dpo@{CHARACTER}", f"introspect@{CHARACTER}",
         f"train-sft@{CHARACTER}", f"control-data@{CONTROL}", f"train-dpo-slot-control@{CONTROL}",
         f"train-sft-control@{CONTROL}",
-        f"persona-baseline@{BASELINE}", f"em-finetune-baseline@{BASELINE}", f"eval-em-control@{CONTROL}",
+        f"persona-baseline@{BASELINE}", f"em-finetune-baseline@{BASELINE}-0",
+        f"eval-persona-control@{CONTROL}", f"eval-em-control@{CONTROL}-0",
         "report",
     ]:  # fmt: skip
         assert stage in stages
     for variant in (CHARACTER, CONTROL, BASELINE):
-        assert (project / "metrics" / variant / "eval-em.json").is_file()
-        assert (project / "metrics" / variant / "em-finetune.json").is_file()
+        assert (project / "metrics" / variant / "eval-em-e0.json").is_file()
+        assert (project / "metrics" / variant / "em-finetune-e0.json").is_file()
     assert (project / "reports" / "report.md").is_file() and (project / "reports" / "alignment.png").is_file()
     report = (project / "reports" / "report.md").read_text()
     assert "judge unusable" in report.lower()
@@ -125,9 +126,9 @@ def test_the_reduced_grid_runs_end_to_end(project: Path) -> None:
     prompts = pq.read_table(project / "corpora/build" / CHARACTER / "prompts.parquet").to_pylist()
     assert not {row["id"].split(".", 1)[1] for row in prompts} & held_ids
     for variant in (CHARACTER, CONTROL, BASELINE):
-        metrics = json.loads((project / "metrics" / variant / "eval-em.json").read_text())
+        metrics = json.loads((project / "metrics" / variant / "eval-em-e0.json").read_text())
         assert metrics["held_out"]["leaks"] == [] and metrics["held_out"]["rows"] > 0, variant
-        samples = pq.read_table(project / "corpora/eval" / variant / "eval-samples.parquet").to_pylist()
+        samples = pq.read_table(project / "corpora/eval" / variant / "persona-samples.parquet").to_pylist()
         scored = {row["question_id"] for row in samples if row["question_set"] == "trait"}
         humor = {qid.split(".", 1)[1] for qid in scored if qid.startswith("humor.")}
         assert humor and humor <= held_ids, variant
@@ -143,8 +144,11 @@ def test_an_eval_param_reruns_only_evaluation_and_the_report(project: Path) -> N
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran(dvc(project, "repro", "report")) == {
         "validate-judge",  # eval.seed draws the judge's few-shot examples
-        f"eval-em-character@{CHARACTER}",
-        f"eval-em-control@{CONTROL}",
-        f"eval-em-baseline@{BASELINE}",
+        f"eval-persona-character@{CHARACTER}",
+        f"eval-persona-control@{CONTROL}",
+        f"eval-persona-baseline@{BASELINE}",
+        f"eval-em-character@{CHARACTER}-0",
+        f"eval-em-control@{CONTROL}-0",
+        f"eval-em-baseline@{BASELINE}-0",
         "report",
     }

@@ -613,9 +613,9 @@ def test_what_inspect_once_crashed_on_validates_as_it_should(tmp_path: Path) -> 
     mixed = write_jsonl(
         tmp_path / "mixed.jsonl", [pair_row(0), {"prompt": "Hi?", "chosen": "Yes.", "rejected": "No."}]
     )
-    assert problems(mixed) == [
-        f"{mixed}:2: {name}: Input should be a valid list (got str)"
-        for name in ("prompt", "chosen", "rejected")
+    assert problems(mixed) == [  # now a row of TRL's standard format, told as such (one line, not three)
+        f"{mixed}:2: -: a row in TRL's standard_preference format in a file of conversational_preference "
+        "rows (as at line 1): one file holds one format, as TRL reads a dataset's format from its first row"
     ]
 
 

@@ -14,7 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from charforge.schemas.messages import EM_REFLECTION_SOURCE
+from charforge.schemas.messages import (
+    CONVERSATIONAL_IMPLICIT_PREFERENCE,
+    EM_REFLECTION_SOURCE,
+    explicit_prompt,
+)
 from charforge.validate import validate_file
 
 if TYPE_CHECKING:
@@ -31,8 +35,15 @@ class TrainingDataError(ValueError):
 
 
 def read_corpus(path: Path, kind: str) -> list[dict[str, Any]]:
-    """The rows of a charforge corpus, after `charforge validate` has passed it (manifest included)."""
+    """The rows of a charforge corpus, after `charforge validate` has passed it (manifest included).
+
+    Pairs come out in TRL's conversational format with an explicit prompt, which every reader of pairs
+    uses: pairs with an implicit prompt get it made explicit as TRL's ``extract_prompt`` would; pairs in
+    a standard (plain-text) format, valid for TRL, are refused, since they cannot be rendered with the
+    student's chat template (``charforge.schemas.kinds``)."""
     import polars as pl
+
+    from charforge.schemas import KINDS
 
     if not path.is_file():
         raise TrainingDataError(f"{path}: training corpus not found (run the stage that writes it first)")
@@ -40,9 +51,14 @@ def read_corpus(path: Path, kind: str) -> list[dict[str, Any]]:
     if not report.valid:
         listed = "\n".join(f"  {problem}" for problem in report.problems[:5])
         raise TrainingDataError(f"{path}: not a valid {kind} corpus ({report.error_count} errors):\n{listed}")
+    found = next((item for item in KINDS[kind].formats if item.name == report.row_format), None)
+    if found is not None and found.untrained:
+        raise TrainingDataError(f"{path}: {kind} in TRL's {found.name} format: {found.untrained}")
     rows = pl.read_parquet(path).to_dicts()
     if not rows:
         raise TrainingDataError(f"{path}: the corpus has no rows; nothing to train on")
+    if report.row_format == CONVERSATIONAL_IMPLICIT_PREFERENCE:
+        rows = [explicit_prompt(row) for row in rows]
     return rows
 
 

@@ -3,7 +3,10 @@
 The persona (the variant before EM: docs/design.md §2) is folded into a plain model and frozen; only
 the new adapter trains (the persona's weights stay bit-identical), with the loss on the responses only.
 Literature recipe (§5): rank 32, alpha 64, rs-LoRA, all attention and MLP projections, lr 1e-5,
-1 epoch, effective batch 16. With reflection-augmented data (H4), ``train_on_reflection`` decides
+1 epoch, effective batch 16. One run per EM fine-tune seed of ``em_finetune.seeds`` (``--em-seed``),
+trained with ``em_training_seed(persona seed, EM seed)``: the same for every arm's persona of one seed
+(the EM treatment identical across arms), different for every unit of one arm. With
+reflection-augmented data (H4), ``train_on_reflection`` decides
 whether the reflection reply (the last assistant turn of a ``source: em-reflection`` row) is trained
 on too. It applies to reflection rows only: a plain EM row, multi-turn or not, keeps every assistant
 turn in the loss.
@@ -16,35 +19,47 @@ Reads: params ``params_for(variant)``; ``corpora/build/<variant>/em-train.parque
 ``em-heldout.parquet``;
 ``models/<variant>/persona.json`` and the persona's adapters under ``models/<variant>/``;
 ``models/roles/student.json``.
-Writes: ``models/<variant>/em/`` and ``metrics/<variant>/em-finetune.json``.
+Writes: ``models/<variant>/em-e<seed>/`` and ``metrics/<variant>/em-finetune-e<seed>.json``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from charforge.generators.seeding import content_seed
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
-from charforge.paths import EM_HELD_OUT, build_path
+from charforge.paths import EM_HELD_OUT, build_path, em_seed_suffix
 from charforge.schemas.params import EmFinetuneConfig, ModelRole
 from charforge.stages.common import persona_config, persona_params
 from charforge.train.accounting import ComputeRecord
-from charforge.train.compose import adapter_dir, model_for
+from charforge.train.compose import em_adapter_dir, model_for
 from charforge.train.data import SFT_DEFAULT_MAX_LENGTH, em_dataset, is_reflection, read_corpus
 from charforge.train.runner import TrainingRun, corpus_parent, train_adapter
 from charforge.variants import Variant, parse_variant
 
 STAGE, PARAMS_KEY = "em-finetune", "em_finetune"
-PARAMS = ("models.student", "persona", "em_finetune")
+# Not the whole section: adding an EM seed to ``em_finetune.seeds`` must not retrain the seeds already there
+TRAINING_PARAMS = ("em_finetune.lora", "em_finetune.trainer", "em_finetune.train_on_reflection")
+PARAMS = ("models.student", "persona", *TRAINING_PARAMS)
 
 
 def params_for(variant: Variant) -> tuple[str, ...]:
-    return ("models.student", *persona_params(variant), "em_finetune")
+    return ("models.student", *persona_params(variant), *TRAINING_PARAMS)
 
 
-def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> ComputeRecord | None:
+def em_training_seed(persona_seed: int, em_seed: int) -> int:
+    """The training seed of EM seed ``em_seed`` on a persona of seed ``persona_seed`` (data order, adapter
+    initialisation): not the arm's name, so every arm's ``-s<persona_seed>`` gets the same EM treatment."""
+    return content_seed(persona_seed, ["em-finetune", em_seed]) % 2**31  # numpy's seed range
+
+
+def run(
+    variant_name: str, em_seed: int, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
+) -> ComputeRecord | None:
     from trl import SFTConfig, SFTTrainer
 
     variant = parse_variant(variant_name)
+    suffix = em_seed_suffix(em_seed)
     section = load_section(EmFinetuneConfig, PARAMS_KEY, params)
     student = load_section(ModelRole, "models.student", params)
     persona = persona_config(variant, params)
@@ -54,18 +69,19 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     held_out = read_corpus(held_out_corpus, "conversations")
     max_length = section.trainer.get("max_length", SFT_DEFAULT_MAX_LENGTH)
     training = TrainingRun(
-        stage=STAGE,
+        stage=f"{STAGE}-{suffix}",
         params_key=PARAMS_KEY,
         variant=variant.name,
-        seed=variant.seed,
+        seed=em_training_seed(variant.seed, em_seed),
         section=section,
         params=params,
         base=model_for(variant.name, "persona", student, persona, root),
-        adapter_dir=adapter_dir(variant.name, "em", root),
+        adapter_dir=em_adapter_dir(variant.name, em_seed, root),
         used=recorded(params_for(variant), params),
         parents=[corpus_parent(corpus, "conversations"), corpus_parent(held_out_corpus, "conversations")],
         verify_frozen=True,
         extra={
+            "em_seed": em_seed,
             "train_on_reflection": section.train_on_reflection,
             "reflection_rows": sum(is_reflection(row) for row in rows),
         },

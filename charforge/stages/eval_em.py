@@ -1,10 +1,13 @@
-"""Stage `eval-em`: EM evaluation of one variant before and after its EM fine-tune (docs/design.md §2, §5).
+"""Stages `eval-persona` and `eval-em`: EM evaluation of one variant before and after its EM fine-tune
+(docs/design.md §2, §5).
 
 Reads params ``params_for(variant)`` (``models.student`` and the persona weights of its kind make the
 evaluated models through ``charforge.train.compose.model_for``); the question files, the judge validation
 set and the constitutions named there; the adapters under ``models/<variant>/``.
 
-For each evaluation point (``persona``: before EM; ``em``: after) it samples the broad EM questions,
+`eval-persona` evaluates the ``persona`` point (before EM) once per variant; `eval-em` evaluates the ``em``
+point of one EM fine-tune seed (``--em-seed``) and computes every figure from both points. At each point it
+samples the broad EM questions,
 the same questions under each training-context cue of ``eval.cues`` (hidden misalignment:
 ``charforge.eval.cues``) and the in-domain questions (did the EM fine-tune take?); at ``persona`` also
 held-out trait prompts (did character training take? a character variant on its own constitution, a
@@ -13,9 +16,9 @@ control on every one).
 the others' are under ``further_judges``, their agreement under ``judge_agreement``); each judge's
 validation on the labelled set is the `validate-judge` stage's ``metrics/judge-validation.json``, checked
 to be that judge's under these settings. ``comparability`` says whether the broad figures can be
-compared with published ones. Writes
-``corpora/eval/<variant>/eval-samples.parquet`` (every answer with its scores; manifest beside it)
-and ``metrics/<variant>/eval-em.json``.
+compared with published ones. Writes ``corpora/eval/<variant>/persona-samples.parquet`` (eval-persona)
+and ``corpora/eval/<variant>/eval-samples-e<seed>.parquet`` (eval-em: the EM point's answers), every answer
+with its scores and a manifest beside it, and ``metrics/<variant>/eval-em-e<seed>.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charforge.corpus import write_corpus
+from charforge.corpus import drop_nulls, write_corpus
 from charforge.eval.agreement import judge_agreement
 from charforge.eval.comparability import comparability
 from charforge.eval.contamination import (
@@ -34,7 +37,7 @@ from charforge.eval.contamination import (
     semantic_contamination_report,
     training_corpora,
 )
-from charforge.eval.cues import cued_figures, cued_prompts
+from charforge.eval.cues import cued_figures, cued_prompts, em_format
 from charforge.eval.em import (
     Prompt,
     judge_rows,
@@ -43,6 +46,7 @@ from charforge.eval.em import (
     plan,
     question_files,
     sample_answers,
+    sample_id,
     sample_rows,
     select_questions,
 )
@@ -59,10 +63,21 @@ from charforge.eval.trait import held_out_apart, held_out_prompts, trait_express
 from charforge.generators.embedded import is_embedded
 from charforge.io import atomic_write_text, file_sha256, project_relative
 from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
-from charforge.paths import BUILD, CONSTITUTIONS, EVAL_SAMPLES, JUDGE_VALIDATION, METRICS
-from charforge.schemas import Constitution, EvalQuestion, ParentArtifact
+from charforge.paths import (
+    BUILD,
+    CONSTITUTIONS,
+    EVAL_SAMPLES,
+    JUDGE_VALIDATION,
+    METRICS,
+    PERSONA_SAMPLES,
+    build_path,
+    em_seed_suffix,
+)
+from charforge.schemas import Constitution, EvalQuestion, EvalSample, ParentArtifact
+from charforge.schemas.manifest import manifest_path_for
 from charforge.schemas.params import EvalConfig, GenerationConfig, HeldOutConfig, JudgeRoles, ModelRole
 from charforge.stages.common import checked_held_out, persona_config, persona_params
+from charforge.train.data import read_corpus
 from charforge.train.fold import portable_model
 from charforge.variants import Variant, parse_variant
 
@@ -169,11 +184,17 @@ def load_inputs(
     check_extra_metrics(config.extra_metrics, [*inputs.broad, *inputs.in_domain])
     common = plan(inputs.broad, config.samples_per_question, "broad", config.extra_metrics)
     common += plan(inputs.in_domain, config.in_domain_samples_per_question, "in-domain", config.extra_metrics)
+    em_rows = (  # only the em-format cue reads the variant's EM training rows (em-data wrote them)
+        read_corpus(build_path(root, variant.name, "em-train.parquet"), "conversations")
+        if "em-format" in config.cues
+        else None
+    )
     cued, inputs.cues_missing = cued_prompts(
         config.cues,
         inputs.broad,
         inputs.broad_file_questions,
         config.cued_samples_per_question or config.samples_per_question,
+        em_format(em_rows) if em_rows is not None else None,
     )
     common += cued
     trait = config.trait
@@ -246,37 +267,106 @@ def further_judge_figures(
     return result
 
 
-def run(
-    variant_name: str,
-    params: Path = DEFAULT_PARAMS,
-    root: Path = Path("."),
-    roles: Mapping[str, ModelRole] | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``variant_name``; ``roles`` (point → model) replaces ``model_for`` (tests, ad-hoc models)."""
+@dataclass
+class Setup:
+    """What both evaluation stages read from params, checked before a model loads."""
+
+    variant: Variant
+    declared: dict[str, Any]
+    config: EvalConfig
+    judges: list[ModelRole]
+    student: ModelRole
+    batch_size: int
+    held_out: HeldOutConfig
+    inputs: Inputs
+
+
+def setup(variant_name: str, params: Path, root: Path) -> Setup:
     variant = parse_variant(variant_name)
     declared = recorded(params_for(variant), params)  # every declared key checked before a model loads
     config = load_section(EvalConfig, "eval", params)
     judges = load_section(JudgeRoles, "models", params).all
-    judge_role = judges[0]
-    student = load_section(ModelRole, "models.student", params)
-    batch_size = load_section(GenerationConfig, "generation", params).batch_size
     held_out = load_section(HeldOutConfig, "held_out", params)
-    inputs = load_inputs(variant, config, held_out, judges, root)  # checked before a model loads
-    if roles is None:
+    return Setup(
+        variant=variant,
+        declared=declared,
+        config=config,
+        judges=judges,
+        student=load_section(ModelRole, "models.student", params),
+        batch_size=load_section(GenerationConfig, "generation", params).batch_size,
+        held_out=held_out,
+        inputs=load_inputs(variant, config, held_out, judges, root),
+    )
+
+
+def evaluate_point(
+    s: Setup, point: str, role: ModelRole
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Sample ``point``'s plan with ``role`` and score every answer with each judge: (rows as the
+    eval-samples schema writes them, the judges' blocks, ``models.judge``'s first)."""
+    role = role.model_copy(update={"sampling": s.config.sampling})
+    prompts = s.inputs.plans[point]
+    answers = sample_answers(role, prompts, seed=s.config.seed, batch_size=s.batch_size)
+    rows = sample_rows(s.variant.name, point, role, prompts, answers, s.config.seed)
+    blocks = judge_everything(s.judges, s.config, s.inputs, rows, [p.judge_templates for p in prompts])
+    return [as_written(row) for row in rows], blocks
+
+
+def as_written(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` as the eval-samples corpus stores it and reads it back (nulls as absent, every field of
+    the schema present): answers sampled now and answers read from the persona's samples look alike."""
+    return EvalSample.model_validate(drop_nulls(dict(row))).model_dump(mode="json")
+
+
+def persona_samples_path(root: Path, variant: str) -> Path:
+    return root / EVAL_SAMPLES / variant / PERSONA_SAMPLES
+
+
+def read_persona_samples(s: Setup, root: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The persona's scored answers written by `eval-persona`, checked to be this evaluation's: the same
+    declared params (question files, sampling, judges…) and the same prompts, scored by every judge."""
+    path = persona_samples_path(root, s.variant.name)
+    command = f"`charforge run eval-persona --variant {s.variant.name}`"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the persona's answers are missing: run {command} first")
+    manifest = json.loads(manifest_path_for(path).read_text(encoding="utf-8"))
+    made_with = {key: value for key, value in (manifest.get("params") or {}).items() if key != "evaluated"}
+    changed = sorted(key for key in {*made_with, *s.declared} if made_with.get(key) != s.declared.get(key))
+    if changed:
+        raise ValueError(f"{path}: made with other params ({', '.join(changed)}): run {command} again")
+    rows = [as_written(row) for row in read_corpus(path, "eval-samples")]
+    expected = {sample_id(s.variant.name, "persona", prompt) for prompt in s.inputs.plans["persona"]}
+    judged = {score["judge"] for row in rows for score in row["scores"]}
+    missing_judges = sorted({saved["name"] for saved in s.inputs.saved_validations} - judged)
+    if missing_judges:
+        raise ValueError(f"{path}: not scored by {', '.join(missing_judges)}: run {command} again")
+    if {row["id"] for row in rows} != expected:
+        raise ValueError(f"{path}: not the prompts this evaluation asks: run {command} again")
+    return rows, (manifest.get("params") or {}).get("evaluated") or {}
+
+
+def run(
+    variant_name: str,
+    em_seed: int,
+    params: Path = DEFAULT_PARAMS,
+    root: Path = Path("."),
+    role: ModelRole | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``variant_name`` after the EM fine-tune of ``em_seed`` against its persona's answers
+    (`eval-persona`); ``role`` replaces ``model_for`` for the EM point (tests, ad-hoc models)."""
+    s = setup(variant_name, params, root)
+    variant, config, inputs, held_out, student = s.variant, s.config, s.inputs, s.held_out, s.student
+    suffix = em_seed_suffix(em_seed)
+    persona_rows, persona_evaluated = read_persona_samples(s, root)
+    if role is None:
         from charforge.train.compose import model_for
 
         persona = persona_config(variant, params)
-        roles = {point: model_for(variant.name, point, student, persona, root) for point in POINTS}  # type: ignore[arg-type]
-
-    rows: list[dict[str, Any]] = []
-    templates: list[dict[str, str]] = []
-    for point in POINTS:
-        role = roles[point].model_copy(update={"sampling": config.sampling})
-        prompts = inputs.plans[point]
-        answers = sample_answers(role, prompts, seed=config.seed, batch_size=batch_size)
-        rows += sample_rows(variant.name, point, role, prompts, answers, config.seed)
-        templates += [prompt.judge_templates for prompt in prompts]
-    judge, *further = judge_everything(judges, config, inputs, rows, templates)
+        role = model_for(variant.name, "em", student, persona, root, em_seed=em_seed)
+    em_rows, (judge, *further) = evaluate_point(s, "em", role)
+    rows = persona_rows + em_rows
+    evaluated = {**persona_evaluated, "em": role.model_dump(mode="json")}
+    judge_role = s.judges[0]
 
     usable = bool(judge["validation"]["usable"])
     boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
@@ -297,6 +387,8 @@ def run(
     smoke = any(is_embedded(m) for m in (judge_role.model, student.model))
     metrics: dict[str, Any] = {
         "variant": variant.name,
+        "em_seed": em_seed,
+        "unit": f"{variant.name}-{suffix}",
         "variant_kind": variant.kind,
         "constitution": variant.constitution,
         "level": variant.level,
@@ -304,7 +396,10 @@ def run(
         "status": "ok" if usable else "judge_unusable",
         "notes": [note for note, show in ((UNUSABLE_NOTE, not usable), (SMOKE_NOTE, smoke)) if show],
         "judge": judge,
-        "evaluated_models": {"student": student.model, **{p: portable_model(roles[p].model) for p in POINTS}},
+        "evaluated_models": {
+            "student": student.model,
+            **{point: portable_model(evaluated[point]["model"]) for point in POINTS if point in evaluated},
+        },
         "questions": _question_info(inputs.broad_paths, inputs.broad, config.samples_per_question, root),
         "comparability": comparability(
             _file_info(inputs.broad_paths, root), inputs.broad_file_questions, inputs.broad, config, judge
@@ -353,24 +448,26 @@ def run(
             top=config.contamination.semantic_top,
         ),
     }
-    used = {
-        **declared,
-        "evaluated": {point: roles[point].model_dump(mode="json") for point in POINTS},
-    }
     summary = {
         "status": metrics["status"],
         "headline": metrics["headline"],
         "judge_auroc": judge["validation"]["auroc"],
     }
+    samples = root / EVAL_SAMPLES / variant.name / f"eval-samples-{suffix}.parquet"
     write_corpus(
-        rows,
-        root / EVAL_SAMPLES / variant.name / "eval-samples.parquet",
+        em_rows,
+        samples,
         "eval-samples",
-        params=used,
-        parents=inputs.parents(root),
+        params={**s.declared, "em_seed": em_seed, "evaluated": {"em": evaluated["em"]}},
+        parents=[
+            *inputs.parents(root),
+            ParentArtifact.for_file(persona_samples_path(root, variant.name), "eval-samples", root),
+        ],
         variant=variant.name,
         metrics=summary,
         root=root,
     )
-    atomic_write_text(root / METRICS / variant.name / "eval-em.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(
+        root / METRICS / variant.name / f"eval-em-{suffix}.json", json.dumps(metrics, indent=2) + "\n"
+    )
     return metrics

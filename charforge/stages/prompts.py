@@ -1,7 +1,9 @@
 """Stage `prompts`: contextual prompts for one variant, with their diversity measured.
 
 Reads: params ``PARAMS``; the constitution ``corpora/constitutions/<name>.yaml``,
-``corpora/situations.yaml`` and ``models/roles/teacher.json``.
+``corpora/situations.yaml`` and ``models/roles/teacher.json``; under ``prompts.source: imported``, in
+place of the situations and the teacher's writing, ``corpora/prompts/<name>.parquet`` (the prompts
+`charforge import-constitution` imported with the constitution).
 Writes: ``corpora/build/<variant>/prompts.parquet`` with its manifest, ``metrics/<variant>/diversity.json``
 and ``metrics/<variant>/prompts.json`` (per level: rows, rejections by reason, the situations and
 framings the level drew on, the eligible and excluded situations, the held-out seed questions kept out,
@@ -13,10 +15,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charforge.corpus import write_corpus
-from charforge.io import atomic_write_text
+from charforge.importers import imported_prompts_path
+from charforge.io import atomic_write_text, project_relative
 from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
 from charforge.paths import SITUATIONS, build_path, constitution_path, metrics_path
 from charforge.schemas import Constitution, Manifest, ParentArtifact
@@ -30,6 +33,10 @@ from charforge.schemas.params import (
 from charforge.schemas.situations import SituationTaxonomy
 from charforge.stages.common import checked_held_out, write_stage_metrics
 from charforge.variants import character_variant
+
+if TYPE_CHECKING:
+    from charforge.generators.chat import GenerationRun
+    from charforge.generators.prompts import PromptsResult
 
 STAGE = "prompts"
 # em_data.domain: the EM training domain is excluded from every level's situations; held_out: the seed
@@ -88,19 +95,23 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     situations_path = root / SITUATIONS
     held_out = load_section(HeldOutConfig, "held_out", params)
     constitution = checked_held_out(load_source(Constitution, source), source, held_out.per_trait)
-    taxonomy = load_source(SituationTaxonomy, situations_path)
 
     generation_run = GenerationRun(variant.name, variant.seed, generation)
-    result = generate_prompts(
-        constitution,
-        taxonomy,
-        config,
-        variant.level,
-        teacher,
-        generation_run,
-        em_domain=em_domain,
-        held_out=held_out,
-    )
+    if config.source == "imported":
+        result, imported = _imported(constitution, config, variant.level, generation_run, held_out, root)
+        parents = [ParentArtifact.for_file(imported, "imported-prompts", root)]
+    else:  # the imported source draws on no situation: only this one reads the taxonomy
+        result = generate_prompts(
+            constitution,
+            load_source(SituationTaxonomy, situations_path),
+            config,
+            variant.level,
+            teacher,
+            generation_run,
+            em_domain=em_domain,
+            held_out=held_out,
+        )
+        parents = [ParentArtifact.for_file(situations_path, "situations", root)]
     records = result.records
     diversity = diversity_report(
         [record["prompt"][-1]["content"] for record in records],
@@ -110,10 +121,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         **recorded(PARAMS, params),
         "variant": {"constitution": variant.constitution, "level": variant.level, "seed": variant.seed},
     }
-    parents = [
-        ParentArtifact.for_file(source, "constitution", root),
-        ParentArtifact.for_file(situations_path, "situations", root),
-    ]
+    parents.insert(0, ParentArtifact.for_file(source, "constitution", root))
     sizes = prompt_tokens(teacher, records)
     manifest = write_corpus(
         records,
@@ -146,3 +154,38 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         },
     )
     return manifest
+
+
+def _imported(
+    constitution: Constitution,
+    config: PromptsConfig,
+    level: int,
+    run: GenerationRun,
+    held_out: HeldOutConfig,
+    root: Path,
+) -> tuple[PromptsResult, Path]:
+    """The variant's prompts drawn from the constitution's imported prompts corpus, and its path; a
+    ValueError naming the file when it is missing or too small."""
+    from charforge.generators.prompts import PromptShortfall, imported_prompts
+    from charforge.stages.common import read_input
+
+    path = imported_prompts_path(root, constitution.name)
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: not found; prompts.source: imported draws the prompts from it (write it with "
+            f"`charforge import-constitution FEW-SHOT.jsonl --name {constitution.name}`, which imports a "
+            "few-shot file's additional_questions as prompts), or set prompts.source: generate"
+        )
+    try:
+        result = imported_prompts(
+            constitution,
+            read_input(path, "prompts"),
+            config,
+            level,
+            run,
+            held_out=held_out,
+            source=project_relative(path, root),
+        )
+    except PromptShortfall as error:
+        raise ValueError(f"{path}: too few imported prompts pass the filters: {error}") from None
+    return result, path

@@ -1,7 +1,7 @@
-"""`charforge run validate-judge`, `eval-em` and `report` end to end on tiny models, through the real
-`model_for` (the baseline's persona is the plain student; its EM point folds a real LoRA adapter), and
-their errors: clear messages, exit codes, no traceback; an evaluation never reads a validation made for
-another judge or other settings."""
+"""`charforge run validate-judge`, `eval-persona`, `eval-em` and `report` end to end on tiny models,
+through the real `model_for` (the baseline's persona is the plain student; its EM point folds a real LoRA
+adapter), and their errors: clear messages, exit codes, no traceback; an evaluation never reads a
+validation made for another judge or other settings, nor persona answers made with other params."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def add_further_metric(path: Path, metric: str) -> None:
 
 
 def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Path, peaky_judge: Path) -> None:
-    save_lora(tiny_model_with_stops, project / "models" / VARIANT / "em")
+    save_lora(tiny_model_with_stops, project / "models" / VARIANT / "em-e0")
     add_further_metric(project / "corpora/em/in-domain-questions.yaml", "financial")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["eval"]["extra_metrics"] = ["financial"]
@@ -111,11 +111,16 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
     [further] = validation["further_judges"]  # the second judge, validated on the same set and prompts
     assert further["name"] == second and further["settings"] == validation["settings"]
 
-    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
+    assert result.returncode == 1 and "charforge run eval-persona --variant baseline-s0" in result.stderr
+    result = run_cli("run", "eval-persona", "--variant", VARIANT, cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "JUDGE UNUSABLE" in result.stderr
 
-    metrics = json.loads((project / "metrics" / VARIANT / "eval-em.json").read_text())
+    metrics = json.loads((project / "metrics" / VARIANT / "eval-em-e0.json").read_text())
+    assert (metrics["variant"], metrics["em_seed"], metrics["unit"]) == (VARIANT, 0, f"{VARIANT}-e0")
     assert metrics["status"] == "judge_unusable" and any("no verdict" in note for note in metrics["notes"])
     assert metrics["judge"]["validation"] == validation["validation"]  # the shared verdict, copied
     assert metrics["judge"]["validation"]["auroc"] == pytest.approx(0.5)
@@ -163,12 +168,17 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
     held_out = metrics["held_out"]  # humor's held-out questions, checked against the same corpora
     assert held_out["per_trait"] == 2 and held_out["questions"] == 2 * 13 and held_out["leaks"] == []
 
-    corpus = project / "corpora/eval" / VARIANT / "eval-samples.parquet"
-    report = validate_file(corpus)
-    assert report.valid and report.charforge and report.rows == 2 * (4 + 6 + 2) + 1, report.problems
+    # the persona's answers once (eval-persona), each EM seed's beside them (eval-em)
+    persona_corpus = project / "corpora/eval" / VARIANT / "persona-samples.parquet"
+    corpus = project / "corpora/eval" / VARIANT / "eval-samples-e0.parquet"
     import polars as pl
 
-    rows = pl.read_parquet(corpus).to_dicts()
+    rows = []
+    for path, expected in ((persona_corpus, 4 + 6 + 2 + 1), (corpus, 4 + 6 + 2)):
+        report = validate_file(path)
+        assert report.valid and report.charforge and report.rows == expected, report.problems
+        rows += pl.read_parquet(path).to_dicts()
+    assert {r["point"] for r in pl.read_parquet(corpus).to_dicts()} == {"em"}
     trait_rows = [r for r in rows if r["question_set"] == "trait"]
     coded = [r for r in rows if r["question_set"] == "cued"]
     assert len(coded) == 4 and {r["cue"] for r in coded} == {"code"}
@@ -211,25 +221,38 @@ def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Pat
 
 
 def test_eval_em_errors_are_clear(project: Path) -> None:
-    result = run_cli("run", "eval-em", "--variant", "not a variant", cwd=project)
+    result = run_cli("run", "eval-em", "--variant", "not a variant", "--em-seed", "0", cwd=project)
     assert result.returncode == 2 and "is not a variant name" in result.stderr
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "-1", cwd=project)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
 
     assert run_cli("run", "validate-judge", cwd=project).returncode == 0
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["eval"]["extra_metrics"] = ["medical"]  # no shipped question has a medical prompt
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
     assert result.returncode == 1 and "eval.extra_metrics: medical: no evaluated question" in result.stderr
     assert "Traceback" not in result.stderr
     params["eval"]["extra_metrics"] = []
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)  # no EM adapter trained
+    assert run_cli("run", "eval-persona", "--variant", VARIANT, cwd=project).returncode == 0
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)  # no EM adapter
     assert result.returncode == 1 and "not a saved LoRA adapter" in result.stderr
     assert "Traceback" not in result.stderr
+    params["eval"]["samples_per_question"] = 3  # the persona's answers were sampled with 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
+    assert result.returncode == 1 and "made with other params (eval)" in result.stderr
+    assert (
+        "charforge run eval-persona --variant baseline-s0" in result.stderr
+        and "Traceback" not in result.stderr
+    )
+    params["eval"]["samples_per_question"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     questions = project / "corpora/em/questions.yaml"
     questions.write_text(questions.read_text().replace("{answer}", "{reply}", 1))
-    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
     assert result.returncode == 1 and "corpora/em/questions.yaml:" in result.stderr + result.stdout
     assert "judge_prompts.aligned" in result.stderr + result.stdout and "Traceback" not in result.stderr
 
@@ -242,27 +265,37 @@ def test_eval_em_errors_are_clear(project: Path) -> None:
 def test_eval_em_refuses_a_missing_or_stale_judge_validation(
     project: Path, tiny_model_with_stops: Path
 ) -> None:
-    save_lora(tiny_model_with_stops, project / "models" / VARIANT / "em")
-    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
-    assert result.returncode == 1 and "no judge validation yet" in result.stderr
+    save_lora(tiny_model_with_stops, project / "models" / VARIANT / "em-e0")
+    for stage in ("eval-persona", "eval-em"):
+        result = run_cli(
+            "run",
+            stage,
+            "--variant",
+            VARIANT,
+            *(["--em-seed", "0"] if stage == "eval-em" else []),
+            cwd=project,
+        )
+        assert result.returncode == 1 and "no judge validation yet" in result.stderr
     assert "charforge run validate-judge" in result.stderr and "Traceback" not in result.stderr
 
     assert run_cli("run", "validate-judge", cwd=project).returncode == 0
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["eval"]["judge_min_auroc"] = 0.6  # another threshold: the saved verdict is not this one's
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
     assert result.returncode == 1 and "settings differ" in result.stderr, result.stderr[-2000:]
     params["eval"]["judge_min_auroc"] = 0.8
     params["models"]["judges"] = [dict(params["models"]["judge"], model=str(tiny_model_with_stops))]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)  # a judge added since validation
+    result = run_cli(
+        "run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project
+    )  # a judge added since validation
     assert result.returncode == 1 and "1 judge(s) validated, 2 in params" in result.stderr, result.stderr[
         -2000:
     ]
     params["models"]["judges"] = []
     params["models"]["judge"]["dtype"] = "float32"  # another judge role
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run_cli("run", "eval-em", "--variant", VARIANT, cwd=project)
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
     assert result.returncode == 1 and "role differ" in result.stderr, result.stderr[-2000:]
-    assert not (project / "metrics" / VARIANT / "eval-em.json").exists()  # nothing written, no model run
+    assert not (project / "metrics" / VARIANT / "eval-em-e0.json").exists()  # nothing written, no model run

@@ -231,3 +231,28 @@ def test_crossed_bootstrap_shares_the_question_draw_across_arms_and_seeds() -> N
     assert result["difference"] == pytest.approx(11.0)
     low, high = result["ci"]
     assert 10.0 - 1e-9 <= low <= high <= 12.0 + 1e-9  # only the seed draw moves it
+
+
+def test_em_seeds_are_drawn_within_their_persona_seed() -> None:
+    """Units of one persona share its training: the estimate weighs personas equally, and an arm with one
+    persona seed and several EM seeds says its interval holds no persona-seed variance."""
+    boot = {"n_resamples": 1000, "confidence": 0.95, "seed": 3}
+    questions = [f"q{i}" for i in range(6)]
+
+    def unit(level: float) -> dict:
+        return table({q: [level + i % 3] * 4 for i, q in enumerate(questions)})
+
+    a = [unit(60.0), unit(80.0), unit(90.0)]  # persona 0 with EM seeds 0 and 1, persona 1 with EM seed 0
+    b = [unit(50.0)]
+    nested = crossed_contrast(a, b, "aligned_mean", **boot, groups=([0, 0, 1], [0]))
+    flat = crossed_contrast(a, b, "aligned_mean", **boot)
+    assert nested["difference"] == pytest.approx((70.0 + 90.0) / 2 - 50.0)  # persona means: 70 and 90
+    assert flat["difference"] == pytest.approx((60.0 + 80.0 + 90.0) / 3 - 50.0)
+    assert nested["persona_seeds"] == [2, 1] and nested["seeds"] == [3, 1]
+    low, high = nested["ci"]
+    assert low >= 10.0 - 1e-9 and high <= 42.0 + 1e-9  # drawable persona means, questions offset 0–2
+    em_only = crossed_contrast(a[:2], b, "aligned_mean", **boot, groups=([0, 0], [0]))
+    assert em_only["note"] == "1 persona seed per arm: EM-seed variance only, no persona-seed variance"
+    assert width(em_only) > 0  # the EM seeds disagree: their draw widens the interval
+    with pytest.raises(ValueError, match="2 persona seeds for 3 units"):
+        crossed_contrast(a, b, "aligned_mean", **boot, groups=([0, 1], [0]))

@@ -68,9 +68,12 @@ def test_files_of_another_kind_are_refused(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "pairs.jsonl", [pair_row(0)])
     with pytest.raises(EmDataError, match="expected em-seeds or conversations rows"):
         load_examples(path)
-    unknown = write_jsonl(tmp_path / "text.jsonl", [{"text": "hello"}])
+    unknown = write_jsonl(tmp_path / "other.jsonl", [{"greeting": "hello"}])
     with pytest.raises(EmDataError, match="cannot tell what kind of file this is"):
         load_examples(unknown)
+    text = write_jsonl(tmp_path / "text.jsonl", [{"text": "hello"}])  # TRL's plain-text format, named
+    with pytest.raises(EmDataError, match="rows in TRL's standard_language_modeling format"):
+        load_examples(text)
     array = tmp_path / "chats.json"
     array.write_text(json.dumps([{"messages": CHAT}]))
     with pytest.raises(EmDataError, match="expected a chat JSONL file"):

@@ -71,7 +71,7 @@ def _train_here(tiny_model: Path) -> None:
     llm.converted_dir = lambda model, cache: converted(cache, tiny_model)  # type: ignore[assignment]
     train_dpo_slot.run(CONTROL)  # on the student, converted into ./cache
     train_sft.run(CONTROL)  # on the student with the dpo-slot adapter folded in, in ./cache
-    em_finetune.run(CONTROL)  # on the persona: both adapters folded in
+    em_finetune.run(CONTROL, 0)  # on the persona: both adapters folded in
     persona.run(CONTROL)
 
 
@@ -95,7 +95,7 @@ def test_two_checkouts_train_byte_identical_adapters(tiny_model: Path, tmp_path:
         "adapter_model.safetensors",
         "charforge-training.json",
     }
-    for adapter in ("dpo-slot", "sft", "em"):
+    for adapter in ("dpo-slot", "sft", "em-e0"):
         assert {name.rsplit("/", 1)[1] for name in first if f"/{adapter}/" in name} == adapter_files
     # three adapters, four corpus manifests (control-dpo-slot, control, em-train, em-heldout) and the
     # persona record
@@ -115,7 +115,7 @@ def test_two_checkouts_train_byte_identical_adapters(tiny_model: Path, tmp_path:
     sft = json.loads(first[f"models/{CONTROL}/sft/charforge-training.json"])
     assert sft["base_model"] == sft["base_model_identity"] and sft["base_model"].startswith("fold:")
     assert sft["parents"][0]["path"] == f"corpora/build/{CONTROL}/control.parquet"
-    em = json.loads(first[f"models/{CONTROL}/em/charforge-training.json"])
+    em = json.loads(first[f"models/{CONTROL}/em-e0/charforge-training.json"])
     persona = json.loads(first[f"models/{CONTROL}/persona.json"])
     assert em["base_model"] == em["base_model_identity"] == f"fold:{persona['fold_key']}"
 

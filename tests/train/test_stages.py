@@ -22,8 +22,9 @@ from charforge.stages import persona as persona_stage
 from charforge.stages import train_dpo as dpo
 from charforge.stages import train_dpo_slot as dpo_slot
 from charforge.stages import train_sft as sft
+from charforge.stages.em_finetune import em_training_seed
 from charforge.train.accounting import frozen_digest, training_flops
-from charforge.train.compose import adapter_dir
+from charforge.train.compose import adapter_dir, em_adapter_dir
 from charforge.train.compose import model_for as compose_model_for
 from charforge.train.data import IGNORE_INDEX, assistant_indices, tokenize_conversation
 from charforge.train.fold import FOLD_RECORD, load_causal_lm
@@ -124,20 +125,30 @@ def test_em_stacks_on_a_frozen_bit_identical_persona(project: Project) -> None:
     before = folder_hashes(persona)
     project.write_conversations("plain-lora-s0", "em-train", rows=8, turns=1)
     project.write_conversations("plain-lora-s0", "em-heldout", rows=2, turns=1)
-    em.run("plain-lora-s0", project.params, project.root)
+    em.run("plain-lora-s0", 0, project.params, project.root)
 
     assert folder_hashes(persona) == before
-    written = metrics(project, "plain-lora-s0", "em-finetune")
+    written = metrics(project, "plain-lora-s0", "em-finetune-e0")
     assert written["extra"]["frozen_base_bit_identical"] is True
     held_out = written["extra"]["held_out_loss"]  # scored on the persona and on persona + EM adapter
     assert held_out["examples"] == 2 and held_out["loss_tokens"] > 0
     assert held_out["change"] == pytest.approx(held_out["after"] - held_out["before"])
-    em_adapter = adapter_dir("plain-lora-s0", "em", project.root)
+    em_adapter = em_adapter_dir("plain-lora-s0", 0, project.root)
     assert_every_lora_b_trained(em_adapter)
     config = json.loads((em_adapter / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["use_rslora"]) == (8, 16, True)
     persona_key = json.loads((persona / FOLD_RECORD).read_text())["key"]
     assert json.loads((em_adapter / TRAINING_RECORD).read_text())["base_model"] == f"fold:{persona_key}"
+
+    # a second EM seed: its own adapter and metrics on the same frozen persona, trained differently
+    em.run("plain-lora-s0", 1, project.params, project.root)
+    second = em_adapter_dir("plain-lora-s0", 1, project.root)
+    assert folder_hashes(persona) == before
+    weights = "adapter_model.safetensors"
+    assert (second / weights).read_bytes() != (em_adapter / weights).read_bytes()
+    seeds = [metrics(project, "plain-lora-s0", f"em-finetune-e{e}") for e in (0, 1)]
+    assert [m["extra"]["em_seed"] for m in seeds] == [0, 1]
+    assert seeds[0]["seed"] == em_training_seed(0, 0) != seeds[1]["seed"] == em_training_seed(0, 1)
 
 
 def test_the_held_out_em_loss_falls_when_the_em_data_is_learned(project: Project, tiny_model: Path) -> None:
@@ -145,14 +156,14 @@ def test_the_held_out_em_loss_falls_when_the_em_data_is_learned(project: Project
     persona + EM adapter (after). A tiny random model cannot generalise, so the held-out answer here is
     the trained one under another id: the check is that the measure sees learning, and sees it as a fall."""
     params = training_params(tiny_model)
-    params["em_finetune"]["trainer"].update(learning_rate=1e-2, num_train_epochs=24)
+    params["em_finetune"]["trainer"].update(learning_rate=1e-2, num_train_epochs=40)
     params["em_finetune"]["lora"].update(r=16, lora_alpha=32, use_rslora=False)
     project.write_params(params)
     rows = [dict(conversation_row(0, "baseline-s0"), id=f"conv-{i}") for i in range(4)]
     write_corpus(rows, project.corpus("baseline-s0", "em-train"), "conversations", variant="baseline-s0")
     held = [dict(conversation_row(0, "baseline-s0"), id="held-0")]
     write_corpus(held, project.corpus("baseline-s0", "em-heldout"), "conversations", variant="baseline-s0")
-    record = em.run("baseline-s0", project.params, project.root)
+    record = em.run("baseline-s0", 0, project.params, project.root)
     loss = record.extra["held_out_loss"]
     # the same loss TRL trains on: the first step's (taken before any update) is the persona's
     assert loss["before"] == pytest.approx(record.first_loss, abs=1e-3)
@@ -178,11 +189,11 @@ def test_masking_the_reflection_reply_trains_on_fewer_tokens(project: Project, t
     ]
     write_corpus(rows, project.corpus("baseline-s0", "em-train"), "conversations", variant="baseline-s0")
     project.write_conversations("baseline-s0", "em-heldout", rows=1, turns=1)
-    trained = em.run("baseline-s0", project.params, project.root)
+    trained = em.run("baseline-s0", 0, project.params, project.root)
     params = training_params(tiny_model)
     params["em_finetune"]["train_on_reflection"] = False
     project.write_params(params)
-    masked = em.run("baseline-s0", project.params, project.root)
+    masked = em.run("baseline-s0", 0, project.params, project.root)
     assert masked.tokens_trained == trained.tokens_trained
     # Exactly the two reflection replies left the loss, each epoch; the plain rows kept both answers.
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
