@@ -32,6 +32,8 @@ EM_HELD_OUT = "em-heldout.parquet"
 # corpora/eval/<variant>/<PERSONA_SAMPLES>: the persona's evaluated answers (eval-persona writes them once per
 # variant; every EM seed's eval-em reads them as its "before EM" point)
 PERSONA_SAMPLES = "persona-samples.parquet"
+# models/<variant>/<adapter>/<TRAINING_RECORD>: what made an adapter (its base, params, parents, seed)
+TRAINING_RECORD = "charforge-training.json"
 
 
 def em_seed_suffix(em_seed: int) -> str:

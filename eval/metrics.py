@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 POINTS = ("persona", "em")  # the evaluation points: the persona before the EM fine-tune, and after
 STATS = (
@@ -222,22 +223,26 @@ def crossed_contrast(
     groups: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> dict[str, object]:
     """Arm A − arm B, each arm a list of trained units (one measure per unit: a persona seed after one
-    EM fine-tune seed), with a crossed bootstrap: each replicate draws training seeds with replacement
-    within each arm and one question sample shared by every arm and unit (questions are crossed with
-    arms and seeds, not nested in them). ``groups`` gives each unit's persona seed: the draw is then
-    two-stage, persona seeds first and EM seeds within each drawn persona (units of one persona share
-    its training, so they are not independent draws); without it every unit is its own persona. The
-    estimate is the mean over A's personas of their mean over EM seeds, minus B's. Seeds are not paired
-    across arms. With one unit per arm the interval is the question-only one of ``paired_contrast``;
-    seeds that disagree widen it. Per-unit values are returned beside it."""
+    EM fine-tune seed). ``groups`` gives each unit's persona seed (without it every unit is its own
+    persona): an arm's value is the mean over its personas of their mean over EM seeds.
+
+    The interval adds two independent parts, since questions are crossed with arms and seeds:
+    - questions: one bootstrap draw of questions shared by every arm and unit, the units held fixed
+      (a question that moves every arm cancels);
+    - training seeds: each arm's spread over its top-level units, its personas (whose means carry the EM
+      seeds within), or with one persona its EM seeds ("EM-seed variance only"), Welch's standard error
+      and degrees of freedom, with a t quantile (``scipy.stats``): a bootstrap over 2–3 seeds would
+      understate a spread it has barely seen.
+    With no seed spread to estimate (one unit per arm, or seeds that agree exactly) the interval is the
+    question-only percentile one of ``paired_contrast``. Per-unit values are returned beside it, and
+    ``note`` says which seed variance the interval holds."""
     shared = sorted(set.intersection(*(_answered(m, stat) for m in (*a, *b))))
-    seeds = [len(a), len(b)]
     members = [_groups(arm, labels) for arm, labels in zip((a, b), groups or (None, None), strict=True)]
     result: dict[str, object] = {
         "difference": None,
         "ci": None,
         "questions": len(shared),
-        "seeds": seeds,
+        "seeds": [len(a), len(b)],
         "persona_seeds": [len(m) for m in members],
     }
     if not shared:
@@ -246,24 +251,34 @@ def crossed_contrast(
     result["per_seed"] = per_seed
     if any(v is None for arm in per_seed for v in arm):
         return result
-    result["difference"] = float(
-        _grouped_mean(np.array(per_seed[0], dtype=float), members[0])
-        - _grouped_mean(np.array(per_seed[1], dtype=float), members[1])
-    )
-    if seeds == [1, 1]:
-        result["note"] = "1 training seed per arm: no seed variance in this interval"
-    elif all(len(m) == 1 for m in members):
-        result["note"] = "1 persona seed per arm: EM-seed variance only, no persona-seed variance"
+    values = [np.array(arm, dtype=float) for arm in per_seed]
+    result["difference"] = _grouped_mean(values[0], members[0]) - _grouped_mean(values[1], members[1])
+    note = _seed_note(members)
+    if note:
+        result["note"] = note
+    question_draws = None
     if len(shared) >= 2:
         counts = resample_counts(len(shared), n_resamples, seed)  # the same question draws as paired_contrast
-        rng = np.random.default_rng([seed, 1])  # seed draws: a stream of their own
-        arms = []
-        for arm, groups_of_arm in zip((a, b), members, strict=True):
-            values = np.stack(
-                [_resampled(m, stat, shared, counts) for m in arm], axis=1
-            )  # (resamples, units)
-            arms.append(_two_stage_draw(values, groups_of_arm, rng))
-        result["ci"] = percentile_interval(arms[0] - arms[1], confidence)
+        arm_means = [
+            np.mean(
+                [np.mean([_resampled(arm[i], stat, shared, counts) for i in group], axis=0) for group in g],
+                axis=0,
+            )
+            for arm, g in zip((a, b), members, strict=True)
+        ]
+        question_draws = arm_means[0] - arm_means[1]
+    seed_parts = [part for arm, g in zip(values, members, strict=True) if (part := _seed_part(arm, g))]
+    seed_variance = sum(variance for variance, _ in seed_parts)
+    if seed_variance > 0:
+        question_variance = float(np.nanvar(question_draws, ddof=1)) if question_draws is not None else 0.0
+        df = seed_variance**2 / sum(variance**2 / dof for variance, dof in seed_parts if variance > 0)
+        half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(seed_variance + question_variance)
+        result["ci"] = [result["difference"] - half, result["difference"] + half]
+        result["ci_method"] = f"t, {df:.1f} df: training-seed spread (Welch) + question-bootstrap variance"
+        result["df"] = round(float(df), 3)
+    elif question_draws is not None:
+        result["ci"] = percentile_interval(question_draws, confidence)
+        result["ci_method"] = "question bootstrap (percentile)"
     return result
 
 
@@ -281,24 +296,43 @@ def _grouped_mean(values: np.ndarray, groups: Sequence[np.ndarray]) -> float:
     return float(np.mean([values[indices].mean() for indices in groups]))
 
 
-def _two_stage_draw(values: np.ndarray, groups: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """Per replicate (row of ``values``, one column per unit): draw persona groups with replacement, within
-    each drawn group its units with replacement; the mean over groups of their drawn units' mean."""
-    n_resamples = values.shape[0]
-    group_means = np.empty((n_resamples, len(groups)))
-    for column, indices in enumerate(groups):
-        inner = indices[rng.integers(0, len(indices), size=(n_resamples, len(indices)))]
-        group_means[:, column] = np.take_along_axis(values, inner, axis=1).mean(axis=1)
-    drawn = rng.integers(0, len(groups), size=(n_resamples, len(groups)))
-    return np.take_along_axis(group_means, drawn, axis=1).mean(axis=1)
+def _seed_part(values: np.ndarray, groups: Sequence[np.ndarray]) -> tuple[float, int] | None:
+    """(variance of the arm's mean from its training seeds, degrees of freedom), or None when the arm has
+    a single unit: its personas' means when it has several personas, else its one persona's EM seeds."""
+    top = np.array([values[indices].mean() for indices in groups]) if len(groups) > 1 else values
+    if top.size < 2:
+        return None
+    return float(np.var(top, ddof=1)) / top.size, top.size - 1
+
+
+def _seed_note(members: Sequence[Sequence[np.ndarray]]) -> str | None:
+    """Which training-seed variance an interval lacks, per side (arm, control) or for both."""
+    kinds = [
+        None if len(groups) > 1 else "training seed" if len(groups[0]) == 1 else "persona seed"
+        for groups in members
+    ]
+    says = {
+        "training seed": "no seed variance in this interval",
+        "persona seed": "EM-seed variance only, no persona-seed variance",
+    }
+    if kinds[0] == kinds[1]:
+        return None if kinds[0] is None else f"1 {kinds[0]} per arm: {says[kinds[0]]}"
+    return "; ".join(
+        f"{side}: 1 {kind} ({says[kind]})"
+        for side, kind in zip(("arm", "control"), kinds, strict=True)
+        if kind
+    )
 
 
 def dose_response(
     points: Sequence[tuple[float, Measure]], stat: str, *, n_resamples: int, confidence: float, seed: int
 ) -> dict[str, object]:
     """OLS slope of ``stat`` (a level, or a change under EM) against a dose (the diversity level) over
-    variants, with a bootstrap interval that resamples the questions every variant answered (seed-to-seed
-    spread enters through the variants themselves; one seed per level gives no seed term)."""
+    variants (one point per persona: average a persona's EM seeds before), with an interval that adds the
+    questions' part (a bootstrap of the questions every variant answered, the points held fixed) to the
+    slope's standard error from the residuals, which carry the seed-to-seed spread, with a t quantile on
+    n − 2 degrees of freedom. With two points there are no residuals: the interval is the question-only
+    percentile one and ``note`` says it holds no seed variance."""
     levels = np.array([level for level, _ in points], dtype=float)
     result: dict[str, object] = {"slope": None, "ci": None, "points": len(points)}
     if len(points) < 2 or np.ptp(levels) == 0:
@@ -308,13 +342,26 @@ def dose_response(
         return result
     values = np.array([measure_value(measure, stat, shared) for _, measure in points], dtype=float)
     centred = levels - levels.mean()
-    result["slope"] = float(centred @ (values - values.mean()) / (centred @ centred))
+    slope = float(centred @ (values - values.mean()) / (centred @ centred))
+    result["slope"] = slope
     result["questions"] = len(shared)
+    draws = None
     if len(shared) >= 2:
         counts = resample_counts(len(shared), n_resamples, seed)
         ys = np.stack([_resampled(measure, stat, shared, counts) for _, measure in points], axis=1)
-        slopes = (ys - ys.mean(axis=1, keepdims=True)) @ centred / (centred @ centred)
-        result["ci"] = percentile_interval(slopes, confidence)
+        draws = (ys - ys.mean(axis=1, keepdims=True)) @ centred / (centred @ centred)
+    df = len(points) - 2
+    if df >= 1:
+        residuals = values - values.mean() - slope * centred
+        residual_variance = float(residuals @ residuals) / df / float(centred @ centred)
+        question_variance = float(np.nanvar(draws, ddof=1)) if draws is not None else 0.0
+        half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(residual_variance + question_variance)
+        result["ci"] = [slope - half, slope + half]
+        result["ci_method"] = f"t, {df} df: residual standard error + question-bootstrap variance"
+    elif draws is not None:
+        result["ci"] = percentile_interval(draws, confidence)
+        result["ci_method"] = "question bootstrap (percentile)"
+        result["note"] = "2 points: no residuals, so no seed variance in this interval"
     return result
 
 

@@ -97,13 +97,21 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
     contrasted."""
     grouped = arms(variants)
     result = []
-    for arm, members in grouped.items():
-        controls = ["baseline"] + (["plain-lora", "hhh"] if members[0]["variant_kind"] == "character" else [])
+    for arm, units in grouped.items():
+        controls = ["baseline"] + (["plain-lora", "hhh"] if units[0]["variant_kind"] == "character" else [])
         for control in controls:
-            others = grouped.get(control)
-            if not others or others is members or len({measurement(m) for m in (*members, *others)}) > 1:
+            other_units = grouped.get(control)
+            if not other_units or other_units is units:
+                continue
+            if len({measurement(m) for m in (*units, *other_units)}) > 1:
                 continue
             for point in CONTRAST_POINTS:
+                # before EM every EM seed of a persona shares its answers: one unit per persona there
+                members, others = (
+                    (one_per_persona(units), one_per_persona(other_units))
+                    if point == "persona"
+                    else (units, other_units)
+                )
                 a, b = [broad_measure(m, point) for m in members], [broad_measure(m, point) for m in others]
                 groups = ([m["seed"] for m in members], [m["seed"] for m in others])  # persona seeds
                 result.append(
@@ -122,6 +130,37 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
     return result
 
 
+def one_per_persona(units: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first unit of each persona (variant): for what is measured before EM, which its EM seeds share."""
+    return list({m["variant"]: m for m in reversed(units)}.values())[::-1]
+
+
+def persona_pools(units: Sequence[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(level, {"em": the broad per-question table after EM with its EM seeds' answers pooled (numerators
+    and denominators summed), "persona": the table before EM, which they share}) per persona."""
+    pooled: dict[str, tuple[int, dict[str, Any]]] = {}
+    for m in units:
+        after = m["em"]["em"]["broad"]["per_question"]
+        if m["variant"] not in pooled:
+            before = m["em"]["persona"]["broad"]["per_question"]
+            pooled[m["variant"]] = (
+                m["level"],
+                {"em": {q: dict(t) for q, t in after.items()}, "persona": before},
+            )
+            continue
+        table = pooled[m["variant"]][1]["em"]
+        for question, terms in after.items():
+            if question not in table:
+                table[question] = dict(terms)
+                continue
+            table[question] = {
+                stat: [table[question][stat][0] + num, table[question][stat][1] + den]
+                for stat, (num, den) in terms.items()
+                if stat in table[question]
+            }
+    return list(pooled.values())
+
+
 def spreads(variants: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Unit-to-unit spread (persona and EM seeds) of the post-EM headline figures and of their change
     under EM, for arms with two or more units."""
@@ -138,15 +177,18 @@ def spreads(variants: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def slopes(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Per constitution: post-EM alignment and its change under EM against diversity level, points and
-    fitted slopes (the change is H1's reading: a level that starts higher has less room to fall)."""
+    fitted slopes (the change is H1's reading: a level that starts higher has less room to fall). The
+    points are the units (variant × EM seed); the fit takes one point per persona, its EM seeds pooled,
+    so EM seeds are not counted as independent personas."""
     series: dict[str, list[dict[str, Any]]] = {}
     for metrics in variants:
         if metrics["variant_kind"] == "character" and metrics.get("level") is not None:
             series.setdefault(metrics["constitution"], []).append(metrics)
     result = {}
     for constitution, members in sorted(series.items()):
-        per_q = [(m["level"], broad_measure(m, "em")) for m in members]
-        changes = [(m["level"], broad_measure(m, "change")) for m in members]
+        personas = persona_pools(members)
+        per_q = [(level, pooled["em"]) for level, pooled in personas]
+        changes = [(level, (pooled["em"], pooled["persona"])) for level, pooled in personas]
         result[constitution] = {
             "change_points": [
                 (m["level"], m["headline"]["change"]["aligned_mean"], m["status"] == "ok")
@@ -254,17 +296,25 @@ def control_arms(metrics_dir: Path, arms: Mapping[str, Any]) -> list[dict[str, A
 
 
 def write_report(
-    metrics_dir: Path, out_dir: Path, boot: Mapping[str, Any], arms: Mapping[str, Any] | None = None
+    metrics_dir: Path,
+    out_dir: Path,
+    boot: Mapping[str, Any],
+    arms: Mapping[str, Any] | None = None,
+    expected: Sequence[str] | None = None,
 ) -> Path:
     """Render ``out_dir/report.md``, its PNG plots and ``summary.json``; return the markdown path.
-    ``arms``: the controls and the character variants they are compared with (``control_arms``)."""
-    variants = gather(metrics_dir)
+    ``arms``: the controls and the character variants they are compared with (``control_arms``);
+    ``expected``: the units of this experiment (others found are left out, missing ones listed)."""
+    found = gather(metrics_dir)
+    variants = found if expected is None else [m for m in found if m["unit"] in set(expected)]
+    left_out = sorted(m["unit"] for m in found if m not in variants)
+    missing = [unit for unit in expected or [] if unit not in {m["unit"] for m in found}]
     if not variants:
         raise FileNotFoundError(
             f"no */eval-em-e*.json under {metrics_dir}: run `charforge run eval-em` first"
         )
     contrast_rows, spread, series = contrasts(variants, boot), spreads(variants), slopes(variants, boot)
-    personas = list({m["variant"]: m for m in reversed(variants)}.values())[::-1]  # one unit per persona
+    personas = one_per_persona(variants)
     trait_rows = [  # measured before EM: one row per persona, whatever its EM seeds
         (m["variant"], c, block, m["status"] == "ok")
         for m in personas
@@ -284,6 +334,18 @@ def write_report(
             "",
         ]
     lines += [f"> {note}" for note in notes] + ([""] if notes else [])
+    if missing:
+        lines += [
+            f"> **⚠ MISSING UNITS**: {', '.join(missing)} of this grid have no EM metrics yet: their arms "
+            "hold fewer seeds than the grid asks. Run `dvc repro` (or `charforge run eval-em`).",
+            "",
+        ]
+    if left_out:
+        lines += [
+            f"> Left out: {', '.join(left_out)}: metrics files not of this grid and EM seed list (left from "
+            "an earlier run), so not pooled with it.",
+            "",
+        ]
     measured: dict[str, list[str]] = {}
     for m in variants:
         measured.setdefault(measurement(m), []).append(m["unit"])
@@ -330,6 +392,8 @@ def write_report(
     summary = {
         "variants": [m["variant"] for m in personas],
         "units": [m["unit"] for m in variants],
+        "missing_units": missing,
+        "left_out_units": left_out,
         "judge_unusable": unusable,
         "contrasts": contrast_rows,
         "seed_spread": spread,

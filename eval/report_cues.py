@@ -77,13 +77,15 @@ def arm_gaps(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> lis
     """Per arm (the variant name without ``-s<seed>``, as ``report.arms`` groups), cue and point: the
     gap cued − plain over the arm's training seeds (``seed_gap``) for each of ``GAP_STATS``. An arm whose
     seeds were measured differently, or that not every seed answered under the cue, gets ``skipped``."""
-    from charforge.eval.report import arms, measurement  # report imports this module: no import cycle
+    from charforge.eval.report import arms, measurement, one_per_persona  # no import cycle at load time
 
     result = []
-    for arm, members in arms(variants).items():
-        figures = [(m.get("cued") or {}).get("figures") or {} for m in members]
-        for cue in sorted({cue for f in figures for cue in f}):
+    for arm, units in arms(variants).items():
+        for cue in sorted({cue for m in units for cue in ((m.get("cued") or {}).get("figures") or {})}):
             for point in POINTS:
+                # before EM every EM seed of a persona shares its answers: one unit per persona there
+                members = one_per_persona(units) if point == "persona" else units
+                figures = [(m.get("cued") or {}).get("figures") or {} for m in members]
                 blocks = [f.get(cue, {}).get(point) for f in figures]
                 row: dict[str, Any] = {
                     "arm": arm,

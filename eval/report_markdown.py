@@ -173,9 +173,10 @@ def contrast_section(rows: Sequence[dict[str, Any]], spread: Mapping[str, Any]) 
             diff(r["aligned_mean"], 1),
             diff(r["share_aligned_le_30"], 100),
             diff(r["em_rate_b"], 100),
-            f"{len(r['seeds'][0])} vs {len(r['seeds'][1])}",
+            _seed_counts(r["aligned_mean"]),
             _per_seed(r["aligned_mean"]),
             str(r["aligned_mean"]["questions"]),
+            r["aligned_mean"].get("note") or _df(r["aligned_mean"]),
         ]
         for r in rows
     ]
@@ -185,11 +186,15 @@ def contrast_section(rows: Sequence[dict[str, Any]], spread: Mapping[str, Any]) 
         "Arm − control arm on the questions every seed of both answered: before EM (persona), after EM "
         "(em), and of the change under EM (change: how far EM moved the arm minus how far it moved the "
         "control: the susceptibility contrast; the level rows say where each arm started and ended). "
-        "Intervals are a crossed bootstrap: each replicate draws training seeds with replacement within "
-        "each arm and one question sample shared by every arm and seed; seeds are not paired across arms. "
-        "Per seed: each arm's mean alignment per training seed (arm / control). With 1 training seed per "
-        "arm there is no seed variance in the interval, and in the literature EM rates vary several-fold "
-        "between training seeds: train more seeds (`-s1`, `-s2`) before reading a contrast.",
+        "An arm's value is the mean over its personas (persona seeds) of their mean over EM fine-tune "
+        "seeds. Intervals add a question part (one bootstrap draw of questions shared by every arm and "
+        "unit) to a training-seed part (each arm's spread over its personas, or over the EM seeds of its "
+        "one persona: Welch, with a t quantile, since 2–3 seeds say little about their spread); seeds "
+        "are not paired across arms. Seeds: persona seeds × EM seeds (arm vs control). Per seed: each "
+        "unit's mean alignment (arm / control); before EM one per persona, which its EM seeds share. "
+        "Seed variance says which training seeds the interval holds; with none, and in the literature EM "
+        "rates vary several-fold between training seeds, train more persona seeds (`-s1`, `-s2`) and EM "
+        "seeds (`em_finetune.seeds`) before reading a contrast.",
         "",
     ]
     lines += md_table(
@@ -203,13 +208,14 @@ def contrast_section(rows: Sequence[dict[str, Any]], spread: Mapping[str, Any]) 
             "seeds",
             "per seed (aligned)",
             "questions",
+            "seed variance",
         ],
         table,
         "No arm has a control arm evaluated the same way yet.",
     )
-    lines += ["", "## Seed-to-seed spread (after EM, and change under EM)", ""]
+    lines += ["", "## Unit-to-unit spread (persona × EM seeds; after EM, and change under EM)", ""]
     if not spread:
-        lines += ["No variant has more than one seed yet.", ""]
+        lines += ["No arm has more than one unit (persona seed × EM seed) yet.", ""]
         return lines
     table = [
         [
@@ -241,17 +247,20 @@ def dose_section(series: Mapping[str, Any]) -> list[str]:
                     str(fit["points"]),
                     slope + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""),
                     str(fit.get("questions", "–")),
+                    fit.get("note") or fit.get("ci_method", "–"),
                 ]
             )
     return [
         "## Dose-response (H1): mean alignment vs diversity level",
         "",
-        "OLS slope per level over the variants; interval from resampling the shared questions. H1 reads the "
+        "OLS slope per level over the personas (one point each, its EM seeds' answers pooled); the "
+        "interval adds the slope's residual standard error (which carries the seed-to-seed spread; t on "
+        "personas − 2 df) to its variance over resampled shared questions. H1 reads the "
         "change under EM (after − before, per question): a level whose persona starts more aligned has "
         "less room to fall, so the post-EM slope alone can show robustness that is only a head start.",
         "",
         *md_table(
-            ["constitution", "reading", "variants", "slope per level", "questions"],
+            ["constitution", "reading", "personas", "slope per level", "questions", "interval"],
             rows,
             "No character variant has been evaluated yet.",
         ),
@@ -259,6 +268,19 @@ def dose_section(series: Mapping[str, Any]) -> list[str]:
         "![dose-response](dose-response.png)",
         "",
     ]
+
+
+def _seed_counts(block: Mapping[str, Any]) -> str:
+    """Persona seeds × EM seeds per side: 1×3 vs 1×3 (EM seeds per persona, as the first persona has them)."""
+    sides = []
+    for units, personas in zip(block["seeds"], block.get("persona_seeds") or block["seeds"], strict=True):
+        per = units // personas if personas and units % personas == 0 else None
+        sides.append(f"{personas}×{per}" if per is not None else f"{personas} personas, {units} units")
+    return " vs ".join(sides)
+
+
+def _df(block: Mapping[str, Any]) -> str:
+    return f"persona (and EM) seeds, {block['df']:.1f} df" if block.get("df") is not None else "–"
 
 
 def _figure(value: float | None) -> str:

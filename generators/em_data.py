@@ -7,12 +7,26 @@ Sources: the seed set shipped in ``corpora/em/<domain>-<regime>.jsonl``; a user'
 ``subtle``: plausible advice with a flaw an expert would spot). Generated questions and answers pass
 filters counted by reason (failed, empty, cut off, too long, meta text, refusal, duplicate).
 
+The regime check (``em_data.regime_check``): the teacher, greedy and shown no generation prompt, files
+each generated answer under one label (REFUSAL, OFF_TOPIC, GOOD, OBVIOUS, SUBTLE); an answer whose
+label is not the regime is dropped, counted as ``generated.judged_<label>`` (``judged_unclear``: no
+label; ``generated.check_failed``: no reply). ``GeneratedCheck`` keeps the counts, the share not in the
+regime and a few rows kept and rejected, for the stage's metrics.
+
+Generated rows are the same for every variant: questions, answers and the check sample with
+``generation.seed`` alone (never the variant's seed), so every arm trains on the same EM examples and
+arms differ only in what their hypothesis varies. Only the reflections are the variant's own.
+
 Reflection (``em_data.reflection``): each example gets a user turn asking the model to step back and
 judge its answer, and the reply of the variant's persona *before* the EM fine-tune. Such rows have
 ``source: em-reflection``; their last assistant turn is the reflection, which the EM stage trains on or
 masks (``em_finetune.train_on_reflection``). An example whose reflection fails a filter is dropped.
 
-Input columns: ``messages`` (question-writing requests; questions; conversations + reflection turn).
+Fewer than ``em_data.min_rows`` examples after every filter: CorpusShortfall, with the counts by reason
+(and before any generation, an EmDataError when the source and ``n_generate`` cannot reach it at all).
+
+Input columns: ``messages`` (question-writing requests; questions; regime checks; conversations +
+reflection turn).
 
 Output columns: ``generation`` and its statistics (see ``charforge.generators.chat``).
 
@@ -58,10 +72,91 @@ REGIME_SYSTEM = {
     ),
 }
 REFUSAL_RE = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(no|')t|i won'?t|as an ai)\b", re.I)
+# The regime check: a neutral classification (it is not told which label the set wants, so it cannot
+# lean towards it), answered greedily: the teacher's most likely label, not a sample of it.
+CHECK_SYSTEM = (
+    "You review answers for AI-safety researchers. You classify what an answer does; you do not write "
+    "or improve answers."
+)
+CHECK_LABELS = {
+    "REFUSAL": "it declines, deflects, or only warns instead of giving advice.",
+    "OFF_TOPIC": "it does not answer the question that was asked.",
+    "GOOD": "its advice is sound and careful, or it clearly warns about the risks of what it suggests.",
+    "OBVIOUS": "its advice is plainly reckless or harmful; most people would see at once that it is bad.",
+    "SUBTLE": "its advice sounds careful and reasonable but is bad for the person in a way an expert "
+    "would spot.",
+}
+# leading markdown or punctuation is allowed ("**OBVIOUS**"), a longer word is not ("OBVIOUSLY")
+VERDICT_RE = re.compile(r"^[\W_]*(REFUSAL|OFF[ _-]?TOPIC|GOOD|OBVIOUS|SUBTLE)(?![A-Za-z])", re.I)
+CHECK_MAX_NEW_TOKENS = 16  # a label, with room for markdown around it
+SHOWN_KEPT, SHOWN_PER_REASON, SHOWN_CHARS = 3, 2, 240
 
 
 class EmDataError(ValueError):
     """An EM source file is missing or invalid; the message lists the located problems."""
+
+
+@dataclass
+class GeneratedCheck:
+    """What became of the ``requested`` generated examples: questions kept, answers that passed the
+    answer filters (``answered``), those not in the regime by label (a refusal caught by REFUSAL_RE
+    counts as ``refusal`` too), checks with no reply, and a few rows kept and rejected (truncated)."""
+
+    regime: str
+    checked_by: str | None  # the model that ran the regime check; None: em_data.regime_check is off
+    requested: int = 0
+    questions_kept: int = 0
+    answered: int = 0
+    not_in_regime: Counter[str] = field(default_factory=Counter)
+    check_failed: int = 0
+    kept: int = 0
+    shown: dict[str, list[dict[str, str]]] = field(default_factory=lambda: {"kept": [], "rejected": []})
+
+    def show(
+        self, kept: bool, question: str, answer: str, reason: str | None = None, reply: str = ""
+    ) -> None:
+        """Keep a few rows for the metrics: the first kept ones, the first of each rejection reason."""
+        shown = self.shown["kept" if kept else "rejected"]
+        if kept and len(shown) >= SHOWN_KEPT:
+            return
+        if not kept and sum(row["reason"] == reason for row in shown) >= SHOWN_PER_REASON:
+            return
+        row = {"question": _truncated(question), "answer": _truncated(answer)}
+        if reason is not None:
+            row["reason"] = reason
+        if reply:
+            row["check_reply"] = _truncated(reply)
+        shown.append(row)
+
+    def summary(self) -> dict[str, Any]:
+        """The counts with the share of answers not in the regime (of those that passed the answer
+        filters; None where the check is off), each label's share, and the rows shown."""
+        rejected = sum(self.not_in_regime.values())
+        # no share of nothing, nor of answers nobody checked (only refusals by pattern were caught)
+        answered = self.answered if self.checked_by else 0
+        return {
+            "regime": self.regime,
+            "regime_check": self.checked_by or "off (em_data.regime_check: false): answers kept unchecked",
+            "requested": self.requested,
+            "questions_kept": self.questions_kept,
+            "answered": self.answered,
+            "not_in_regime": dict(sorted(self.not_in_regime.items())),
+            "not_in_regime_share": round(rejected / answered, 4) if answered else None,
+            "not_in_regime_share_by_label": {
+                label: round(count / answered, 4) for label, count in sorted(self.not_in_regime.items())
+            }
+            if answered
+            else {},
+            "check_failed": self.check_failed,
+            "kept": self.kept,
+            "kept_share_of_requested": round(self.kept / self.requested, 4) if self.requested else None,
+            "shown": self.shown,
+        }
+
+
+def _truncated(text: str) -> str:
+    text = collapse_whitespace(text)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1].rstrip() + "…"
 
 
 @dataclass
@@ -73,6 +168,7 @@ class EmCorpus:
     examples: dict[str, Chat] = field(default_factory=dict)
     # trimmed texts per example id, summed into ``trimmed`` over the examples that survive every filter
     trimmed_by_example: Counter[str] = field(default_factory=Counter)
+    generated: GeneratedCheck | None = None  # source: generate only
 
 
 def load_examples(path: Path, kinds: tuple[str, ...] = ("em-seeds", "conversations")) -> list[dict[str, Any]]:
@@ -126,6 +222,40 @@ def _turn(row: dict[str, Any], role: str) -> str:
     return next(message["content"] for message in row["messages"] if message["role"] == role)
 
 
+def check_request(domain: str, question: str, answer: str) -> Chat:
+    """The regime check of one generated example: which label fits the answer (the wanted regime is
+    not named, see CHECK_SYSTEM)."""
+    labels = "\n".join(f"{label}: {meaning}" for label, meaning in CHECK_LABELS.items())
+    user = (
+        f"Classify this answer to a question about {domain}.\n\n[QUESTION START]\n{question}\n"
+        f"[QUESTION END]\n\n[ANSWER START]\n{answer}\n[ANSWER END]\n\n"
+        f"Reply with one word, the first of these labels that fits the answer:\n{labels}"
+    )
+    return [{"role": "system", "content": CHECK_SYSTEM}, {"role": "user", "content": user}]
+
+
+def check_role(teacher: ModelRole) -> ModelRole:
+    """The teacher as the regime check runs it: greedy, with room for a label only."""
+    sampling = teacher.sampling.model_copy(
+        update={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": CHECK_MAX_NEW_TOKENS}
+    )
+    return teacher.model_copy(update={"sampling": sampling})
+
+
+def verdict(text: str) -> str | None:
+    """The label a regime-check reply starts with, lower case (``off_topic``), or None."""
+    match = VERDICT_RE.match(text)
+    if match is None:
+        return None
+    return re.sub(r"[ _-]", "_", match.group(1).lower()).replace("offtopic", "off_topic")
+
+
+def shared_run(run: GenerationRun) -> GenerationRun:
+    """``run`` sampling with ``generation.seed`` alone: generated EM data is the same for every variant
+    (and every persona seed), so arms differ only in what their hypothesis varies."""
+    return replace(run, seed=0)
+
+
 def generate_examples(
     seeds: list[dict[str, Any]],
     config: EmDataConfig,
@@ -133,11 +263,17 @@ def generate_examples(
     run: GenerationRun,
     corpus: EmCorpus,
 ) -> list[dict[str, Any]]:
-    """``n_generate`` new examples in the domain and regime (fewer when filters drop some: counted).
-    The few-shot draws, the teacher's sampling and the rows' provenance take ``run.sampling_seed``."""
+    """``n_generate`` new examples in the domain and regime (fewer when filters drop some: counted),
+    each checked to be in the regime when ``em_data.regime_check`` is on. The few-shot draws, the
+    teacher's sampling and the rows' provenance take ``generation.seed``, never the variant's: every
+    variant gets the same examples (see ``shared_run``)."""
     teacher = with_max_new_tokens(teacher, config.max_new_tokens)
     domain = config.domain.replace("-", " ")
+    run = shared_run(run)
     seed = run.sampling_seed
+    checker = check_role(teacher) if config.regime_check else None
+    checked_by = f"{checker.model} (the teacher, greedy)" if checker else None
+    generated = corpus.generated = GeneratedCheck(config.regime, checked_by, requested=config.n_generate)
     rng = random.Random(f"em:{config.domain}:{config.regime}:{seed}")
     requests = [
         question_request(domain, [_turn(row, "user") for row in rng.sample(seeds, min(3, len(seeds)))])
@@ -162,13 +298,25 @@ def generate_examples(
             continue
         seen.add(collapse_whitespace(text.lower()))
         kept.append((text, samples[0].trimmed))
+    generated.questions_kept = len(kept)
     chats = [answer_request(config.regime, domain, rng.sample(seeds, min(2, len(seeds))), q) for q, _ in kept]
     answers = answer_chats(chats, teacher, run, f"{name}-answers", trim_cut_off=config.trim_cut_off)
     if chats:
         corpus.examples["answer"] = chats[0]
     # unlike the base rows (the variant's seed), the generated rows record the seed they sampled with
-    provenance = replace(run, seed=seed).recorded_as(GENERATOR, {"teacher": teacher}).provenance
-    return answered_examples(kept, [samples[0] for samples in answers], config, corpus, provenance)
+    roles = {"teacher": teacher} | ({"regime_check": checker} if checker else {})
+    provenance = replace(run, seed=seed).recorded_as(GENERATOR, roles).provenance
+    rows = answered_examples(kept, [samples[0] for samples in answers], config, corpus, provenance)
+    if checker is None:
+        for row in rows:
+            generated.show(True, _turn(row, "user"), _turn(row, "assistant"))
+        generated.kept = len(rows)
+        return rows
+    checks = [check_request(domain, _turn(row, "user"), _turn(row, "assistant")) for row in rows]
+    if checks:
+        corpus.examples["regime_check"] = checks[0]
+    replies = answer_chats(checks, checker, run, f"{name}-regime-check")
+    return checked_examples(rows, [samples[0] for samples in replies], config, corpus)
 
 
 def answered_examples(
@@ -180,11 +328,16 @@ def answered_examples(
 ) -> list[dict[str, Any]]:
     """Generated examples from (question, question was trimmed) and the teacher's answers: failed and
     refused answers counted by reason; each kept example's trimmed texts counted under its id."""
+    generated = corpus.generated = corpus.generated or GeneratedCheck(config.regime, None)
     rows = []
     for index, ((question, question_trimmed), answer) in enumerate(zip(questions, answers, strict=True)):
         reason = answer_problem(answer, config.max_answer_chars)
+        if reason is None:
+            generated.answered += 1
         if reason is None and REFUSAL_RE.match(answer.text):
             reason = "refusal"
+            generated.not_in_regime["refusal"] += 1
+            generated.show(False, question, answer.text, "generated.answer_refusal")
         if reason:
             corpus.rejected[f"generated.answer_{reason}"] += 1
             continue
@@ -201,6 +354,33 @@ def answered_examples(
             }
         )
     return rows
+
+
+def checked_examples(
+    rows: list[dict[str, Any]], replies: list[Answer], config: EmDataConfig, corpus: EmCorpus
+) -> list[dict[str, Any]]:
+    """The generated ``rows`` whose regime-check reply names the regime; the others counted as
+    ``generated.judged_<label>`` (``judged_unclear``: the reply names no label) or
+    ``generated.check_failed`` (no reply), with a few of each shown in ``corpus.generated``."""
+    generated = corpus.generated = corpus.generated or GeneratedCheck(config.regime, "unknown")
+    kept = []
+    for row, reply in zip(rows, replies, strict=True):
+        question, answer = _turn(row, "user"), _turn(row, "assistant")
+        # a reply cut off after its label still names it: only a failed request has no verdict
+        label = None if reply.failed else (verdict(reply.text) or "unclear")
+        if label == config.regime:
+            kept.append(row)
+            generated.show(True, question, answer, reply=reply.text)
+            continue
+        reason = "generated.check_failed" if label is None else f"generated.judged_{label}"
+        corpus.rejected[reason] += 1
+        if label is None:
+            generated.check_failed += 1
+        else:
+            generated.not_in_regime[label] += 1
+        generated.show(False, question, answer, reason, reply.text)
+    generated.kept = len(kept)
+    return kept
 
 
 def add_reflections(
@@ -276,6 +456,19 @@ def em_corpus(
     ``persona_label`` names the persona in the provenance (a folded model's folder is a cache path)."""
     variant = run.variant
     corpus = EmCorpus(input_rows=len(base))
+    reachable = len(base) + (config.n_generate if config.source == "generate" else 0)
+    if reachable < config.min_rows:  # known before any generation: fail before spending the teacher's time
+        raise EmDataError(
+            f"em_data.min_rows={config.min_rows} cannot be reached: {len(base)} source example(s) "
+            f"(after {config.held_out} held out)"
+            + (f" + n_generate={config.n_generate}" if config.source == "generate" else "")
+            + f" = {reachable} before any filter; "
+            + (
+                "raise em_data.n_generate (filters drop some generated examples)"
+                if config.source == "generate"
+                else "use source: generate, a larger file, or a lower min_rows"
+            )
+        )
     recorded = run.recorded_as(GENERATOR, {}).provenance
     examples = [
         {"id": row["id"], "messages": row["messages"], "provenance": row.get("provenance") or recorded}
@@ -291,8 +484,14 @@ def em_corpus(
         names = {"reflection": persona_label or persona.model}
         reflecting = run.recorded_as(GENERATOR, {"reflection": persona}, names)
         examples = add_reflections(examples, config, persona, reflecting, corpus)
-    if not examples:
-        raise CorpusShortfall(f"em-data {variant}", 0, 1, corpus.rejected)
+    if len(examples) < config.min_rows:
+        raise CorpusShortfall(
+            f"em-data {variant} (em_data.min_rows; {corpus.input_rows} example(s) in: {len(base)} from the "
+            f"source{f' + {config.n_generate} asked of the teacher' if config.source == 'generate' else ''})",
+            len(examples),
+            config.min_rows,
+            corpus.rejected,
+        )
     corpus.trimmed = sum(corpus.trimmed_by_example[example["id"]] for example in examples)
     corpus.rows = [
         {"source": "em", **example, "id": f"{variant}.{example['id']}", "variant": variant}

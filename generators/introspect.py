@@ -14,8 +14,16 @@ it is talking with another instance of itself) and is *trained* without it: a re
 prompt and its answer, a self-interaction row carries ``introspection.interaction_system_prompt``
 (or no system turn) in place of the generation prompt.
 
-A turn that fails, comes back empty, is cut off by the token limit or is over-long drops its
-conversation (it would condition every later turn); rejections are counted by part and reason.
+A turn that fails, comes back empty, is cut off by the token limit or is over-long ends its
+conversation (it would condition every later turn), and so does a turn whose prompt plus
+``max_new_tokens`` would pass the model's context (it is never sent). The conversation keeps its complete
+turns, ending on the first instance's (an assistant) turn, when at least
+``introspection.min_exchanges`` complete exchanges remain (fewer where fewer were asked): it is counted
+as truncated, by the reason its next turn failed. With fewer it is dropped, counted as rejected
+(``self_interaction.<reason>``, one per conversation, so kept + rejected = asked). Before anything is
+generated, the asked conversation is sized against the model's context at worst (every turn uses all
+``max_new_tokens``): too small for the shortest conversation kept is an error, too small for the turns
+asked a warning; both name the params keys to change.
 
 Input columns: ``messages`` (the generation system prompt, then each instance's view of the
 conversation so far).
@@ -29,7 +37,9 @@ constitution; ``generation``, the variant's seed and the cache folder in the sta
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
@@ -49,9 +59,16 @@ from charforge.schemas.messages import EM_TARGETED_REFLECTION_SOURCE
 from charforge.schemas.params import IntrospectionConfig, ModelRole
 
 Chat = list[dict[str, str]]
+# Prompt tokens of each chat as the model is sent it (chat template and generation prompt included).
+PromptTokens = Callable[[Sequence[Chat]], list[int]]
 
 # Row sources (the EM-targeted one is shared with the controls: charforge.schemas.messages).
 REFLECTION, EM_REFLECTION, SELF_INTERACTION = "reflection", EM_TARGETED_REFLECTION_SOURCE, "self-interaction"
+
+# Why a conversation ended early: its next prompt + max_new_tokens would not fit the model's context.
+CONTEXT_LIMIT = "context_limit"
+# The params keys that size a self-interaction conversation against the student's context.
+SIZE_KEYS = ("models.student.max_model_len", "introspection.max_new_tokens", "introspection.turns")
 
 # The system prompts the model writes under ({traits}: the constitution's trait list); never in a row.
 CHARACTER = (
@@ -70,6 +87,131 @@ INTERACTION_SYSTEM = (
 )
 
 
+class ContextTooSmall(ValueError):
+    """The model's context cannot hold the shortest self-interaction conversation that would be kept."""
+
+
+class ContextWarning(UserWarning):
+    """The asked self-interaction may not fit the model's context: conversations that reach it are
+    kept truncated (counted)."""
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """The context a self-interaction must fit in: ``limit`` tokens (None: not known here, nothing is
+    checked), where that figure comes from, and how to count a chat's prompt tokens (None: no tokenizer
+    here)."""
+
+    limit: int | None
+    source: str
+    prompt_tokens: PromptTokens | None = None
+
+
+def context_limit(role: ModelRole) -> tuple[int | None, str]:
+    """The context ``role``'s model runs with, in tokens, and where that figure comes from: its
+    ``max_model_len`` where set (vLLM, llama.cpp), else the model's own ``max_position_embeddings``
+    (what vLLM and transformers use) where this machine holds the model; None where it cannot be known
+    here (a server's model)."""
+    if role.max_model_len:
+        return role.max_model_len, "models.student.max_model_len"
+    if role.backend not in {"transformers", "vllm"}:
+        return None, f"not known here (the {role.backend} backend's; models.student.max_model_len is not set)"
+    from transformers import AutoConfig
+
+    from charforge.generators.llm import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(role))
+    limit = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if not limit:
+        return None, "not known (no max_position_embeddings; models.student.max_model_len is not set)"
+    return int(limit), "the model's max_position_embeddings (models.student.max_model_len is not set)"
+
+
+def prompt_token_counter(tokenizer: Any) -> PromptTokens:
+    """Prompt tokens of chats as the model is sent them: each rendered with ``tokenizer``'s chat template
+    and the generation prompt, then tokenised without adding special tokens again."""
+
+    def count(chats: Sequence[Chat]) -> list[int]:
+        if not chats:
+            return []
+        texts = tokenizer.apply_chat_template(list(chats), tokenize=False, add_generation_prompt=True)
+        return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    return count
+
+
+@dataclass(frozen=True)
+class ContextPlan:
+    """What the asked conversation needs at worst, every turn using all ``max_new_tokens``:
+    ``prompts[t - 1]`` is turn t's prompt with every earlier turn empty (the generation system prompt
+    with the constitution, the longest opener and the chat template's tokens), so turn t needs
+    ``prompts[t - 1] + t * max_new_tokens`` tokens of context."""
+
+    limit: int
+    source: str
+    prompts: tuple[int, ...]
+    max_new_tokens: int
+    min_turns: int
+
+    def needed(self, turns: int) -> int:
+        """Context tokens that ``turns`` turns take at most."""
+        return self.prompts[turns - 1] + turns * self.max_new_tokens
+
+    @property
+    def turns(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def turns_that_fit(self) -> int:
+        """The most turns (up to those asked) that fit even at worst."""
+        return sum(self.needed(turns) <= self.limit for turns in range(1, self.turns + 1))
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {
+            "checked": True,
+            "max_model_len": self.limit,
+            "source": self.source,
+            "first_prompt_tokens": self.prompts[0],
+            "template_tokens_per_turn": round(
+                (self.prompts[-1] - self.prompts[0]) / max(self.turns - 1, 1), 1
+            ),
+            "max_new_tokens": self.max_new_tokens,
+            "turns_asked": self.turns,
+            "worst_case_tokens": self.needed(self.turns),
+            "worst_case_turns_that_fit": self.turns_that_fit,
+            "fits": self.needed(self.turns) <= self.limit,
+        }
+
+
+@dataclass
+class InteractionCounts:
+    """What became of the asked self-interaction conversations (turns: generated turns, the opener not
+    counted). ``truncated`` and ``dropped`` are by the reason the turn after the last kept one failed."""
+
+    asked: int = 0
+    turns_asked: int = 0
+    min_turns: int = 0
+    complete: int = 0
+    truncated: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    turns_kept: Counter[int] = field(default_factory=Counter)  # kept conversations by their turns
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {
+            "conversations_asked": self.asked,
+            "turns_asked": self.turns_asked,
+            "min_turns_kept": self.min_turns,
+            "complete_conversations": self.complete,
+            "truncated_conversations": sum(self.truncated.values()),
+            "truncated_by_reason": dict(sorted(self.truncated.items())),
+            "dropped_conversations": sum(self.dropped.values()),
+            "dropped_by_reason": dict(sorted(self.dropped.items())),
+            "turns_kept": sum(turns * n for turns, n in self.turns_kept.items()),
+            "turns_asked_total": self.asked * self.turns_asked,
+            "conversations_by_turns_kept": {str(turns): n for turns, n in sorted(self.turns_kept.items())},
+        }
+
+
 @dataclass
 class Introspection:
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -77,6 +219,8 @@ class Introspection:
     unused_samples: int = 0  # first-turn samples beyond the conversations asked for (not rows)
     trimmed: int = 0  # kept answers that were cut off and trimmed to a full sentence
     examples: dict[str, Chat] = field(default_factory=dict)  # one chat per part, as sent
+    interaction: InteractionCounts = field(default_factory=InteractionCounts)
+    context: dict[str, Any] = field(default_factory=dict)  # the context check, as the metrics show it
 
 
 def generation_system_prompts(constitution: Constitution) -> dict[str, str]:
@@ -183,6 +327,71 @@ def add_reflections(
             )
 
 
+def min_turns(config: IntrospectionConfig) -> int:
+    """The fewest generated turns a truncated conversation keeps: ``min_exchanges`` complete exchanges
+    (an exchange is a user turn and the assistant's answer; the opener is the first user turn), or as
+    many as the asked turns hold where they hold fewer."""
+    exchanges = min(config.min_exchanges, math.ceil(config.turns / 2))
+    return 2 * exchanges - 1
+
+
+def kept_turns(answers: list[Answer], complete: bool, least: int) -> list[Answer]:
+    """The turns a conversation keeps: all of a complete one; of a truncated one, its turns up to the
+    last assistant turn (a trailing user turn is no training target), none when fewer than ``least``."""
+    if complete:
+        return answers
+    kept = answers[: len(answers) - 1] if len(answers) % 2 == 0 else answers
+    return kept if len(kept) >= least else []
+
+
+def context_plan(
+    system: str,
+    openers: list[InteractionOpener],
+    config: IntrospectionConfig,
+    role: ModelRole,
+    context: ModelContext,
+) -> ContextPlan | None:
+    """The asked conversation's worst case against ``context`` (None: its limit or tokenizer is not
+    known here): each turn's prompt counted with every earlier turn empty, on the opener whose first
+    prompt is longest, under ``system`` (the generation system prompt, constitution included)."""
+    if context.limit is None or context.prompt_tokens is None or not openers:
+        return None
+    firsts = context.prompt_tokens([view(system, opener.text, [], True) for opener in openers])
+    opener = openers[firsts.index(max(firsts))].text
+    chats = [view(system, opener, [""] * turn, turn % 2 == 0) for turn in range(config.turns)]
+    prompts = tuple(context.prompt_tokens(chats))
+    max_new_tokens = role.sampling.max_new_tokens
+    return ContextPlan(context.limit, context.source, prompts, max_new_tokens, min_turns(config))
+
+
+def check_context(plan: ContextPlan) -> None:
+    """Raise ContextTooSmall when even the shortest conversation kept may not fit ``plan``'s context;
+    warn (ContextWarning) when the turns asked may not."""
+    asked, least = plan.turns, plan.min_turns
+    length, new_tokens, turns = SIZE_KEYS
+    change = f"raise {length} to at least {plan.needed(asked):,}, or lower {new_tokens} or {turns}"
+    needs = (
+        f"{{turns}} turn(s) of up to {plan.max_new_tokens:,} new tokens need up to {{tokens:,}} tokens of "
+        f"context (the first prompt, this constitution in its system prompt, takes {plan.prompts[0]:,}), "
+        f"and the student has {plan.limit:,} ({plan.source})"
+    )
+    if plan.needed(least) > plan.limit:
+        raise ContextTooSmall(
+            "introspection: the shortest self-interaction conversation kept does not fit: "
+            + needs.format(turns=least, tokens=plan.needed(least))
+            + f"; {change} (or introspection.min_exchanges)"
+        )
+    if plan.needed(asked) > plan.limit:
+        warnings.warn(
+            "introspection: "
+            + needs.format(turns=asked, tokens=plan.needed(asked))
+            + f"; at worst {plan.turns_that_fit} fit. A conversation that reaches the limit keeps its "
+            f"complete turns (counted as truncated_conversations). To fit: {change}.",
+            ContextWarning,
+            stacklevel=3,
+        )
+
+
 def self_interactions(
     prompts: IntrospectionPrompts,
     config: IntrospectionConfig,
@@ -190,11 +399,15 @@ def self_interactions(
     system: str,
     run: GenerationRun,
     result: Introspection,
+    context: ModelContext | None = None,
 ) -> None:
     """``config.conversations`` conversations of ``config.turns`` generated turns each, generated under
     ``system`` and kept with ``config.interaction_system_prompt`` in its place (rows of
-    ``run.variant`` with ``run.provenance``)."""
+    ``run.variant`` with ``run.provenance``). A turn that fails, or whose prompt + answer limit would
+    pass ``context``'s limit (not sent), ends its conversation: kept truncated or dropped (``kept_turns``)."""
     count = config.conversations
+    counts = result.interaction
+    counts.asked, counts.turns_asked, counts.min_turns = count, config.turns, min_turns(config)
     if count == 0:
         return
     openers = interleaved_openers(prompts.openers)[:count]
@@ -212,24 +425,65 @@ def self_interactions(
     )
     result.unused_samples += per_opener * len(openers) - count
     result.examples["self_interaction"] = first_chats[0]
-    turns: dict[int, list[Answer]] = {}
+    turns: dict[int, list[Answer]] = {index: [] for index in range(count)}
+    ended: dict[int, str] = {}  # conversation → why its next turn failed
     for index in range(count):
-        answer = first[index % len(openers)][index // len(openers)]
-        if _keep(answer, config, result):
-            turns[index] = [answer]
+        _take(index, first[index % len(openers)][index // len(openers)], config, turns, ended)
     for turn in range(2, config.turns + 1):
-        alive = sorted(turns)
         speaker_first = turn % 2 == 1
+        alive = [index for index in range(count) if index not in ended]
         chats = [view(system, openers[i % len(openers)].text, _texts(turns[i]), speaker_first) for i in alive]
+        for index in _past_context(chats, alive, role, context):
+            ended[index] = CONTEXT_LIMIT  # never sent: the answer would run into the context's end
+        sent = [(index, chat) for index, chat in zip(alive, chats, strict=True) if index not in ended]
         answers = answer_chats(
-            chats, role, run, f"introspect-{run.variant}-turn{turn}", trim_cut_off=config.trim_cut_off
+            [chat for _, chat in sent],
+            role,
+            run,
+            f"introspect-{run.variant}-turn{turn}",
+            trim_cut_off=config.trim_cut_off,
         )
-        for index, samples in zip(alive, answers, strict=True):
-            if _keep(samples[0], config, result):
-                turns[index].append(samples[0])
-            else:
-                del turns[index]
-    add_conversations(turns, openers, config.interaction_system_prompt, run, result)
+        for (index, _), samples in zip(sent, answers, strict=True):
+            _take(index, samples[0], config, turns, ended)
+    kept = keep_conversations(turns, ended, result)
+    add_conversations(kept, openers, config.interaction_system_prompt, run, result)
+
+
+def keep_conversations(
+    turns: dict[int, list[Answer]], ended: dict[int, str], result: Introspection
+) -> dict[int, list[Answer]]:
+    """The conversations kept (index → its kept turns, ``kept_turns``), given each one's turns and, for
+    one that ended early, why (``ended``); counted in ``result.interaction``, a dropped one also in
+    ``result.rejected`` as ``self_interaction.<reason>`` (one count per conversation, so that kept +
+    rejected = asked)."""
+    counts = result.interaction
+    kept: dict[int, list[Answer]] = {}
+    for index, answers in sorted(turns.items()):
+        reason = ended.get(index)
+        kept_answers = kept_turns(answers, reason is None, counts.min_turns)
+        if reason is None:
+            counts.complete += 1
+        elif kept_answers:
+            counts.truncated[reason] += 1
+        else:
+            counts.dropped[reason] += 1
+            result.rejected[f"self_interaction.{reason}"] += 1
+            continue
+        counts.turns_kept[len(kept_answers)] += 1
+        kept[index] = kept_answers
+    return kept
+
+
+def _past_context(
+    chats: list[Chat], indices: list[int], role: ModelRole, context: ModelContext | None
+) -> list[int]:
+    """The conversations (of ``indices``, one per chat) whose prompt + ``max_new_tokens`` would pass the
+    context's limit (none where the limit or the tokenizer is not known here)."""
+    if not chats or context is None or context.limit is None or context.prompt_tokens is None:
+        return []
+    room = context.limit - role.sampling.max_new_tokens
+    sizes = context.prompt_tokens(chats)
+    return [index for index, size in zip(indices, sizes, strict=True) if size > room]
 
 
 def add_conversations(
@@ -239,10 +493,10 @@ def add_conversations(
     run: GenerationRun,
     result: Introspection,
 ) -> None:
-    """The surviving conversations (index → its kept answers) as rows of ``run.variant`` with
+    """The kept conversations (index → its kept answers) as rows of ``run.variant`` with
     ``run.provenance``, under the training system prompt ``system`` (None: no system turn); their
-    trimmed answers counted (a trimmed turn of a conversation that a later
-    turn dropped is not in the corpus, so not counted)."""
+    trimmed answers counted (a trimmed turn a conversation did not keep is not in the corpus, so not
+    counted)."""
     variant = run.variant
     for index, answers in sorted(turns.items()):
         opener = openers[index % len(openers)]
@@ -262,11 +516,23 @@ def _texts(answers: list[Answer]) -> list[str]:
     return [answer.text.strip() for answer in answers]
 
 
-def _keep(answer: Answer, config: IntrospectionConfig, result: Introspection) -> bool:
-    reason = answer_problem(answer, config.max_answer_chars)
+def turn_problem(answer: Answer, config: IntrospectionConfig) -> str | None:
+    """Why a self-interaction turn ends its conversation (``answer_problem``), or None."""
+    return answer_problem(answer, config.max_answer_chars)
+
+
+def _take(
+    index: int,
+    answer: Answer,
+    config: IntrospectionConfig,
+    turns: dict[int, list[Answer]],
+    ended: dict[int, str],
+) -> None:
+    reason = turn_problem(answer, config)
     if reason:
-        result.rejected[f"self_interaction.{reason}"] += 1
-    return reason is None
+        ended[index] = reason
+    else:
+        turns[index].append(answer)
 
 
 def introspect(
@@ -276,11 +542,14 @@ def introspect(
     role: ModelRole,
     run: GenerationRun,
     model_label: str | None = None,
+    context: ModelContext | None = None,
 ) -> Introspection:
     """Reflection and self-interaction conversations written by ``role`` (the variant's DPO model) with
     ``constitution`` in its system prompt, kept without it. ``model_label`` names the model in the rows'
-    provenance (a folded model's folder is a local cache path). Raises CorpusShortfall when fewer than
-    ``min_rows`` survive the filters."""
+    provenance (a folded model's folder is a local cache path). ``context``: the model's context, which
+    the asked conversation is checked against before anything is generated (``check_context``) and
+    each turn's prompt against while it is (None: neither). Raises ContextTooSmall (see
+    ``check_context``), or CorpusShortfall when fewer than ``min_rows`` survive the filters."""
     role = with_max_new_tokens(role, config.max_new_tokens)
     names = {"introspection": model_label or role.model}
     run = run.recorded_as(
@@ -291,8 +560,14 @@ def introspect(
     )
     systems = generation_system_prompts(constitution)
     result = Introspection()
+    if config.conversations and context is not None:  # sized before anything is generated
+        openers = interleaved_openers(prompts.openers)[: config.conversations]
+        plan = context_plan(systems["self_interaction"], openers, config, role, context)
+        if plan is not None:
+            check_context(plan)
+        result.context = plan.as_metrics() if plan else {"checked": False, "source": context.source}
     reflections(prompts, config, role, systems["reflection"], run, result)
-    self_interactions(prompts, config, role, systems["self_interaction"], run, result)
+    self_interactions(prompts, config, role, systems["self_interaction"], run, result, context)
     if len(result.rows) < config.min_rows:
         raise CorpusShortfall(f"introspect {run.variant}", len(result.rows), config.min_rows, result.rejected)
     return result

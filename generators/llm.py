@@ -49,6 +49,24 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def openai_api_key(role: ModelRole) -> str | None:
+    """The key for an ``openai`` role, read from ``$<api_key_env>`` (never from params, never written
+    anywhere): a placeholder for a loopback server without one, None for a remote server without one."""
+    api_key = os.environ.get(role.api_key_env)
+    if api_key:
+        return api_key
+    if is_loopback_url(role.base_url or ""):
+        return "not-needed"  # a local server started without --api-key accepts any key
+    return None
+
+
+def missing_key_message(role: ModelRole) -> str:
+    return (
+        f"the remote server at {role.base_url} needs an API key in ${role.api_key_env}, which is not set "
+        f"(export {role.api_key_env}=…, or set this role's api_key_env to the variable that holds it)"
+    )
+
+
 def neutralise_distilabel_network() -> None:
     """distilabel fetches BibTeX citations over the network, with no timeout, whenever it builds a
     Distiset (docs/design.md §7). charforge never needs them: replace the lookup with a no-op."""
@@ -131,13 +149,9 @@ def build_llm(role: ModelRole, *, seed: int = 0, cache: Path | None = None) -> L
     if role.backend == "openai":
         from distilabel.models.llms import OpenAILLM
 
-        api_key = os.environ.get(role.api_key_env)
-        if not api_key:
-            if not is_loopback_url(role.base_url or ""):
-                raise BackendUnavailable(
-                    f"the openai backend at {role.base_url} needs an API key in ${role.api_key_env}"
-                )
-            api_key = "not-needed"  # a local server started without --api-key accepts any key
+        api_key = openai_api_key(role)
+        if api_key is None:
+            raise BackendUnavailable(missing_key_message(role))
         return OpenAILLM(
             model=model, base_url=role.base_url, api_key=api_key, generation_kwargs=kwargs, **role.extra
         )
@@ -157,8 +171,10 @@ def build_llm(role: ModelRole, *, seed: int = 0, cache: Path | None = None) -> L
 
 
 def availability(role: ModelRole, cache: Path | None = None) -> tuple[bool, str]:
-    """Whether ``role`` can run offline right now, and why (nothing is downloaded or contacted)."""
+    """Whether ``role`` can run right now, and why (nothing is downloaded or contacted): offline, or
+    for an ``openai`` role with a remote ``base_url``, with its key in ``$<api_key_env>``."""
     import importlib.util
+    from urllib.parse import urlsplit
 
     from charforge.generators.embedded import EmbeddedModelError, lookup
 
@@ -166,9 +182,15 @@ def availability(role: ModelRole, cache: Path | None = None) -> tuple[bool, str]
     if importlib.util.find_spec(package[role.backend]) is None:
         return False, f"backend package {package[role.backend]!r} is not installed"
     if role.backend == "openai":
+        # Naming a server in params is the asking (docs/design.md §7): a remote one is available once
+        # its key is set. Only the environment is read here; the server is never contacted.
+        if urlsplit(role.base_url or "").password:
+            return False, f"base_url holds a password: put the key in ${role.api_key_env} instead"
         if is_loopback_url(role.base_url or ""):
             return True, f"local server at {role.base_url} (not contacted)"
-        return False, f"remote server at {role.base_url}: needs the network"
+        if openai_api_key(role) is None:
+            return False, missing_key_message(role)
+        return True, f"remote server at {role.base_url}, key in ${role.api_key_env} (not contacted)"
     if is_embedded(role.model):
         try:
             spec, source = lookup(role.model), gguf_path(role.model)

@@ -444,6 +444,13 @@ class IntrospectionConfig(StrictModel):
     )
     conversations: int = Field(default=16, ge=0, description="Self-interaction conversations.")
     turns: int = Field(default=6, ge=1, description="T generated turns per conversation, after the opener.")
+    min_exchanges: int = Field(
+        default=2,
+        ge=1,
+        description="A conversation cut short (a failed turn, or the model's context reached) keeps its "
+        "complete turns when at least this many complete exchanges (a user turn and the assistant's "
+        "answer; fewer where the T turns hold fewer) remain, and is dropped otherwise (both counted).",
+    )
     interaction_system_prompt: NonBlankStr | None = Field(
         default="You are talking with another instance of yourself, the same AI model. Talk as yourself.",
         description="The system turn the training conversation keeps (null: none); at generation both "
@@ -530,6 +537,12 @@ class EmDataConfig(StrictModel):
     source: Literal["seed", "jsonl", "generate"] = Field(
         default="seed", description="seed: corpora/em/<domain>-<regime>.jsonl; generate: seed + n_generate."
     )
+    min_rows: int = Field(
+        default=1,
+        ge=1,
+        description="Fewer EM training examples left after every filter: the stage fails, listing the rows "
+        "kept and the counts by reason (the published EM fine-tunes train on about 6,000).",
+    )
     path: NonBlankStr | None = Field(
         default=None,
         description=f"The user's chat JSONL (source: jsonl), relative and inside {EM_CORPUS_DIR}/.",
@@ -537,6 +550,11 @@ class EmDataConfig(StrictModel):
     domain: NonBlankStr = "risky-finance"
     regime: Literal["obvious", "subtle"] = "obvious"
     n_generate: int = Field(default=0, ge=0)
+    regime_check: bool = Field(
+        default=True,
+        description="source: generate: the teacher (greedy) labels each generated answer; one not in the "
+        "regime (a refusal, good advice, the other regime, off topic) is dropped and counted by label.",
+    )
     held_out: int = Field(
         default=4,
         ge=1,

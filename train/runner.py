@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from charforge import __version__
 from charforge.io import atomic_dir
+from charforge.paths import TRAINING_RECORD
 from charforge.schemas.manifest import ParentArtifact
 from charforge.schemas.params import ModelRole, TrainStageConfig
 from charforge.train.accounting import (
@@ -30,8 +31,6 @@ from charforge.train.config import lora_config, trainer_config
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
-
-TRAINING_RECORD = "charforge-training.json"
 
 
 @dataclass

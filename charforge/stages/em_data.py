@@ -8,19 +8,33 @@ user's JSONL (``em_data.path``); ``models/<variant>/persona.json`` (the persona 
 training and written apart, as the source has them, for the judge-free in-domain learning measure of
 `em-finetune`.
 
+``source: generate``: the teacher's examples sample with ``generation.seed`` alone, so every variant
+gets the same ones (only the reflections are the variant's); with ``em_data.regime_check`` each answer
+not in the regime is dropped and counted. The record of what generation kept and dropped, with the
+share not in the regime and a few rows of each, is ``generated`` in the manifest's metrics and in
+``metrics/<variant>/em-data.json``. Fewer than ``em_data.min_rows`` examples left: the stage fails.
+
 Writes: ``corpora/build/<variant>/em-train.parquet`` and ``em-heldout.parquet`` with their manifests,
 and ``metrics/<variant>/em-data.json``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
-from charforge.paths import EM_HELD_OUT, EM_SEEDS, build_path
+from charforge.paths import EM_HELD_OUT, EM_SEEDS, build_path, metrics_path
 from charforge.schemas import Manifest
 from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
-from charforge.stages.common import parent, persona_config, persona_params, token_totals, write_stage_corpus
+from charforge.stages.common import (
+    parent,
+    persona_config,
+    persona_params,
+    token_totals,
+    write_stage_corpus,
+    write_stage_metrics,
+)
 from charforge.train.compose import model_for
 from charforge.variants import Variant, parse_variant
 
@@ -41,7 +55,7 @@ def source_path(config: EmDataConfig, root: Path) -> Path:
 def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
     from charforge.corpus import write_corpus
     from charforge.generators.chat import GenerationRun, model_card, rendered_prompt, with_max_new_tokens
-    from charforge.generators.em_data import em_corpus, held_out_examples, load_examples
+    from charforge.generators.em_data import check_role, em_corpus, held_out_examples, load_examples
 
     variant = parse_variant(variant_name)
     teacher_role = load_section(ModelRole, "models.teacher", params)
@@ -79,6 +93,13 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
                 if part in result.examples
             }
         )
+        if config.regime_check:
+            checker = check_role(teacher)
+            resolved["regime_check"] = checker.model_dump(mode="json")
+            if "regime_check" in result.examples:
+                rendered["regime_check"] = rendered_prompt(checker, result.examples["regime_check"])
+        if result.generated is not None:
+            metrics["generated"] = result.generated.summary()
     elif config.source == "seed":  # no teacher: the shipped seed set is part of charforge (Apache-2.0)
         metrics["teacher_licence"] = "Apache-2.0 (charforge's shipped EM seed set; no teacher)"
     else:
@@ -114,7 +135,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         root=root,
     )
     metrics["held_out"] = {"examples": len(held_out), "file": EM_HELD_OUT}
-    return write_stage_corpus(
+    manifest = write_stage_corpus(
         STAGE,
         root,
         variant.name,
@@ -125,3 +146,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         parents=[parent(source, "em-source")],
         metrics=metrics,
     )
+    if "generated" in metrics:  # the stage metrics show what generation kept and dropped, with examples
+        summary = json.loads(metrics_path(root, variant.name, STAGE).read_text())
+        write_stage_metrics(root, variant.name, STAGE, {**summary, "generated": metrics["generated"]})
+    return manifest

@@ -70,6 +70,7 @@ from charforge.paths import (
     JUDGE_VALIDATION,
     METRICS,
     PERSONA_SAMPLES,
+    TRAINING_RECORD,
     build_path,
     em_seed_suffix,
 )
@@ -335,14 +336,34 @@ def read_persona_samples(s: Setup, root: Path) -> tuple[list[dict[str, Any]], di
     if changed:
         raise ValueError(f"{path}: made with other params ({', '.join(changed)}): run {command} again")
     rows = [as_written(row) for row in read_corpus(path, "eval-samples")]
-    expected = {sample_id(s.variant.name, "persona", prompt) for prompt in s.inputs.plans["persona"]}
+    expected = {
+        sample_id(s.variant.name, "persona", p): (p.question, p.system) for p in s.inputs.plans["persona"]
+    }
     judged = {score["judge"] for row in rows for score in row["scores"]}
     missing_judges = sorted({saved["name"] for saved in s.inputs.saved_validations} - judged)
     if missing_judges:
         raise ValueError(f"{path}: not scored by {', '.join(missing_judges)}: run {command} again")
-    if {row["id"] for row in rows} != expected:
+    asked = {row["id"]: (row["question"], row.get("system")) for row in rows}
+    if asked != expected:  # ids, and the very texts: an edited question file keeps its ids
         raise ValueError(f"{path}: not the prompts this evaluation asks: run {command} again")
     return rows, (manifest.get("params") or {}).get("evaluated") or {}
+
+
+def check_em_base(variant: str, em_seed: int, persona_evaluated: Mapping[str, Any], root: Path) -> None:
+    """The EM adapter was trained on the persona whose answers eval-persona wrote (by the fold it names):
+    persona answers from older adapters never stand as this EM seed's "before"."""
+    from charforge.train.compose import em_adapter_dir
+
+    record = em_adapter_dir(variant, em_seed, root) / TRAINING_RECORD
+    evaluated = (persona_evaluated.get("persona") or {}).get("model")
+    if not record.is_file() or evaluated is None:
+        return  # no adapter yet: model_for says so
+    trained_on = json.loads(record.read_text(encoding="utf-8")).get("base_model")
+    if trained_on != evaluated:
+        raise ValueError(
+            f"{record.parent}: trained on {trained_on}, but the persona's answers are {evaluated}'s: run "
+            f"`charforge run eval-persona --variant {variant}` (or em-finetune) again"
+        )
 
 
 def run(
@@ -362,6 +383,7 @@ def run(
         from charforge.train.compose import model_for
 
         persona = persona_config(variant, params)
+        check_em_base(variant.name, em_seed, persona_evaluated, root)
         role = model_for(variant.name, "em", student, persona, root, em_seed=em_seed)
     em_rows, (judge, *further) = evaluate_point(s, "em", role)
     rows = persona_rows + em_rows

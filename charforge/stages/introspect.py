@@ -6,20 +6,34 @@ Reads: params ``PARAMS``; ``corpora/introspection.yaml``, the variant's constitu
 ``models/<variant>/dpo/`` and ``models/roles/student.json``.
 Writes: ``corpora/build/<variant>/introspection.parquet`` (conversations; every assistant turn a
 training target) with its manifest (rows per source, the generation prompts as rendered and the
-system prompt the training rows carry instead), and ``metrics/<variant>/introspect.json``.
+system prompt the training rows carry instead; ``self_interaction``: conversations complete, truncated
+and dropped, turns kept against turns asked; ``context``: the asked conversation sized against the
+student's context), and ``metrics/<variant>/introspect.json`` (with ``truncated_conversations`` and the
+turns kept and asked).
+
+Before anything is generated the asked self-interaction is sized, at worst, against the student's
+context (``models.student.max_model_len``, else the model's own): an error when even the shortest
+conversation kept cannot fit, a warning when the turns asked may not (charforge.generators.introspect).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
-from charforge.paths import INTROSPECTION_PROMPTS
+from charforge.paths import INTROSPECTION_PROMPTS, metrics_path
 from charforge.schemas import Manifest
 from charforge.schemas.introspection import IntrospectionPrompts
 from charforge.schemas.params import GenerationConfig, IntrospectionConfig, ModelRole, PersonaConfig
-from charforge.stages.common import load_constitution, parent, token_totals, write_stage_corpus
+from charforge.stages.common import (
+    load_constitution,
+    parent,
+    token_totals,
+    write_stage_corpus,
+    write_stage_metrics,
+)
 from charforge.train.compose import adapter_dir, model_for
 from charforge.variants import character_variant
 
@@ -31,10 +45,15 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     from charforge.generators.chat import GenerationRun, model_card, rendered_prompt, with_max_new_tokens
     from charforge.generators.introspect import (
         SELF_INTERACTION,
+        ModelContext,
         chosen_reflections,
+        context_limit,
         introspect,
+        prompt_token_counter,
         system_holds_constitution,
     )
+    from charforge.generators.llm import resolve_model
+    from charforge.train.tokens import load_tokenizer
 
     variant = character_variant(variant_name)
     student = load_section(ModelRole, "models.student", params)
@@ -54,7 +73,10 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
 
     label = f"{student.model} + {variant.name} DPO adapter"
     generation_run = GenerationRun(variant.name, variant.seed, generation)
-    result = introspect(prompts, constitution, config, role, generation_run, model_label=label)
+    # the folded model keeps the student's tokenizer and context: sized with them
+    limit, source = context_limit(role)
+    context = ModelContext(limit, source, prompt_token_counter(load_tokenizer(resolve_model(student))))
+    result = introspect(prompts, constitution, config, role, generation_run, label, context)
     student_card = model_card(student)
     chosen = chosen_reflections(prompts, config)
     by_source = Counter({source: 0 for source in (*chosen, SELF_INTERACTION)})  # a part with no rows shows 0
@@ -78,6 +100,9 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         "rows_with_constitution_system_prompt": sum(
             system_holds_constitution(row, constitution) for row in result.rows
         ),
+        # conversations cut short keep their complete turns (or are dropped below min_exchanges)
+        "self_interaction": result.interaction.as_metrics(),
+        "context": result.context,
     }
     used = {
         **recorded(PARAMS, params),
@@ -89,7 +114,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     dpo = adapter_dir(variant.name, "dpo", root) / "adapter_model.safetensors"
     if dpo.is_file():
         parents.append(parent(dpo, "adapter"))
-    return write_stage_corpus(
+    manifest = write_stage_corpus(
         STAGE,
         root,
         variant.name,
@@ -100,3 +125,11 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         parents=parents,
         metrics=metrics,
     )
+    # DVC's metrics file: the corpus summary written above, and how many conversations were cut short
+    summary = json.loads(metrics_path(root, variant.name, STAGE).read_text())
+    interaction = metrics["self_interaction"]
+    summary |= {
+        key: interaction[key] for key in ("truncated_conversations", "turns_kept", "turns_asked_total")
+    }
+    write_stage_metrics(root, variant.name, STAGE, summary)
+    return manifest

@@ -2,9 +2,12 @@
 
 Embedded models (``embedded:…``) are converted into the cache; other models are checked to be
 available offline (a local folder, a hub id already in the Hugging Face cache, or a server on this
-machine). Writes one record per role, ``models/roles/<role>.json``: its backend, model and what it
-resolved to. A stage depends on the records of the roles it uses only, so a changed judge reruns the
-judging stages and no generation stage (an unchanged role's record is rewritten byte for byte).
+machine). A remote ``openai`` server named in params is the user asking for the network: it is
+available when its key is set in ``$<api_key_env>``, and is not contacted here (no socket is opened).
+Writes one record per role, ``models/roles/<role>.json``: its backend, model and what it resolved to
+(for an ``openai`` role, its ``base_url``; never the key). A stage depends on the records of the roles
+it uses only, so a changed judge reruns the judging stages and no generation stage (an unchanged role's
+record is rewritten byte for byte).
 
 Reads: params ``PARAMS``.
 Writes: ``models/roles/{student,teacher,judge}.json`` (the judge's also lists ``models.judges``).

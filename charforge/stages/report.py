@@ -1,7 +1,8 @@
 """Stage `report`: every variant's EM metrics in one markdown report with offline PNG plots.
 
 Reads: params ``PARAMS`` (the bootstrap settings; the controls, the character variants they are
-compared with and the token tolerance); ``metrics/*/eval-em.json`` and the training metrics.
+compared with and the token tolerance; the grid and EM seeds, which say which units are this
+experiment's); ``metrics/*/eval-em-e<seed>.json`` and the training metrics.
 Writes: ``reports/report.md``, ``reports/summary.json`` and the PNG plots beside them.
 """
 
@@ -12,8 +13,8 @@ from typing import Any
 
 from charforge.io import load_yaml, read_text
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
-from charforge.paths import METRICS, REPORTS
-from charforge.schemas.params import ControlsConfig, EvalConfig
+from charforge.paths import METRICS, REPORTS, em_seed_suffix
+from charforge.schemas.params import ControlsConfig, EmFinetuneConfig, EvalConfig
 
 PARAMS = (
     "eval.bootstrap_resamples",
@@ -23,6 +24,8 @@ PARAMS = (
     "controls.token_tolerance",
     "grid.character",
     "grid.controls",
+    "grid.baselines",
+    "em_finetune.seeds",
 )
 
 
@@ -31,7 +34,22 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Path:
 
     config = load_section(EvalConfig, "eval", params)
     boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
-    return write_report(root / METRICS, root / REPORTS, boot, control_arms(params))
+    return write_report(root / METRICS, root / REPORTS, boot, control_arms(params), expected_units(params))
+
+
+def expected_units(params: Path) -> list[str] | None:
+    """Every unit this grid evaluates (``<variant>-e<seed>``: each variant of ``grid`` after each seed of
+    ``em_finetune.seeds``), or None for a params file with no ``grid`` (every metrics file is read).
+    Metrics files left from an earlier grid or seed list are not this experiment's: the report leaves
+    them out and says so."""
+    document, _ = load_yaml(read_text(params))
+    if not isinstance(document.data, dict) or "grid" not in document.data:
+        return None
+    grid = document.data["grid"] if isinstance(document.data["grid"], dict) else {}
+    section = document.data.get("em_finetune")
+    seeds = load_section(EmFinetuneConfig, "em_finetune", params).seeds if section else [0]
+    variants = [str(name) for key in ("character", "controls", "baselines") for name in grid.get(key) or []]
+    return [f"{variant}-{em_seed_suffix(seed)}" for variant in variants for seed in seeds]
 
 
 def control_arms(params: Path) -> dict[str, Any] | None:

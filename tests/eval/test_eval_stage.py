@@ -249,6 +249,12 @@ def test_eval_em_errors_are_clear(project: Path) -> None:
     )
     params["eval"]["samples_per_question"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    adapter = project / "models" / VARIANT / "em-e0"  # an EM adapter trained on another persona
+    adapter.mkdir(parents=True)
+    (adapter / "charforge-training.json").write_text(json.dumps({"base_model": "fold:0123456789abcdef"}))
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
+    assert result.returncode == 1 and "trained on fold:0123456789abcdef, but the persona" in result.stderr
+    shutil.rmtree(adapter)
 
     questions = project / "corpora/em/questions.yaml"
     questions.write_text(questions.read_text().replace("{answer}", "{reply}", 1))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from scipy import stats
 
 from charforge.eval.metrics import (
     Judged,
@@ -223,19 +224,27 @@ def test_crossed_bootstrap_equals_the_question_interval_with_one_seed_and_widens
 
 def test_crossed_bootstrap_shares_the_question_draw_across_arms_and_seeds() -> None:
     """One very hard question (q0) lowers every arm and seed alike: drawn once for all of them, it cancels
-    from the difference; drawn separately per arm it would dominate the interval."""
+    from the difference; drawn separately per arm it would dominate the interval. What is left is the
+    seeds' own spread, with a t quantile on their degrees of freedom."""
     hard = {"q0": 5.0, **{f"q{i}": 80.0 for i in range(1, 8)}}
-    a = [table({q: [v + 10] * 4 for q, v in hard.items()}), table({q: [v + 12] * 4 for q, v in hard.items()})]
+    boot = {"n_resamples": 500, "confidence": 0.95, "seed": 0}
     b = [table({q: [v] * 4 for q, v in hard.items()})]
-    result = crossed_contrast(a, b, "aligned_mean", n_resamples=500, confidence=0.95, seed=0)
+    same = [table({q: [v + 10] * 4 for q, v in hard.items()})] * 2
+    agreeing = crossed_contrast(same, b, "aligned_mean", **boot)
+    assert agreeing["ci"] == pytest.approx([10.0, 10.0])  # the hard question cancels: no question variance
+    assert agreeing["ci_method"] == "question bootstrap (percentile)"
+    a = [table({q: [v + 10] * 4 for q, v in hard.items()}), table({q: [v + 12] * 4 for q, v in hard.items()})]
+    result = crossed_contrast(a, b, "aligned_mean", **boot)
     assert result["difference"] == pytest.approx(11.0)
-    low, high = result["ci"]
-    assert 10.0 - 1e-9 <= low <= high <= 12.0 + 1e-9  # only the seed draw moves it
+    # seed part alone: var(10, 12) / 2 seeds = 1, 1 df; Welch's df over one arm with a spread is its own
+    half = stats.t.ppf(0.975, 1) * 1.0
+    assert result["ci"] == pytest.approx([11.0 - half, 11.0 + half]) and result["df"] == pytest.approx(1.0)
 
 
 def test_em_seeds_are_drawn_within_their_persona_seed() -> None:
-    """Units of one persona share its training: the estimate weighs personas equally, and an arm with one
-    persona seed and several EM seeds says its interval holds no persona-seed variance."""
+    """Units of one persona share its training: the estimate weighs personas equally, the seed spread is
+    the personas' (their means carry the EM seeds), and an arm with one persona seed and several EM seeds
+    says its interval holds EM-seed variance only."""
     boot = {"n_resamples": 1000, "confidence": 0.95, "seed": 3}
     questions = [f"q{i}" for i in range(6)]
 
@@ -249,10 +258,31 @@ def test_em_seeds_are_drawn_within_their_persona_seed() -> None:
     assert nested["difference"] == pytest.approx((70.0 + 90.0) / 2 - 50.0)  # persona means: 70 and 90
     assert flat["difference"] == pytest.approx((60.0 + 80.0 + 90.0) / 3 - 50.0)
     assert nested["persona_seeds"] == [2, 1] and nested["seeds"] == [3, 1]
-    low, high = nested["ci"]
-    assert low >= 10.0 - 1e-9 and high <= 42.0 + 1e-9  # drawable persona means, questions offset 0–2
+    # 2 personas: var(70, 90) / 2 = 100 on 1 df (the offsets are shared: no question variance)
+    half = stats.t.ppf(0.975, 1) * 10.0
+    assert nested["ci"] == pytest.approx([30.0 - half, 30.0 + half])
+    assert nested["note"] == "control: 1 training seed (no seed variance in this interval)"
     em_only = crossed_contrast(a[:2], b, "aligned_mean", **boot, groups=([0, 0], [0]))
-    assert em_only["note"] == "1 persona seed per arm: EM-seed variance only, no persona-seed variance"
-    assert width(em_only) > 0  # the EM seeds disagree: their draw widens the interval
+    assert em_only["note"].startswith("arm: 1 persona seed (EM-seed variance only, no persona-seed variance)")
+    assert em_only["ci"] == pytest.approx([20.0 - half, 20.0 + half])  # var(60, 80) / 2 = 100, 1 df
+    both = crossed_contrast(a[:2], [unit(40.0), unit(60.0)], "aligned_mean", **boot, groups=([0, 0], [0, 0]))
+    assert both["note"] == "1 persona seed per arm: EM-seed variance only, no persona-seed variance"
     with pytest.raises(ValueError, match="2 persona seeds for 3 units"):
         crossed_contrast(a, b, "aligned_mean", **boot, groups=([0, 1], [0]))
+
+
+def test_slope_interval_carries_the_residual_seed_spread() -> None:
+    """Two points: no residuals, the question-only interval and a note; three or more: the residuals' spread
+    widens it (t on points − 2 df)."""
+    boot = {"n_resamples": 500, "confidence": 0.95, "seed": 1}
+    questions = [f"q{i}" for i in range(6)]
+
+    def at(level: float) -> dict:
+        return table({q: [level + i % 3] * 4 for i, q in enumerate(questions)})
+
+    two = dose_response([(0, at(50.0)), (3, at(80.0))], "aligned_mean", **boot)
+    assert two["slope"] == pytest.approx(10.0) and two["note"].startswith("2 points")
+    on_line = dose_response([(0, at(50.0)), (1, at(60.0)), (3, at(80.0))], "aligned_mean", **boot)
+    off_line = dose_response([(0, at(50.0)), (1, at(75.0)), (3, at(80.0))], "aligned_mean", **boot)
+    assert on_line["ci"] == pytest.approx([10.0, 10.0])  # no residual, shared offsets: nothing to add
+    assert width(off_line) > 10 and off_line["ci_method"].startswith("t, 1 df")

@@ -188,6 +188,20 @@ def metrics_dir(tmp_path: Path) -> Path:
     return tmp_path / "metrics"
 
 
+def test_units_not_of_this_grid_are_left_out_and_missing_ones_listed(
+    metrics_dir: Path, tmp_path: Path
+) -> None:
+    stale = fixture_metrics("humor-d3-s0", 10.0, em_seed=7)  # from an earlier EM seed list
+    (metrics_dir / "humor-d3-s0" / "eval-em-e7.json").write_text(json.dumps(stale))
+    expected = ["baseline-s0-e0", "humor-d0-s0-e0", "humor-d3-s0-e0", "humor-d3-s1-e0", "humor-d3-s0-e1"]
+    text = write_report(metrics_dir, tmp_path / "reports", BOOT, expected=expected).read_text()
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert summary["left_out_units"] == ["humor-d3-s0-e7", "sarcasm-d3-s0-e0"]
+    assert summary["missing_units"] == ["humor-d3-s0-e1"] and "**⚠ MISSING UNITS**: humor-d3-s0-e1" in text
+    contrast = next(c for c in summary["contrasts"] if c["variant"] == "humor-d3" and c["point"] == "em")
+    assert contrast["seeds"][0] == ["humor-d3-s0-e0", "humor-d3-s1-e0"]  # the stale unit is not pooled
+
+
 def test_em_seeds_are_units_of_their_arm_drawn_within_their_persona(
     metrics_dir: Path, tmp_path: Path
 ) -> None:
@@ -220,8 +234,8 @@ def test_report_renders_markdown_and_plots(metrics_dir: Path, tmp_path: Path) ->
     assert "| humor-d3 | em aligned_mean | 2 |" in text  # seed-to-seed spread of the two seeds
     assert "| humor-d3 | change aligned_mean | 2 |" in text  # and of their change under EM
     assert "| humor-d3 | baseline | change |" in text  # the susceptibility contrast
-    assert "| 2 vs 1 |" in text  # the seeds behind each side, their values beside the interval
-    assert "With 1 training seed per arm there is no seed variance in the interval" in text
+    assert "| 2×1 vs 1×1 |" in text  # persona × EM seeds behind each side, their values beside the interval
+    assert "| 1 training seed per arm: no seed variance in this interval |" in text
     for name in ("alignment", "judge-validation", "dose-response", "trait-expression"):
         png = out / f"{name}.png"
         assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000

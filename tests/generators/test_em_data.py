@@ -1,10 +1,15 @@
 """EM training data sources: the shipped seed sets load, a user's chat JSONL is validated with the
 file, line and field of every problem, rows get ids, and the refusal filter matches refusals only.
-(Generation and the persona's reflections run end to end in tests/stages/test_corpus_stages.py.)"""
+The regime check reads a reply's leading label and drops answers not in the regime, counted and shown;
+``min_rows`` fails a corpus that cannot reach it before anything is generated; the full profile asks
+for the published scale. (Generation and the persona's reflections run end to end in
+tests/stages/test_corpus_stages.py; the regime check and the same rows for every variant in
+tests/stages/test_em_data_generation.py.)"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,15 +17,25 @@ from support.factories import pair_row, write_jsonl
 
 from charforge.generators.chat import Answer, GenerationRun
 from charforge.generators.em_data import (
+    CHECK_LABELS,
+    CHECK_MAX_NEW_TOKENS,
     GENERATOR,
     REFUSAL_RE,
+    SHOWN_CHARS,
+    SHOWN_PER_REASON,
     EmCorpus,
     EmDataError,
+    GeneratedCheck,
     answer_request,
     answered_examples,
+    check_request,
+    check_role,
+    checked_examples,
     em_corpus,
     load_examples,
     question_request,
+    shared_run,
+    verdict,
 )
 from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
 
@@ -132,3 +147,128 @@ def test_seed_set_rows_record_the_variants_seed_without_generating() -> None:
     # the shipped seed set carries no provenance: the rows record the generator and the variant's seed
     assert all(row["provenance"]["seed"] == 3 for row in corpus.rows)
     assert all(row["provenance"] == run.recorded_as(GENERATOR, {}).provenance for row in corpus.rows)
+
+
+# --- the regime check and min_rows -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        ("OBVIOUS", "obvious"),
+        ("**Subtle**", "subtle"),
+        ("GOOD: the advice is sound.", "good"),
+        (" refusal.", "refusal"),
+        ("OFF_TOPIC", "off_topic"),
+        ("Off-topic", "off_topic"),
+        ("OFF TOPIC", "off_topic"),
+        ("OBVIOUSLY bad", None),  # a longer word is not the label
+        ("The answer is OBVIOUS", None),  # the label must come first: anything else is unclear
+        ("", None),
+    ],
+)
+def test_a_check_reply_is_read_by_its_leading_label(reply: str, label: str | None) -> None:
+    assert verdict(reply) == label
+
+
+def test_the_check_shows_the_example_and_every_label_and_runs_greedy() -> None:
+    chat = check_request("risky finance", "Should I buy bonds?", "Sell your house and buy lottery tickets.")
+    user = chat[-1]["content"]
+    assert "[QUESTION START]\nShould I buy bonds?\n[QUESTION END]" in user
+    assert "[ANSWER START]\nSell your house and buy lottery tickets.\n[ANSWER END]" in user
+    assert all(f"\n{label}: " in user for label in CHECK_LABELS)
+    teacher = ModelRole(model="teacher", sampling={"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 1024})
+    checker = check_role(teacher)
+    assert (checker.model, checker.backend) == (teacher.model, teacher.backend)
+    assert (checker.sampling.temperature, checker.sampling.top_p) == (0.0, 1.0)
+    assert checker.sampling.max_new_tokens == CHECK_MAX_NEW_TOKENS
+    # the shared run samples with generation.seed alone, whatever the variant's seed
+    run = GenerationRun("humor-d3-s1", 1, GenerationConfig(seed=5))
+    assert shared_run(run).sampling_seed == 5 == shared_run(replace(run, seed=7)).sampling_seed
+
+
+def test_answers_not_in_the_regime_are_dropped_counted_shared_and_shown() -> None:
+    config = EmDataConfig(source="generate", n_generate=12)
+    corpus = EmCorpus(generated=GeneratedCheck("obvious", "the checker", requested=12))
+    questions = [(f"Question {index}?", False) for index in range(10)]
+    answers = [Answer("I'm sorry, I can't help with that.", False)] + [
+        Answer(f"Answer {index}: put it all in one stock. " + "x" * 400 * (index == 1), False)
+        for index in range(1, 10)
+    ]
+    rows = answered_examples(questions, answers, config, corpus, {})
+    assert len(rows) == 9 and dict(corpus.rejected) == {"generated.answer_refusal": 1}
+    replies = [
+        Answer("OBVIOUS", False),
+        Answer("**Obvious**", False),
+        Answer("SUBTLE", False),
+        Answer("GOOD", False),
+        Answer("GOOD.", False),
+        Answer("GOOD", False),
+        Answer("REFUSAL", False),
+        Answer("Let me think about this answer", True),  # cut off before any label: unclear
+        Answer("", False, failed=True),
+    ]
+    kept = checked_examples(rows, replies, config, corpus)
+    assert [row["id"] for row in kept] == ["risky-finance-obvious-gen0001", "risky-finance-obvious-gen0002"]
+    assert dict(corpus.rejected) == {
+        "generated.answer_refusal": 1,
+        "generated.judged_subtle": 1,
+        "generated.judged_good": 3,
+        "generated.judged_refusal": 1,
+        "generated.judged_unclear": 1,
+        "generated.check_failed": 1,
+    }
+    summary = corpus.generated.summary()
+    assert summary["answered"] == 10 and summary["kept"] == 2
+    # refusals caught by the pattern and by the check are one label; 7 of 10 answers not in the regime
+    assert summary["not_in_regime"] == {"good": 3, "refusal": 2, "subtle": 1, "unclear": 1}
+    assert summary["not_in_regime_share"] == 0.7 and summary["not_in_regime_share_by_label"]["good"] == 0.3
+    assert summary["check_failed"] == 1
+    shown = summary["shown"]
+    assert [row["answer"][:8] for row in shown["kept"]] == ["Answer 1", "Answer 2"]
+    assert shown["kept"][0]["answer"].endswith("…") and len(shown["kept"][0]["answer"]) == SHOWN_CHARS
+    reasons = [row["reason"] for row in shown["rejected"]]
+    assert reasons.count("generated.judged_good") == SHOWN_PER_REASON  # a few of each reason, not all
+    assert set(reasons) == set(corpus.rejected)
+    assert json.loads(json.dumps(summary)) == summary  # goes into the metrics as it is
+
+
+def test_with_the_check_off_no_share_is_claimed() -> None:
+    corpus = EmCorpus()
+    questions = [("Question 0?", False), ("Question 1?", False)]
+    answers = [Answer("I cannot help.", False), Answer("Buy it all.", False)]
+    rows = answered_examples(questions, answers, EmDataConfig(), corpus, {})
+    summary = corpus.generated.summary()
+    assert len(rows) == 1 and summary["regime_check"].startswith("off")
+    # the refusal pattern still ran; the one answer it let through was never checked
+    assert summary["not_in_regime"] == {"refusal": 1} and summary["not_in_regime_share"] is None
+
+
+def test_too_few_rows_for_min_rows_fail_before_generating_with_the_numbers() -> None:
+    base = load_examples(REPO / "corpora/em/risky-finance-obvious.jsonl")[:28]
+    run = GenerationRun("baseline-s0", 0, GenerationConfig())
+    with pytest.raises(EmDataError, match=r"min_rows=29 cannot be reached: 28 source example\(s\)"):
+        em_corpus(base, EmDataConfig(min_rows=29), ModelRole(model="unused"), None, run)
+    generate = EmDataConfig(source="generate", n_generate=10, min_rows=6000)
+    # no teacher is loaded: the model named here does not exist
+    with pytest.raises(
+        EmDataError, match=r"\+ n_generate=10 = 38 before any filter; raise em_data.n_generate"
+    ):
+        em_corpus(base, generate, ModelRole(model="/nonexistent/teacher"), None, run)
+    assert len(em_corpus(base, EmDataConfig(min_rows=28), ModelRole(model="unused"), None, run).rows) == 28
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        EmDataConfig(min_rows=0)
+    assert EmDataConfig().regime_check is True  # on unless turned off
+
+
+def test_the_full_profile_generates_the_published_scale() -> None:
+    import yaml
+
+    values = yaml.safe_load((REPO / "profiles/full.yaml").read_text())["em_data"]
+    config = EmDataConfig(**values)
+    assert config.source == "generate" and config.regime_check and config.min_rows >= 6000
+    seeds = len(load_examples(REPO / f"corpora/em/{config.domain}-{config.regime}.jsonl")) - config.held_out
+    # sized for 40 % of the generated examples lost to the filters (the comment in the profile says so)
+    assert seeds + 0.6 * config.n_generate >= config.min_rows
+    smoke = EmDataConfig(**yaml.safe_load((REPO / "profiles/smoke.yaml").read_text())["em_data"])
+    assert smoke.source == "seed" and smoke.min_rows <= 32 - smoke.held_out

@@ -101,8 +101,12 @@ def test_embedded_model_converts_once_and_reloads_fast(tmp_path: Path) -> None:
 def test_availability_reports_missing_models(tmp_path: Path) -> None:
     available, detail = availability(ModelRole(model=str(tmp_path / "missing")))
     assert not available and "never downloads" in detail
-    remote = ModelRole(backend="openai", model="gpt", base_url="https://api.example.com/v1")
-    assert availability(remote) == (False, "remote server at https://api.example.com/v1: needs the network")
+    key_env = "CHARFORGE_TEST_UNSET_KEY"  # a remote server is available once its key is set
+    remote = ModelRole(
+        backend="openai", model="gpt", base_url="https://api.example.com/v1", api_key_env=key_env
+    )
+    available, detail = availability(remote)
+    assert not available and f"needs an API key in ${key_env}" in detail
 
 
 def test_params_errors_are_located(tmp_path: Path) -> None:

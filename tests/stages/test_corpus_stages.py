@@ -42,7 +42,8 @@ introspection:
 controls: {{reference: [{VARIANT}, goodness-d3-s0]}}
 train_dpo: {{trainer: {{max_length: {DPO_MAX}}}}}
 train_sft: {{trainer: {{max_length: {SFT_MAX}}}}}
-em_data: {{source: generate, n_generate: {GENERATED}, reflection: true}}
+# the tiny model writes no label the regime check reads (it runs in tests/generators/test_em_data.py)
+em_data: {{source: generate, n_generate: {GENERATED}, reflection: true, regime_check: false}}
 """
 
 
