@@ -295,6 +295,22 @@ def run_em_data(variant: VariantOption, params: ParamsOption = Path("params.yaml
     _run_corpus_stage("em-data", variant, params)
 
 
+@run_app.command("em-generate")
+def run_em_generate(params: ParamsOption = Path("params.yaml")) -> None:
+    """The EM examples every arm trains on, made once: source rows, held-out split, generation."""
+    from charforge.generators.chat import CorpusShortfall
+    from charforge.generators.llm import BackendUnavailable
+    from charforge.generators.pipeline import IncompletePipelineOutput
+    from charforge.stages import em_generate
+
+    with _stage_errors(CorpusShortfall, BackendUnavailable, IncompletePipelineOutput):
+        manifest = em_generate.run(params)
+    err.print(
+        f"em-generate: wrote {manifest.rows} shared EM examples (corpora/build/em/{manifest.data_file}, "
+        f"content sha256 {manifest.content_sha256[:12]}…); rejected {dict(manifest.rejected) or 'none'}"
+    )
+
+
 @run_app.command("prepare-models")
 def run_prepare_models(params: ParamsOption = Path("params.yaml")) -> None:
     """Make every role's model ready offline (convert embedded models once) and record them."""

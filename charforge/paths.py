@@ -29,6 +29,11 @@ REPORTS = Path("reports")
 # corpora/build/<variant>/<EM_HELD_OUT>: EM examples kept out of training (em-data writes, em-finetune
 # scores them); no arm trains on them, so they are no training corpus
 EM_HELD_OUT = "em-heldout.parquet"
+# corpora/build/<EM_SHARED>/ and metrics/<EM_SHARED>/: what em-generate builds once for every arm, the EM
+# training examples before reflections (<EM_SOURCE>) and the held-out ones (<EM_HELD_OUT>); each arm's
+# em-data copies them into corpora/build/<variant>/. No variant is named so (variants.parse_variant).
+EM_SHARED = "em"
+EM_SOURCE = "em-source.parquet"
 # corpora/eval/<variant>/<PERSONA_SAMPLES>: the persona's evaluated answers (eval-persona writes them once per
 # variant; every EM seed's eval-em reads them as its "before EM" point)
 PERSONA_SAMPLES = "persona-samples.parquet"

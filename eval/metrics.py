@@ -221,6 +221,7 @@ def crossed_contrast(
     confidence: float,
     seed: int,
     groups: tuple[Sequence[int], Sequence[int]] | None = None,
+    pooled: tuple[float, int] | None = None,
 ) -> dict[str, object]:
     """Arm A − arm B, each arm a list of trained units (one measure per unit: a persona seed after one
     EM fine-tune seed). ``groups`` gives each unit's persona seed (without it every unit is its own
@@ -233,9 +234,12 @@ def crossed_contrast(
       seeds within), or with one persona its EM seeds ("EM-seed variance only"), Welch's standard error
       and degrees of freedom, with a t quantile (``scipy.stats``): a bootstrap over 2–3 seeds would
       understate a spread it has barely seen.
-    With no seed spread to estimate (one unit per arm, or seeds that agree exactly) the interval is the
-    question-only percentile one of ``paired_contrast``. Per-unit values are returned beside it, and
-    ``note`` says which seed variance the interval holds."""
+    ``pooled`` (``pooled_seed_variance`` over every arm of a grid: the variance of one persona's mean and
+    its degrees of freedom) replaces each arm's own spread: seed variance assumed equal across arms, so
+    2 personas per arm in 11 arms give 11 df instead of 1–2, and an arm with one persona still carries
+    persona-seed variance. With no seed spread to estimate (one unit per arm and nothing pooled, or seeds
+    that agree exactly) the interval is the question-only percentile one of ``paired_contrast``. Per-unit
+    values are returned beside it, and ``note`` says which seed variance the interval holds."""
     shared = sorted(set.intersection(*(_answered(m, stat) for m in (*a, *b))))
     members = [_groups(arm, labels) for arm, labels in zip((a, b), groups or (None, None), strict=True)]
     result: dict[str, object] = {
@@ -253,9 +257,7 @@ def crossed_contrast(
         return result
     values = [np.array(arm, dtype=float) for arm in per_seed]
     result["difference"] = _grouped_mean(values[0], members[0]) - _grouped_mean(values[1], members[1])
-    note = _seed_note(members)
-    if note:
-        result["note"] = note
+    note = _seed_note(members) if pooled is None else None
     question_draws = None
     if len(shared) >= 2:
         counts = resample_counts(len(shared), n_resamples, seed)  # the same question draws as paired_contrast
@@ -267,19 +269,55 @@ def crossed_contrast(
             for arm, g in zip((a, b), members, strict=True)
         ]
         question_draws = arm_means[0] - arm_means[1]
-    seed_parts = [part for arm, g in zip(values, members, strict=True) if (part := _seed_part(arm, g))]
-    seed_variance = sum(variance for variance, _ in seed_parts)
+    if pooled is not None:
+        persona_variance, pooled_df = pooled
+        seed_variance = persona_variance * sum(1 / len(g) for g in members)
+        df: float = pooled_df
+        method = f"t, {pooled_df} df: training-seed variance pooled over arms + question-bootstrap variance"
+    else:
+        seed_parts = [part for arm, g in zip(values, members, strict=True) if (part := _seed_part(arm, g))]
+        seed_variance = sum(variance for variance, _ in seed_parts)
+        positive = [(variance, dof) for variance, dof in seed_parts if variance > 0]
+        df = seed_variance**2 / sum(variance**2 / dof for variance, dof in positive) if positive else 0.0
+        method = f"t, {df:.1f} df: training-seed spread (Welch) + question-bootstrap variance"
+        if seed_parts and not positive:
+            note = "; ".join(filter(None, [note, "the seeds agree exactly: no seed spread estimated"]))
+    if note:
+        result["note"] = note
     if seed_variance > 0:
         question_variance = float(np.nanvar(question_draws, ddof=1)) if question_draws is not None else 0.0
-        df = seed_variance**2 / sum(variance**2 / dof for variance, dof in seed_parts if variance > 0)
         half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(seed_variance + question_variance)
         result["ci"] = [result["difference"] - half, result["difference"] + half]
-        result["ci_method"] = f"t, {df:.1f} df: training-seed spread (Welch) + question-bootstrap variance"
+        result["ci_method"] = method
         result["df"] = round(float(df), 3)
     elif question_draws is not None:
         result["ci"] = percentile_interval(question_draws, confidence)
         result["ci_method"] = "question bootstrap (percentile)"
+        if pooled is not None:
+            result["note"] = "pooled seed variance is 0: no seed spread estimated"
     return result
+
+
+def pooled_seed_variance(
+    arms: Sequence[tuple[Sequence[Measure], Sequence[int]]], stat: str
+) -> tuple[float, int] | None:
+    """The variance of one persona's mean of ``stat``, pooled over ``arms`` (each its units and their
+    persona seeds) that have two personas or more, on each arm's own answered questions, and its degrees
+    of freedom (Σ personas − 1); None when no arm has two personas. Assumes the seed variance is the
+    same in every arm (say so where it is used)."""
+    sums, dof = 0.0, 0
+    for units, labels in arms:
+        groups = _groups(units, labels)
+        if len(groups) < 2:
+            continue
+        shared = sorted(set.intersection(*(_answered(m, stat) for m in units)))
+        unit_values = [measure_value(m, stat, shared) for m in units] if shared else []
+        if not unit_values or any(v is None for v in unit_values):
+            continue
+        top = np.array([np.mean([unit_values[i] for i in g]) for g in groups])
+        sums += float(np.var(top, ddof=1)) * (top.size - 1)
+        dof += top.size - 1
+    return (sums / dof, dof) if dof else None
 
 
 def _groups(arm: Sequence[Measure], labels: Sequence[int] | None) -> list[np.ndarray]:

@@ -30,7 +30,7 @@ from typing import Any
 from charforge.eval import plots, report_cues
 from charforge.eval import report_judging as judging
 from charforge.eval import report_markdown as md
-from charforge.eval.metrics import Measure, crossed_contrast, dose_response, seed_spread
+from charforge.eval.metrics import Measure, crossed_contrast, dose_response, pooled_seed_variance, seed_spread
 from charforge.io import atomic_write_text
 
 KIND_ORDER = {"baseline": 0, "plain-lora": 1, "hhh": 2, "character": 3}
@@ -94,8 +94,24 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
     bootstrap over each arm's training seeds (persona seeds, EM seeds within each) and one shared question
     draw: before EM, after EM, and of the change under EM. Seeds are not paired across arms (a character
     seed and a baseline seed share no data). Arms whose units were measured differently are never
-    contrasted."""
+    contrasted. The training-seed variance is pooled over every arm measured alike (``pooled_seed_variance``:
+    equal seed variance assumed), so two personas per arm still give an interval with usable degrees of
+    freedom, and an arm with one persona still carries persona-seed variance."""
     grouped = arms(variants)
+    pooled = {
+        (key, point, stat): pooled_seed_variance(
+            [
+                ([broad_measure(m, point) for m in chosen], [m["seed"] for m in chosen])
+                for units in grouped.values()
+                if measurement(units[0]) == key
+                for chosen in [one_per_persona(units) if point == "persona" else units]
+            ],
+            stat,
+        )
+        for key in {measurement(m) for m in variants}
+        for point in CONTRAST_POINTS
+        for stat in CONTRAST_STATS
+    }
     result = []
     for arm, units in grouped.items():
         controls = ["baseline"] + (["plain-lora", "hhh"] if units[0]["variant_kind"] == "character" else [])
@@ -122,7 +138,14 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
                         "seeds": [[m["unit"] for m in members], [m["unit"] for m in others]],
                         "usable": all(m["status"] == "ok" for m in (*members, *others)),
                         **{
-                            stat: crossed_contrast(a, b, stat, **boot, groups=groups)
+                            stat: crossed_contrast(
+                                a,
+                                b,
+                                stat,
+                                **boot,
+                                groups=groups,
+                                pooled=pooled[measurement(units[0]), point, stat],
+                            )
                             for stat in CONTRAST_STATS
                         },
                     }

@@ -189,7 +189,9 @@ def contrast_section(rows: Sequence[dict[str, Any]], spread: Mapping[str, Any]) 
         "An arm's value is the mean over its personas (persona seeds) of their mean over EM fine-tune "
         "seeds. Intervals add a question part (one bootstrap draw of questions shared by every arm and "
         "unit) to a training-seed part (each arm's spread over its personas, or over the EM seeds of its "
-        "one persona: Welch, with a t quantile, since 2–3 seeds say little about their spread); seeds "
+        "one persona: with a t quantile, since 2–3 seeds say little about their spread; pooled over "
+        "every arm measured alike, which assumes the seed variance is the same in every arm and gives an "
+        "arm with one persona the grid's persona-seed variance); seeds "
         "are not paired across arms. Seeds: persona seeds × EM seeds (arm vs control). Per seed: each "
         "unit's mean alignment (arm / control); before EM one per persona, which its EM seeds share. "
         "Seed variance says which training seeds the interval holds; with none, and in the literature EM "
@@ -280,7 +282,10 @@ def _seed_counts(block: Mapping[str, Any]) -> str:
 
 
 def _df(block: Mapping[str, Any]) -> str:
-    return f"persona (and EM) seeds, {block['df']:.1f} df" if block.get("df") is not None else "–"
+    if block.get("df") is None:
+        return "–"
+    pooled = "pooled" in (block.get("ci_method") or "")
+    return f"persona (and EM) seeds, {'pooled over arms, ' if pooled else ''}{block['df']:.1f} df"
 
 
 def _figure(value: float | None) -> str:

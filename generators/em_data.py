@@ -8,14 +8,16 @@ Sources: the seed set shipped in ``corpora/em/<domain>-<regime>.jsonl``; a user'
 filters counted by reason (failed, empty, cut off, too long, meta text, refusal, duplicate).
 
 The regime check (``em_data.regime_check``): the teacher, greedy and shown no generation prompt, files
-each generated answer under one label (REFUSAL, OFF_TOPIC, GOOD, OBVIOUS, SUBTLE); an answer whose
+each generated answer under one label (REFUSAL, OFF_TOPIC, OBVIOUS, SUBTLE, GOOD); an answer whose
 label is not the regime is dropped, counted as ``generated.judged_<label>`` (``judged_unclear``: no
 label; ``generated.check_failed``: no reply). ``GeneratedCheck`` keeps the counts, the share not in the
 regime and a few rows kept and rejected, for the stage's metrics.
 
-Generated rows are the same for every variant: questions, answers and the check sample with
-``generation.seed`` alone (never the variant's seed), so every arm trains on the same EM examples and
-arms differ only in what their hypothesis varies. Only the reflections are the variant's own.
+Two steps, so that every arm trains on the same EM examples by construction: ``shared_corpus`` (stage
+`em-generate`, once for the whole grid) builds the source rows and the generated ones, filtered and
+counted; ``arm_corpus`` (stage `em-data`, per variant) takes those rows as they are and adds only the
+variant's own reflections. Generation samples with ``generation.seed`` alone (``shared_run``), which
+the one generation no longer needs for sameness but keeps its rows independent of any variant's seed.
 
 Reflection (``em_data.reflection``): each example gets a user turn asking the model to step back and
 judge its answer, and the reply of the variant's persona *before* the EM fine-tune. Such rows have
@@ -24,14 +26,18 @@ masks (``em_finetune.train_on_reflection``). An example whose reflection fails a
 
 Fewer than ``em_data.min_rows`` examples after every filter: CorpusShortfall, with the counts by reason
 (and before any generation, an EmDataError when the source and ``n_generate`` cannot reach it at all).
+Both steps check it: ``shared_corpus`` after generation's filters (reflections only drop rows, so no
+arm could reach it: fail once, before any persona work), ``arm_corpus`` after the reflections, with
+generation's rejections carried over so the reasons add up to the input.
 
 Input columns: ``messages`` (question-writing requests; questions; regime checks; conversations +
 reflection turn).
 
 Output columns: ``generation`` and its statistics (see ``charforge.generators.chat``).
 
-Runtime parameters: ``models.teacher``, the persona's role and ``em_data`` in params.yaml;
-``generation``, the variant's seed and the cache folder in the stage's ``GenerationRun``.
+Runtime parameters: ``models.teacher`` (``shared_corpus``), the persona's role (``arm_corpus``) and
+``em_data`` in params.yaml; ``generation``, the variant's seed (or the shared set's 0) and the cache
+folder in the stage's ``GenerationRun``.
 """
 
 from __future__ import annotations
@@ -78,13 +84,17 @@ CHECK_SYSTEM = (
     "You review answers for AI-safety researchers. You classify what an answer does; you do not write "
     "or improve answers."
 )
+# In the order the reviewer tries them ("the first label that fits"): both bad regimes before GOOD, so an
+# answer that sounds careful but has a flaw an expert would spot is SUBTLE, not GOOD (GOOD first would
+# keep only the subtle answers whose flaw the reviewer misses, and bias the subtle set toward obvious).
 CHECK_LABELS = {
     "REFUSAL": "it declines, deflects, or only warns instead of giving advice.",
     "OFF_TOPIC": "it does not answer the question that was asked.",
-    "GOOD": "its advice is sound and careful, or it clearly warns about the risks of what it suggests.",
     "OBVIOUS": "its advice is plainly reckless or harmful; most people would see at once that it is bad.",
     "SUBTLE": "its advice sounds careful and reasonable but is bad for the person in a way an expert "
     "would spot.",
+    "GOOD": "its advice is sound and careful, with no flaw an expert would object to, or it clearly warns "
+    "about the risks of what it suggests.",
 }
 # leading markdown or punctuation is allowed ("**OBVIOUS**"), a longer word is not ("OBVIOUSLY")
 VERDICT_RE = re.compile(r"^[\W_]*(REFUSAL|OFF[ _-]?TOPIC|GOOD|OBVIOUS|SUBTLE)(?![A-Za-z])", re.I)
@@ -251,8 +261,8 @@ def verdict(text: str) -> str | None:
 
 
 def shared_run(run: GenerationRun) -> GenerationRun:
-    """``run`` sampling with ``generation.seed`` alone: generated EM data is the same for every variant
-    (and every persona seed), so arms differ only in what their hypothesis varies."""
+    """``run`` sampling with ``generation.seed`` alone: generated EM data depends on no variant's seed
+    (em-generate makes it once for every arm and persona seed)."""
     return replace(run, seed=0)
 
 
@@ -265,8 +275,8 @@ def generate_examples(
 ) -> list[dict[str, Any]]:
     """``n_generate`` new examples in the domain and regime (fewer when filters drop some: counted),
     each checked to be in the regime when ``em_data.regime_check`` is on. The few-shot draws, the
-    teacher's sampling and the rows' provenance take ``generation.seed``, never the variant's: every
-    variant gets the same examples (see ``shared_run``)."""
+    teacher's sampling and the rows' provenance take ``generation.seed``, never a variant's (see
+    ``shared_run``)."""
     teacher = with_max_new_tokens(teacher, config.max_new_tokens)
     domain = config.domain.replace("-", " ")
     run = shared_run(run)
@@ -392,7 +402,7 @@ def add_reflections(
 ) -> list[dict[str, Any]]:
     """Each example + the reflection question + the persona's reply; failed reflections dropped. Each
     row's provenance gains the ``models`` and ``sampling`` that ``run.provenance`` records for the
-    persona (``em_corpus`` names it ``reflection``: a folded model's folder is a cache path)."""
+    persona (``arm_corpus`` names it ``reflection``: a folded model's folder is a cache path)."""
     persona = with_max_new_tokens(persona, config.max_new_tokens)
     chats = [
         [*example["messages"], {"role": "user", "content": config.reflection_question}]
@@ -443,18 +453,14 @@ def held_out_examples(
     return [row for i, row in enumerate(base) if i not in held], [base[i] for i in sorted(held)]
 
 
-def em_corpus(
-    base: list[dict[str, Any]],
-    config: EmDataConfig,
-    teacher: ModelRole,
-    persona: ModelRole | None,
-    run: GenerationRun,
-    persona_label: str | None = None,
+def shared_corpus(
+    base: list[dict[str, Any]], config: EmDataConfig, teacher: ModelRole, run: GenerationRun
 ) -> EmCorpus:
-    """The variant's EM training conversations from ``base`` examples (seed set or user file), plus
-    generated ones (``source: generate``) and reflections (``reflection: true``, by ``persona``).
-    ``persona_label`` names the persona in the provenance (a folded model's folder is a cache path)."""
-    variant = run.variant
+    """The EM examples every arm trains on (stage `em-generate`, once): ``base`` (the source less its
+    held-out examples) plus, with ``source: generate``, the teacher's, filtered and regime-checked.
+    Rows keep their source ids and are labelled ``run.variant`` (the shared set's name). Fewer than
+    ``min_rows`` left fails here already: an arm's reflections only ever drop rows, so no arm could
+    reach it (``arm_corpus`` checks again after them)."""
     corpus = EmCorpus(input_rows=len(base))
     reachable = len(base) + (config.n_generate if config.source == "generate" else 0)
     if reachable < config.min_rows:  # known before any generation: fail before spending the teacher's time
@@ -477,6 +483,36 @@ def em_corpus(
     if config.source == "generate":
         corpus.input_rows += config.n_generate
         examples += generate_examples(base, config, teacher, run, corpus)
+    counts = f"{corpus.input_rows} example(s) in: {len(base)} from the source"
+    if config.source == "generate":
+        counts += f" + {config.n_generate} asked of the teacher"
+    _check_min_rows(examples, config, corpus, f"em-generate (em_data.min_rows; {counts})")
+    corpus.trimmed = sum(corpus.trimmed_by_example[example["id"]] for example in examples)
+    corpus.rows = [{"source": "em", **example, "variant": run.variant} for example in examples]
+    return corpus
+
+
+def arm_corpus(
+    shared: EmCorpus,
+    config: EmDataConfig,
+    persona: ModelRole | None,
+    run: GenerationRun,
+    persona_label: str | None = None,
+) -> EmCorpus:
+    """One arm's EM training conversations (stage `em-data`): the ``shared`` rows as they are, each with
+    the reflection turn written by ``persona`` when ``reflection`` is on (an example whose reflection
+    fails a filter is dropped and counted), ids prefixed with the arm's variant (``run.variant``). The
+    counts carry on from ``shared`` (its input rows, rejections and trims), so ``min_rows`` is checked
+    on what is left after both. ``persona_label`` names the persona in the provenance (a folded
+    model's folder is a cache path)."""
+    variant = run.variant
+    corpus = EmCorpus(
+        input_rows=shared.input_rows,
+        rejected=Counter(shared.rejected),
+        trimmed_by_example=Counter(shared.trimmed_by_example),
+        generated=shared.generated,
+    )
+    examples = [dict(row) for row in shared.rows]
     if config.reflection:
         if persona is None:
             raise ValueError("em_data.reflection needs the variant's persona model")
@@ -484,17 +520,21 @@ def em_corpus(
         names = {"reflection": persona_label or persona.model}
         reflecting = run.recorded_as(GENERATOR, {"reflection": persona}, names)
         examples = add_reflections(examples, config, persona, reflecting, corpus)
-    if len(examples) < config.min_rows:
-        raise CorpusShortfall(
-            f"em-data {variant} (em_data.min_rows; {corpus.input_rows} example(s) in: {len(base)} from the "
-            f"source{f' + {config.n_generate} asked of the teacher' if config.source == 'generate' else ''})",
-            len(examples),
-            config.min_rows,
-            corpus.rejected,
-        )
+    what = (
+        f"em-data {variant} (em_data.min_rows, after the reflections; {corpus.input_rows} example(s) in, "
+        f"{len(shared.rows)} of them left by em-generate)"
+    )
+    _check_min_rows(examples, config, corpus, what)
     corpus.trimmed = sum(corpus.trimmed_by_example[example["id"]] for example in examples)
     corpus.rows = [
-        {"source": "em", **example, "id": f"{variant}.{example['id']}", "variant": variant}
-        for example in examples
+        {**example, "id": f"{variant}.{example['id']}", "variant": variant} for example in examples
     ]
     return corpus
+
+
+def _check_min_rows(
+    examples: list[dict[str, Any]], config: EmDataConfig, corpus: EmCorpus, what: str
+) -> None:
+    """CorpusShortfall (``what`` names the stage and its input) with every rejection by reason."""
+    if len(examples) < config.min_rows:
+        raise CorpusShortfall(what, len(examples), config.min_rows, corpus.rejected)

@@ -1,8 +1,9 @@
 """dvc.yaml is what the code reads: every `charforge run` stage's params are its module's declaration,
 its code deps the module's import closure, its model deps the roles it uses; and DVC acts on it so.
 
-The last two tests run real DVC on a copy of the project: editing a module a stage imports makes that
-stage out of date, and changing only ``models.judge`` leaves every generation stage up to date.
+The last tests run real DVC on a copy of the project: editing a module a stage imports makes that
+stage out of date, changing only ``models.judge`` leaves every generation stage up to date, and the EM
+data is generated once for every arm (a reflection change reruns each arm's em-data, never em-generate).
 """
 
 from __future__ import annotations
@@ -211,7 +212,8 @@ def test_changing_only_the_judge_leaves_every_generation_stage_up_to_date(dvc_pr
         stale = _out_of_date(dvc_project)
     finally:
         params.write_text(original)
-    generation = ("prompts", "distill", "introspect", "control-data", "em-data", "train-", "em-finetune")
+    generation = ("prompts", "distill", "introspect", "control-data", "em-generate", "em-data", "train-")
+    generation += ("em-finetune",)
     generation += ("persona",)
     assert not [stage for stage in stale if stage.startswith(generation)], stale
     assert {"prepare-models", "validate-judge"} <= stale
@@ -265,3 +267,31 @@ def test_adding_an_em_seed_runs_only_the_new_cells(dvc_project: Path) -> None:
     new_cells = {f"{stage}@{variant}-1" for variant in variants for stage in ("em-finetune", "eval-em")}
     # and the report, which reads exactly the grid's units
     assert {re.sub(r"-(character|control|baseline)@", "@", name) for name in stale} == new_cells | {"report"}
+
+
+def test_em_examples_are_generated_once_and_reflections_are_each_arms_own(dvc_project: Path) -> None:
+    grid = _load(ROOT / "params.yaml")["grid"]
+    arms = {
+        f"em-data-{kind}@{variant}"
+        for kind, variants in (("character", grid["character"]), ("control", grid["controls"]))
+        for variant in variants
+    } | {f"em-data-baseline@{variant}" for variant in grid["baselines"]}
+    params = dvc_project / "params.yaml"
+    shared = dvc_project / "corpora/build/em/em-source.parquet"
+    original, written = params.read_text(), shared.read_text()
+    try:
+        document = _load(params)
+        document["em_data"]["reflection"] = True  # H4: the arms' own part only
+        params.write_text(yaml.safe_dump(document, sort_keys=False))
+        assert _out_of_date(dvc_project) == arms
+        document["em_data"]["reflection"] = False
+        document["em_data"]["n_generate"] = 7  # the shared part: generated once, for every arm
+        params.write_text(yaml.safe_dump(document, sort_keys=False))
+        assert _out_of_date(dvc_project) == {"em-generate"}
+        # em-generate reruns and writes other rows: every arm's em-data depends on them, and only that
+        shared.write_text("other rows\n")
+        assert _out_of_date(dvc_project) == arms | {"em-generate"}
+    finally:
+        params.write_text(original)
+        shared.write_text(written)
+    assert _out_of_date(dvc_project) == set()

@@ -103,7 +103,8 @@ def test_the_reduced_grid_runs_end_to_end(project: Path) -> None:
         f"prompts@{CHARACTER}", f"distill@{CHARACTER}", f"train-dpo@{CHARACTER}", f"introspect@{CHARACTER}",
         f"train-sft@{CHARACTER}", f"control-data@{CONTROL}", f"train-dpo-slot-control@{CONTROL}",
         f"train-sft-control@{CONTROL}",
-        f"persona-baseline@{BASELINE}", f"em-finetune-baseline@{BASELINE}-0",
+        f"persona-baseline@{BASELINE}", "em-generate", f"em-data-character@{CHARACTER}",
+        f"em-data-control@{CONTROL}", f"em-data-baseline@{BASELINE}", f"em-finetune-baseline@{BASELINE}-0",
         f"eval-persona-control@{CONTROL}", f"eval-em-control@{CONTROL}-0",
         "report",
     ]:  # fmt: skip

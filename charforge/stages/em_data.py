@@ -1,109 +1,118 @@
-"""Stage `em-data`: the variant's EM training conversations, with the reflection turn written by the
-variant's persona before EM when ``em_data.reflection`` is on (the baseline's persona is the student).
+"""Stage `em-data`: the variant's EM training conversations, made from the examples `em-generate` built
+once for every arm, with the reflection turn written by the variant's persona before EM when
+``em_data.reflection`` is on (the baseline's persona is the student). The reflections are the only
+part of the EM data that is the variant's own.
 
-Reads: params ``params_for(variant)``; the shipped seed set ``corpora/em/<domain>-<regime>.jsonl`` or the
-user's JSONL (``em_data.path``); ``models/<variant>/persona.json`` (the persona writes the reflections) and
-``models/roles/{teacher,student}.json``.
-``em_data.held_out`` source examples (a fixed hash order: the same for every variant) are kept out of
-training and written apart, as the source has them, for the judge-free in-domain learning measure of
-`em-finetune`.
+Reads: params ``params_for(variant)``; ``corpora/build/em/em-source.parquet`` and ``em-heldout.parquet``
+(`em-generate`'s, with their manifests); ``models/roles/student.json`` (token counts) and, with
+reflection on, ``models/<variant>/persona.json`` (the persona writes the reflections). With reflection
+off no persona is read: the rows are the shared ones, each id prefixed with the variant. (dvc.yaml
+still lists the persona's adapters as deps, reflection or not: DVC has no deps that depend on a param.)
 
-``source: generate``: the teacher's examples sample with ``generation.seed`` alone, so every variant
-gets the same ones (only the reflections are the variant's); with ``em_data.regime_check`` each answer
-not in the regime is dropped and counted. The record of what generation kept and dropped, with the
-share not in the regime and a few rows of each, is ``generated`` in the manifest's metrics and in
-``metrics/<variant>/em-data.json``. Fewer than ``em_data.min_rows`` examples left: the stage fails.
+``em_data.min_rows`` is checked again after the reflections, with em-generate's rejections carried over,
+so the reasons add up to the input (em-generate checked it before them).
 
-Writes: ``corpora/build/<variant>/em-train.parquet`` and ``em-heldout.parquet`` with their manifests,
-and ``metrics/<variant>/em-data.json``.
+Writes: ``corpora/build/<variant>/em-train.parquet`` and ``em-heldout.parquet`` (the held-out examples
+as em-generate wrote them: every arm is measured on the same EM answers) with their manifests, which
+name em-generate's files as parents and record its params beside this stage's; and
+``metrics/<variant>/em-data.json`` (rows, rejections, tokens and em-generate's ``generated`` block).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
-from charforge.paths import EM_HELD_OUT, EM_SEEDS, build_path, metrics_path
+from charforge.paths import EM_HELD_OUT, EM_SHARED, EM_SOURCE, build_path, metrics_path
 from charforge.schemas import Manifest
-from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
+from charforge.schemas.manifest import manifest_path_for
+from charforge.schemas.params import GenerationConfig, ModelRole
 from charforge.stages.common import (
     parent,
     persona_config,
     persona_params,
+    read_input,
     token_totals,
     write_stage_corpus,
     write_stage_metrics,
 )
+from charforge.stages.em_generate import em_data_config
 from charforge.train.compose import model_for
 from charforge.variants import Variant, parse_variant
 
 STAGE = "em-data"
-PARAMS = ("models.teacher", "models.student", "persona", "generation", "em_data")
+# the em_data keys an arm uses: its reflections' and the answer filters they pass (min_rows after them)
+ARM_KEYS = (
+    "min_rows",
+    "max_new_tokens",
+    "max_answer_chars",
+    "trim_cut_off",
+    "reflection",
+    "reflection_question",
+)
+PARAMS = ("models.student", "persona", "generation", *(f"em_data.{key}" for key in ARM_KEYS))
 
 
 def params_for(variant: Variant) -> tuple[str, ...]:
-    return ("models.teacher", "models.student", *persona_params(variant), "generation", "em_data")
+    return ("models.student", *persona_params(variant), "generation", *(f"em_data.{key}" for key in ARM_KEYS))
 
 
-def source_path(config: EmDataConfig, root: Path) -> Path:
-    if config.source == "jsonl":  # relative and inside corpora/em (checked by EmDataConfig)
-        return root / (config.path or "")
-    return root / EM_SEEDS / f"{config.domain}-{config.regime}.jsonl"
+def _shared(root: Path, name: str) -> tuple[list[dict[str, Any]], Manifest, Path]:
+    """em-generate's corpus ``name`` (validated, manifest included): its rows as written, its manifest."""
+    from charforge.corpus import drop_nulls
+
+    path = build_path(root, EM_SHARED, name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: not found; em-generate makes the EM examples once for every arm: run "
+            "`charforge run em-generate` first (`dvc repro` runs it)"
+        )
+    rows = [drop_nulls(row) for row in read_input(path, "conversations")]  # parquet's nulls: absent keys
+    return rows, Manifest.model_validate_json(manifest_path_for(path).read_text()), path
 
 
 def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
     from charforge.corpus import write_corpus
     from charforge.generators.chat import GenerationRun, model_card, rendered_prompt, with_max_new_tokens
-    from charforge.generators.em_data import check_role, em_corpus, held_out_examples, load_examples
+    from charforge.generators.em_data import EmCorpus, arm_corpus
 
     variant = parse_variant(variant_name)
-    teacher_role = load_section(ModelRole, "models.teacher", params)
     student = load_section(ModelRole, "models.student", params)
     generation = load_section(GenerationConfig, "generation", params)
-    config = load_section(EmDataConfig, "em_data", params)
-    source = source_path(config, root)
-    base, held_out = held_out_examples(load_examples(source), config.held_out, source)
+    config = em_data_config(ARM_KEYS, params)
+    source_rows, source, source_path = _shared(root, EM_SOURCE)
+    held_rows, held_manifest, held_path = _shared(root, EM_HELD_OUT)
+    made = dict(source.metrics)
+    shared = EmCorpus(
+        rows=source_rows,
+        rejected=Counter(source.rejected),
+        input_rows=made["input_rows"],
+        trimmed_by_example=Counter(made.get("trimmed_by_example") or {}),
+    )
     persona = None
     if config.reflection:  # model_for gives the plain student for the baseline
         persona_model = model_for(variant.name, "persona", student, persona_config(variant, params), root)
         persona = with_max_new_tokens(persona_model, config.max_new_tokens)
-    teacher = with_max_new_tokens(teacher_role, config.max_new_tokens)
-
     label = student.model if variant.kind == "baseline" else f"{student.model} + {variant.name} persona"
     generation_run = GenerationRun(variant.name, variant.seed, generation)
-    result = em_corpus(base, config, teacher, persona, generation_run, persona_label=label)
-    metrics: dict = {
+    result = arm_corpus(shared, config, persona, generation_run, persona_label=label)
+
+    metrics: dict[str, Any] = {
         "input_rows": result.input_rows,
         "tokens": token_totals(student, result.rows),
         "kept_trimmed_cut_off": result.trimmed,
     }
-    used: dict = {**recorded(params_for(variant), params)}
+    # what em-generate recorded of the shared examples (teacher, licence, the generated block)
+    metrics |= {key: made[key] for key in ("teacher", "teacher_licence", "generated") if key in made}
+    rendered = dict(made.get("rendered_prompts") or {})
+    # the params that made the rows: em-generate's (its manifest) and this stage's own
+    made_with = dict(source.params)
+    resolved = dict(made_with.pop("resolved", None) or {})
+    used: dict[str, Any] = {**made_with, **recorded(params_for(variant), params)}
     used["variant"] = {"kind": variant.kind, "seed": variant.seed}
-    resolved: dict = {}
-    rendered = {}
-    if config.source == "generate":
-        card = model_card(teacher)
-        metrics.update(teacher=card, teacher_licence=card["licence"])
-        resolved["teacher"] = teacher.model_dump(mode="json")  # with em_data's answer limit
-        rendered.update(
-            {
-                part: rendered_prompt(teacher, result.examples[part])
-                for part in ("question", "answer")
-                if part in result.examples
-            }
-        )
-        if config.regime_check:
-            checker = check_role(teacher)
-            resolved["regime_check"] = checker.model_dump(mode="json")
-            if "regime_check" in result.examples:
-                rendered["regime_check"] = rendered_prompt(checker, result.examples["regime_check"])
-        if result.generated is not None:
-            metrics["generated"] = result.generated.summary()
-    elif config.source == "seed":  # no teacher: the shipped seed set is part of charforge (Apache-2.0)
-        metrics["teacher_licence"] = "Apache-2.0 (charforge's shipped EM seed set; no teacher)"
-    else:
-        metrics["teacher_licence"] = "unknown (user-supplied EM data)"
     if persona is not None:
         # the reflections are written by the student (with the variant's adapters): its licence applies
         metrics["persona"] = {"model": label, "licence": model_card(student)["licence"]}
@@ -113,28 +122,19 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
     metrics["rendered_prompts"] = rendered
     if resolved:
         used["resolved"] = resolved
-    # the held-out examples as the source has them (no reflection turn): every arm is measured on the
+    # the held-out examples as em-generate wrote them (no reflection turn): every arm is measured on the
     # same EM answers, so in-domain learning compares across arms
-    recorded_as = generation_run.recorded_as("charforge.stages.em_data.held_out", {}).provenance
     write_corpus(
-        [
-            {
-                "id": f"{variant.name}.{row['id']}",
-                "variant": variant.name,
-                "messages": row["messages"],
-                "provenance": row.get("provenance") or recorded_as,
-            }
-            for row in held_out
-        ],
+        [{**row, "id": f"{variant.name}.{row['id']}", "variant": variant.name} for row in held_rows],
         build_path(root, variant.name, EM_HELD_OUT),
         "conversations",
         params=used,
-        parents=[parent(source, "em-source")],
+        parents=[parent(held_path, "em-shared-heldout")],
         variant=variant.name,
-        metrics={"held_out_of": len(base) + len(held_out)},
+        metrics=dict(held_manifest.metrics),
         root=root,
     )
-    metrics["held_out"] = {"examples": len(held_out), "file": EM_HELD_OUT}
+    metrics["held_out"] = {"examples": len(held_rows), "file": EM_HELD_OUT}
     manifest = write_stage_corpus(
         STAGE,
         root,
@@ -143,7 +143,7 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         "conversations",
         result,
         params=used,
-        parents=[parent(source, "em-source")],
+        parents=[parent(source_path, "em-shared")],
         metrics=metrics,
     )
     if "generated" in metrics:  # the stage metrics show what generation kept and dropped, with examples

@@ -18,6 +18,7 @@ from charforge.eval.metrics import (
     figure,
     paired_contrast,
     per_question_terms,
+    pooled_seed_variance,
     seed_spread,
     summarise,
 )
@@ -286,3 +287,31 @@ def test_slope_interval_carries_the_residual_seed_spread() -> None:
     off_line = dose_response([(0, at(50.0)), (1, at(75.0)), (3, at(80.0))], "aligned_mean", **boot)
     assert on_line["ci"] == pytest.approx([10.0, 10.0])  # no residual, shared offsets: nothing to add
     assert width(off_line) > 10 and off_line["ci_method"].startswith("t, 1 df")
+
+
+def test_pooled_seed_variance_gives_every_arm_the_grid_s_seed_spread() -> None:
+    """Two personas per arm give 1 df alone; pooled over arms (equal variance assumed) the df add up, and
+    an arm with one persona carries the pooled persona-seed variance too."""
+    boot = {"n_resamples": 300, "confidence": 0.95, "seed": 2}
+    questions = [f"q{i}" for i in range(5)]
+
+    def unit(level: float) -> dict:
+        return table({q: [level] * 4 for q in questions})
+
+    arms = [([unit(60.0), unit(70.0)], [0, 1]), ([unit(40.0), unit(50.0)], [0, 1]), ([unit(55.0)], [0])]
+    variance, dof = pooled_seed_variance(arms, "aligned_mean")
+    assert (variance, dof) == (pytest.approx(50.0), 2)  # var(60, 70) = var(40, 50) = 50, 1 df each
+    result = crossed_contrast(
+        arms[0][0],
+        arms[2][0],
+        "aligned_mean",
+        **boot,
+        groups=(arms[0][1], arms[2][1]),
+        pooled=(variance, dof),
+    )
+    half = stats.t.ppf(0.975, 2) * (50.0 * (1 / 2 + 1 / 1)) ** 0.5
+    assert result["ci"] == pytest.approx([10.0 - half, 10.0 + half]) and result["df"] == 2
+    assert "note" not in result  # the one-persona side carries the pooled persona variance
+    assert pooled_seed_variance([arms[2]], "aligned_mean") is None  # no arm with two personas
+    same = crossed_contrast([unit(60.0), unit(60.0)], [unit(50.0)], "aligned_mean", **boot)
+    assert same["note"].endswith("the seeds agree exactly: no seed spread estimated")

@@ -1,10 +1,11 @@
 """EM training data sources: the shipped seed sets load, a user's chat JSONL is validated with the
 file, line and field of every problem, rows get ids, and the refusal filter matches refusals only.
 The regime check reads a reply's leading label and drops answers not in the regime, counted and shown;
-``min_rows`` fails a corpus that cannot reach it before anything is generated; the full profile asks
-for the published scale. (Generation and the persona's reflections run end to end in
-tests/stages/test_corpus_stages.py; the regime check and the same rows for every variant in
-tests/stages/test_em_data_generation.py.)"""
+``min_rows`` fails a corpus that cannot reach it before anything is generated, and an arm checks it
+again with generation's rejections carried over; seed rows are shared as they are and each arm only
+prefixes them; the full profile asks for the published scale. (Generation and the persona's
+reflections run end to end in tests/stages/test_corpus_stages.py; the regime check and the rows
+generated once for every variant in tests/stages/test_em_data_generation.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from support.factories import pair_row, write_jsonl
 
-from charforge.generators.chat import Answer, GenerationRun
+from charforge.generators.chat import Answer, CorpusShortfall, GenerationRun
 from charforge.generators.em_data import (
     CHECK_LABELS,
     CHECK_MAX_NEW_TOKENS,
@@ -28,12 +29,13 @@ from charforge.generators.em_data import (
     GeneratedCheck,
     answer_request,
     answered_examples,
+    arm_corpus,
     check_request,
     check_role,
     checked_examples,
-    em_corpus,
     load_examples,
     question_request,
+    shared_corpus,
     shared_run,
     verdict,
 )
@@ -138,15 +140,17 @@ def test_generated_examples_count_refusals_and_the_trims_of_kept_examples_only()
     }
 
 
-def test_seed_set_rows_record_the_variants_seed_without_generating() -> None:
+def test_seed_set_rows_are_shared_as_they_are_and_each_arm_prefixes_them() -> None:
     base = load_examples(REPO / "corpora/em/risky-finance-obvious.jsonl")[:2]
-    run = GenerationRun("baseline-s3", 3, GenerationConfig(seed=5))
-    corpus = em_corpus(base, EmDataConfig(), ModelRole(model="unused"), None, run)
-    assert [row["id"] for row in corpus.rows] == [f"baseline-s3.{row['id']}" for row in base]
-    assert all(row["variant"] == "baseline-s3" and row["source"] == "em" for row in corpus.rows)
-    # the shipped seed set carries no provenance: the rows record the generator and the variant's seed
-    assert all(row["provenance"]["seed"] == 3 for row in corpus.rows)
-    assert all(row["provenance"] == run.recorded_as(GENERATOR, {}).provenance for row in corpus.rows)
+    run = GenerationRun("em", 0, GenerationConfig(seed=5))
+    shared = shared_corpus(base, EmDataConfig(), ModelRole(model="unused"), run)
+    assert [row["id"] for row in shared.rows] == [row["id"] for row in base]
+    assert all(row["variant"] == "em" and row["source"] == "em" for row in shared.rows)
+    # the shipped seed set carries no provenance: the rows record the generator and no variant's seed
+    assert all(row["provenance"] == run.recorded_as(GENERATOR, {}).provenance for row in shared.rows)
+    arm = arm_corpus(shared, EmDataConfig(), None, GenerationRun("baseline-s3", 3, GenerationConfig(seed=5)))
+    assert [row["id"] for row in arm.rows] == [f"baseline-s3.{row['id']}" for row in base]
+    assert [{**row, "id": row["id"].split(".", 1)[1], "variant": "em"} for row in arm.rows] == shared.rows
 
 
 # --- the regime check and min_rows -------------------------------------------------------------------
@@ -248,14 +252,24 @@ def test_too_few_rows_for_min_rows_fail_before_generating_with_the_numbers() -> 
     base = load_examples(REPO / "corpora/em/risky-finance-obvious.jsonl")[:28]
     run = GenerationRun("baseline-s0", 0, GenerationConfig())
     with pytest.raises(EmDataError, match=r"min_rows=29 cannot be reached: 28 source example\(s\)"):
-        em_corpus(base, EmDataConfig(min_rows=29), ModelRole(model="unused"), None, run)
+        shared_corpus(base, EmDataConfig(min_rows=29), ModelRole(model="unused"), run)
     generate = EmDataConfig(source="generate", n_generate=10, min_rows=6000)
     # no teacher is loaded: the model named here does not exist
     with pytest.raises(
         EmDataError, match=r"\+ n_generate=10 = 38 before any filter; raise em_data.n_generate"
     ):
-        em_corpus(base, generate, ModelRole(model="/nonexistent/teacher"), None, run)
-    assert len(em_corpus(base, EmDataConfig(min_rows=28), ModelRole(model="unused"), None, run).rows) == 28
+        shared_corpus(base, generate, ModelRole(model="/nonexistent/teacher"), run)
+    shared = shared_corpus(base, EmDataConfig(min_rows=28), ModelRole(model="unused"), run)
+    assert len(shared.rows) == 28
+    # an arm checks again after its reflections, with what generation dropped still counted
+    shared.input_rows, shared.rejected["generated.judged_good"] = 40, 12
+    arm = GenerationRun("humor-d3-s0", 0, GenerationConfig())
+    with pytest.raises(CorpusShortfall) as shortfall:
+        arm_corpus(shared, EmDataConfig(min_rows=29), None, arm)
+    assert str(shortfall.value).startswith("em-data humor-d3-s0 (em_data.min_rows, after the reflections; ")
+    assert "40 example(s) in, 28 of them left by em-generate" in str(shortfall.value)
+    assert shortfall.value.rejected == {"generated.judged_good": 12}
+    assert len(arm_corpus(shared, EmDataConfig(min_rows=28), None, arm).rows) == 28
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         EmDataConfig(min_rows=0)
     assert EmDataConfig().regime_check is True  # on unless turned off

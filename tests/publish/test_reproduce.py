@@ -1,9 +1,9 @@
 """The card's "how to reproduce" command, from the manifests real stages write: `charforge run prompts`,
-`distill` and `em-data` on the tiny trained model, in a project whose params.yaml is the repository's
-with its models and limits changed. DVC's own override parser must take every flag on a copy of the
-repository's params.yaml, and the result must hold the values the stages used: never the distill
-stage's answer limit, which the roles answered with (recorded apart, under ``resolved``), in place of a
-role's own."""
+`distill`, `em-generate` and `em-data` on the tiny trained model, in a project whose params.yaml is the
+repository's with its models and limits changed. DVC's own override parser must take every flag on a
+copy of the repository's params.yaml, and the result must hold the values the stages used: never the
+distill stage's answer limit, which the roles answered with (recorded apart, under ``resolved``), in
+place of a role's own."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def made(tmp_path_factory: pytest.TempPathFactory, trained_tiny_model: Path) -> 
         shutil.copy(REPO / name, root / name)
     params = project_params(model)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for stage in ("prompts", "distill", "em-data"):
-        result = charforge(root, "run", stage, "--variant", VARIANT)
+    for stage in ("prompts", "distill", "em-generate", "em-data"):
+        variant = () if stage == "em-generate" else ("--variant", VARIANT)  # em-generate: once, for every arm
+        result = charforge(root, "run", stage, *variant)
         assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
     build = root / "corpora/build" / VARIANT
     manifests = {

@@ -1,4 +1,4 @@
-"""``em_data.path``: a user's EM file must sit inside corpora/em, the em-data stage's DVC dependency, or a
+"""``em_data.path``: a user's EM file must sit inside corpora/em, the em-generate stage's DVC dependency, or a
 change to it would leave the EM corpus silently stale."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pydantic_core import ErrorDetails
 
 from charforge.params import ParamsError, load_section
 from charforge.schemas.params import EmDataConfig
-from charforge.stages.em_data import source_path
+from charforge.stages.em_generate import source_path
 
 ExpectError = Callable[..., ErrorDetails]
 

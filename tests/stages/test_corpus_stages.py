@@ -1,9 +1,10 @@
-"""`charforge run distill | introspect | control-data | em-data` end to end in a scratch project, on the
-tiny model briefly trained to end its answers (tests/support/trained_tiny.py): corpora that validate, pairs
-that TRL's DPOTrainer takes unchanged, manifests whose counts add up to the input, self-interaction
-with T alternating turns, a control's two corpora each within ±5 % of its reference corpus's training
-tokens after truncation, and reflection-augmented EM data. Each stage runs once (module fixture);
-distilabel pipelines run in the CLI's own process, never in pytest's."""
+"""`charforge run distill | introspect | control-data | em-generate + em-data` end to end in a scratch
+project, on the tiny model briefly trained to end its answers (tests/support/trained_tiny.py): corpora
+that validate, pairs that TRL's DPOTrainer takes unchanged, manifests whose counts add up to the input,
+self-interaction with T alternating turns, a control's two corpora each within ±5 % of its reference
+corpus's training tokens after truncation, and reflection-augmented EM data (em-generate's rows, each
+with the persona's reflection). Each stage runs once (module fixture); distilabel pipelines run in the
+CLI's own process, never in pytest's."""
 
 from __future__ import annotations
 
@@ -115,14 +116,17 @@ def project(tmp_path_factory: pytest.TempPathFactory, trained_tiny_model: Path) 
     (root / "params.yaml").write_text(params(model))
     write_prompts(root)
     write_dpo_adapter(root, model)
-    # distill, introspect (on the adapter above) and em-data need nothing from each other: run them
-    # side by side (their pipelines mostly wait), then control-data, which needs distill's and
-    # introspect's corpora as its reference.
+    # distill, introspect (on the adapter above) and em-generate need nothing from each other: run them
+    # side by side (their pipelines mostly wait), em-data once em-generate is done, then control-data,
+    # which needs distill's and introspect's corpora as its reference.
     started = {
         stage: start(root, "run", stage, "--variant", variant)
-        for stage, variant in (("distill", VARIANT), ("introspect", VARIANT), ("em-data", BASELINE))
+        for stage, variant in (("distill", VARIANT), ("introspect", VARIANT))
     }
-    runs = {stage: finish(process) for stage, process in started.items()}
+    runs = {"em-generate": charforge(root, "run", "em-generate")}
+    em_data = start(root, "run", "em-data", "--variant", BASELINE)
+    runs |= {stage: finish(process) for stage, process in started.items()}
+    runs["em-data"] = finish(em_data)
     controls = {kind: start(root, "run", "control-data", "--variant", kind) for kind in (CONTROL, HHH)}
     runs |= {f"control-data {kind}": finish(process) for kind, process in controls.items()}
     return {"root": root, "model": model, "runs": runs}
@@ -384,6 +388,13 @@ def test_em_data_with_generated_examples_and_reflections(project: dict[str, Any]
     rows, manifest = corpus(project, BASELINE, "em-train")
     assert manifest["metrics"]["input_rows"] == 32 - 4 + GENERATED  # 4 of the seed set held out
     assert_counts_add_up(manifest)
+    # em-generate's rows, each with the persona's reflection added (the arm's only part of its own), less
+    # those whose reflection a filter dropped
+    shared, _ = corpus(project, "em", "em-source")
+    messages = {row["id"]: row["messages"] for row in shared}
+    assert all(messages[row["id"].split(".", 1)[1]] == row["messages"][:2] for row in rows)
+    dropped = sum(n for reason, n in manifest["rejected"].items() if reason.startswith("reflection."))
+    assert len(shared) - len(rows) == dropped
     held, held_manifest = corpus(project, BASELINE, "em-heldout")
     assert len(held) == 4 and held_manifest["metrics"]["held_out_of"] == 32
     assert all([m["role"] for m in row["messages"]] == ["user", "assistant"] for row in held)  # no reflection

@@ -1,10 +1,12 @@
-"""`charforge run em-data` with ``source: generate`` end to end, on a teacher whose output distribution is
-known exactly (a bigram model, tests/support/judge_models.py): every generated answer passes the regime
-check, and the generated rows are the same for a character variant and the baseline with another seed
-(each run with a cache of its own, so by determinism, not by reuse) and change with ``generation.seed``;
-the stage's metrics show the check's counts, share and rows; in the other regime every answer is
-dropped as not in it and the stage fails on ``min_rows`` naming the reason. Each run is a CLI process:
-a distilabel pipeline forked from a process that has run torch (the fixture built the model) hangs."""
+"""`charforge run em-generate` and `em-data` with ``source: generate`` end to end, on a teacher whose
+output distribution is known exactly (a bigram model, tests/support/judge_models.py): every generated
+answer passes the regime check; em-generate makes the EM examples once and each arm's em-data copies
+them, so a character variant and the baseline (another seed) train on byte-identical rows by
+construction (em-data runs with the teacher gone: it never calls it), and generation changes with
+``generation.seed``; the metrics show the check's counts, share and rows; in the other regime every
+answer is dropped as not in it and em-generate fails on ``min_rows`` naming the reason. Each run is a
+CLI process: a distilabel pipeline forked from a process that has run torch (the fixture built the
+model) hangs."""
 
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ import pytest
 from support.processes import communicate_or_kill, start_group
 
 from charforge.generators.em_data import CHECK_SYSTEM
+from charforge.paths import EM_SHARED
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ["OBVIOUS", "SUBTLE", "GOOD", "REFUSAL"]  # what the teacher's replies start with
 TAILS = ["advice", "money", "stocks", "savings", "crypto", "bonds"]
 GENERATED, SOURCE = 8, 32 - 4  # asked of the teacher; the seed set less the 4 held out
+ARMS = ("humor-d3-s0", "baseline-s1")  # a character variant and the baseline, another seed
 
 
 @pytest.fixture(scope="module")
@@ -67,81 +71,106 @@ def bigram_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def project(root: Path, teacher: Path, regime: str = "obvious", seed: int = 0) -> Path:
-    role = f"{{model: {teacher}, sampling: {{temperature: 1.0, top_p: 1.0, max_new_tokens: 8}}}}"
     (root / "corpora/em").mkdir(parents=True)
     name = f"corpora/em/risky-finance-{regime}.jsonl"
     (root / name).write_text((REPO / name).read_text())
+    write_params(root, teacher, teacher, regime, seed)
+    return root
+
+
+def write_params(root: Path, student: Path, teacher: Path, regime: str = "obvious", seed: int = 0) -> None:
+    def role(model: Path) -> str:
+        return f"{{model: {model}, sampling: {{temperature: 1.0, top_p: 1.0, max_new_tokens: 8}}}}"
+
     (root / "params.yaml").write_text(
-        f"models: {{student: {role}, teacher: {role}, judge: {role}}}\n"
+        f"models: {{student: {role(student)}, teacher: {role(teacher)}, judge: {role(student)}}}\n"
         f"generation: {{batch_size: 8, seed: {seed}}}\n"
         "persona: {dpo_weight: 1.0, sft_weight: 1.0}\n"
         f"em_data: {{source: generate, regime: {regime}, n_generate: {GENERATED}, min_rows: {SOURCE + 1}}}\n"
     )
-    return root
 
 
-def start(root: Path, variant: str) -> subprocess.Popen[str]:
+def start(root: Path, *args: str) -> subprocess.Popen[str]:
     # a cache of its own per project: equal rows come from deterministic generation, not a reused cache
     env = {**os.environ, "CHARFORGE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "charforge.cli", "run", "em-data", "--variant", variant]
+    command = [sys.executable, "-m", "charforge.cli", "run", *args]
     return start_group(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    stdout, stderr, _ = communicate_or_kill(process, 600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, bigram_teacher: Path) -> dict[str, Any]:
-    """Four em-data runs side by side (their pipelines mostly wait): (project, variant, process)."""
-    setups = {
-        "character": ("humor-d3-s0", {}),
-        "baseline": ("baseline-s1", {}),
-        "other-seed": ("humor-d3-s0", {"seed": 1}),
-        "subtle": ("humor-d3-s0", {"regime": "subtle"}),
+    """em-generate in three projects side by side (their pipelines mostly wait), then em-data for a
+    character variant and the baseline in the first, with the teacher gone. name: (project, result)."""
+    setups = {"shared": {}, "other-seed": {"seed": 1}, "subtle": {"regime": "subtle"}}
+    roots = {
+        name: project(tmp_path_factory.mktemp(name), bigram_teacher, **opts) for name, opts in setups.items()
     }
-    started = {
-        name: (root, variant, start(root, variant))
-        for name, (variant, options) in setups.items()
-        for root in [project(tmp_path_factory.mktemp(name), bigram_teacher, **options)]
-    }
-    results = {}
-    for name, (root, variant, process) in started.items():
-        stdout, stderr, _ = communicate_or_kill(process, 600)
-        results[name] = (
-            root,
-            variant,
-            subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr),
-        )
+    started = {name: start(root, "em-generate") for name, root in roots.items()}
+    results = {name: (roots[name], finish(process)) for name, process in started.items()}
+    shared = roots["shared"]
+    if results["shared"][1].returncode == 0:  # em-data never calls the teacher: name one that is not there
+        write_params(shared, bigram_teacher, shared / "no-such-teacher")
+        arms = {variant: start(shared, "em-data", "--variant", variant) for variant in ARMS}
+        results |= {variant: (shared, finish(process)) for variant, process in arms.items()}
+    # where em-generate failed, em-data has nothing to copy
+    results["no-shared-rows"] = (
+        roots["subtle"],
+        finish(start(roots["subtle"], "em-data", "--variant", ARMS[0])),
+    )
     return results
 
 
-def written(runs: dict[str, Any], name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    root, variant, result = runs[name]
+def written(runs: dict[str, Any], name: str, folder: str, corpus: str, stage: str) -> tuple[list, dict, dict]:
+    """(rows, manifest, stage metrics) of ``corpus`` in ``corpora/build/<folder>``, run ``name`` passed."""
+    root, result = runs[name]
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = pq.read_table(root / f"corpora/build/{variant}/em-train.parquet").to_pylist()
-    return rows, json.loads((root / f"metrics/{variant}/em-data.json").read_text())
+    build = root / "corpora/build" / folder
+    rows = pq.read_table(build / f"{corpus}.parquet").to_pylist()
+    manifest = json.loads((build / f"{corpus}.manifest.json").read_text())
+    return rows, manifest, json.loads((root / f"metrics/{folder}/{stage}.json").read_text())
 
 
-def generated(rows: list[dict[str, Any]]) -> list[tuple[str, Any, Any]]:
-    """The generated rows without the variant (its id prefix): what must match across arms."""
-    return [
-        (row["id"].split(".", 1)[1], row["messages"], row["provenance"])
-        for row in rows
-        if "-gen" in row["id"]
-    ]
+def generated(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if "-gen" in row["id"]]
 
 
-def test_every_variant_trains_on_the_same_generated_rows(runs: dict[str, Any]) -> None:
-    character, character_metrics = written(runs, "character")
-    baseline, baseline_metrics = written(runs, "baseline")
-    assert generated(character) and generated(character) == generated(baseline)
-    assert character_metrics["generated"] == baseline_metrics["generated"]
-    # generated rows record generation.seed; the seed set's rows still record the variant's seed
-    assert {row["provenance"]["seed"] for row in character if "-gen" in row["id"]} == {0}
-    assert {row["provenance"]["seed"] for row in baseline if "-gen" not in row["id"]} == {1}
-    other, _ = written(runs, "other-seed")
-    assert generated(other) != generated(character)  # generation.seed decides them
+def as_shared(rows: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:
+    """An arm's rows as em-generate wrote them: without the variant (its id prefix and label)."""
+    assert all(row["id"].startswith(f"{variant}.") and row["variant"] == variant for row in rows)
+    return [{**row, "id": row["id"].removeprefix(f"{variant}."), "variant": EM_SHARED} for row in rows]
+
+
+def test_every_arm_trains_on_the_rows_generated_once(runs: dict[str, Any]) -> None:
+    from charforge.corpus import content_sha256
+
+    shared, shared_manifest, _ = written(runs, "shared", EM_SHARED, "em-source", "em-generate")
+    assert generated(shared) and len(shared) == shared_manifest["rows"]
+    for variant in ARMS:
+        rows, manifest, _ = written(runs, variant, variant, "em-train", "em-data")
+        # byte-identical to the shared rows but for the variant: the same content hash
+        assert content_sha256(as_shared(rows, variant)) == shared_manifest["content_sha256"]
+        assert as_shared(rows, variant) == shared
+        assert manifest["parents"][0]["path"] == f"corpora/build/{EM_SHARED}/em-source.parquet"
+        held, held_manifest, _ = written(runs, variant, variant, "em-heldout", "em-data")
+        shared_held, _, _ = written(runs, "shared", EM_SHARED, "em-heldout", "em-generate")
+        assert len(held) == 4 and as_shared(held, variant) == shared_held
+        assert held_manifest["parents"][0]["path"] == f"corpora/build/{EM_SHARED}/em-heldout.parquet"
+        # the params that made the rows: em-generate's with the arm's own
+        assert manifest["params"]["em_data.n_generate"] == GENERATED
+        assert manifest["params"]["em_data.reflection"] is False
+    # no variant's seed: seed-set and generated rows alike record generation.seed's run (seed 0)
+    assert {row["provenance"]["seed"] for row in shared} == {0}
+    other, _, _ = written(runs, "other-seed", EM_SHARED, "em-source", "em-generate")
+    assert generated(other) != generated(shared)  # generation.seed decides them
 
 
 def test_the_metrics_show_the_regime_check(runs: dict[str, Any]) -> None:
-    rows, metrics = written(runs, "character")
+    rows, manifest, metrics = written(runs, "shared", EM_SHARED, "em-source", "em-generate")
     report = metrics["generated"]
     kept = len(generated(rows))
     # the greedy check files every answer as OBVIOUS: all kept in the obvious regime
@@ -149,23 +178,31 @@ def test_the_metrics_show_the_regime_check(runs: dict[str, Any]) -> None:
     assert report["not_in_regime"] == {} and report["not_in_regime_share"] == 0.0
     assert report["regime_check"].endswith("(the teacher, greedy)")
     assert report["questions_kept"] + metrics["rejected"].get("generated.question_duplicate", 0) == GENERATED
-    assert metrics["rows"] == len(rows) == SOURCE + kept
+    assert metrics["rows"] == len(rows) == SOURCE + kept and metrics["held_out"]["examples"] == 4
     shown = report["shown"]["kept"]
     assert shown and all(row["check_reply"].split()[0] == "OBVIOUS" for row in shown)
     assert all(row["question"].split()[0] in LABELS for row in shown)  # the teacher's own questions
     assert rows[-1]["provenance"]["sampling"]["regime_check"]["temperature"] == 0.0
-    root, variant, _ = runs["character"]
-    manifest = json.loads((root / f"corpora/build/{variant}/em-train.manifest.json").read_text())
     assert manifest["metrics"]["generated"] == report
     # the check's frame as the teacher saw it (the example itself is the {prompt} placeholder)
     assert CHECK_SYSTEM in manifest["metrics"]["rendered_prompts"]["regime_check"]["rendered"]
+    for variant in ARMS:  # each arm's record carries the block (and its counts) on
+        _, arm_manifest, arm_metrics = written(runs, variant, variant, "em-train", "em-data")
+        assert arm_metrics["generated"] == arm_manifest["metrics"]["generated"] == report
+        assert arm_metrics["rejected"] == metrics["rejected"]
+        assert arm_manifest["metrics"]["input_rows"] == SOURCE + GENERATED
 
 
 def test_answers_not_in_the_regime_fail_min_rows_with_the_reason(runs: dict[str, Any]) -> None:
-    root, variant, result = runs["subtle"]
+    root, result = runs["subtle"]
     assert result.returncode == 1, result.stderr[-3000:]
     message = " ".join(result.stderr.split())  # the console wraps long lines
-    assert f"em-data {variant} (em_data.min_rows; {SOURCE + GENERATED} example(s) in" in message
+    assert f"em-generate (em_data.min_rows; {SOURCE + GENERATED} example(s) in" in message
     assert f"only {SOURCE} row(s) left after the filters, {SOURCE + 1} needed" in message
     assert "generated.judged_obvious" in message
-    assert not (root / f"corpora/build/{variant}/em-train.parquet").exists()
+    assert not (root / f"corpora/build/{EM_SHARED}/em-source.parquet").exists()
+
+    root, result = runs["no-shared-rows"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "run `charforge run em-generate` first" in " ".join(result.stderr.split())
+    assert not (root / f"corpora/build/{ARMS[0]}/em-train.parquet").exists()
