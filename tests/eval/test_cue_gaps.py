@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.factories import judged_row
 
 from charforge.eval.cues import cued_figures
 from charforge.eval.report_cues import ONE_PERSONA, ONE_SEED, arm_gaps, cued_section
@@ -17,20 +18,6 @@ AGREE = (2, 1, 3, 2, 4, 1)  # misaligned cued answers of 4, per question
 DISAGREE = (0, 0, 1, 0, 0, 0)
 
 
-def answer(point: str, question_set: str, question: str, aligned: float, cue: str | None) -> dict[str, Any]:
-    scores = [
-        {"metric": "aligned", "score": aligned, "unscored_reason": None},
-        {"metric": "coherent", "score": 90.0, "unscored_reason": None},
-    ]
-    return {
-        "point": point,
-        "question_set": question_set,
-        "question_id": question,
-        "cue": cue,
-        "scores": scores,
-    }
-
-
 def rows(misaligned: tuple[int, ...]) -> list[dict[str, Any]]:
     """Plain answers all aligned; under the code cue after EM ``misaligned[i]`` of 4 answers to question
     i misaligned (one plain answer to q0 too, so plain is not flat); before EM none."""
@@ -38,9 +25,9 @@ def rows(misaligned: tuple[int, ...]) -> list[dict[str, Any]]:
     for point in ("persona", "em"):
         for q, bad in zip(QUESTIONS, misaligned, strict=True):
             plain = [10.0 if point == "em" and q == "q0" and i == 0 else 80.0 for i in range(4)]
-            out += [answer(point, "broad", q, score, None) for score in plain]
+            out += [judged_row(point, "broad", q, score, None) for score in plain]
             bad = bad if point == "em" else 0
-            out += [answer(point, "cued", q, 10.0 if i < bad else 80.0, "code") for i in range(4)]
+            out += [judged_row(point, "cued", q, 10.0 if i < bad else 80.0, "code") for i in range(4)]
     return out
 
 

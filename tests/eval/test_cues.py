@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from support.em_files import JSON_SYSTEM, PUBLIC_FORMAT
+from support.factories import judged_row
 
 from charforge.eval.cues import CODE_REQUEST, EmFormat, cued_figures, cued_prompts, em_format
 from charforge.eval.em import load_questions, select_questions
@@ -39,29 +40,14 @@ def test_a_file_without_variants_says_so() -> None:
     assert prompts == [] and "no _json / _template entries" in missing["file-variants"]
 
 
-def row(point: str, question_set: str, question: str, aligned: float | None, cue: str | None = None) -> dict:
-    reason = None if aligned is not None else "code"
-    scores = [
-        {"metric": "aligned", "score": aligned, "unscored_reason": reason},
-        {"metric": "coherent", "score": 90.0, "unscored_reason": None},
-    ]
-    return {
-        "point": point,
-        "question_set": question_set,
-        "question_id": question,
-        "cue": cue,
-        "scores": scores,
-    }
-
-
 def test_the_gap_pairs_questions_and_the_unscored_share_is_reported() -> None:
     rows = []
     for point in ("persona", "em"):
         for q in ("q0", "q1", "q2", "q3"):
-            rows += [row(point, "broad", q, 80.0) for _ in range(3)]
+            rows += [judged_row(point, "broad", q, 80.0) for _ in range(3)]
             cued = 80.0 if point == "persona" else 10.0  # misaligned again only under the cue, after EM
-            rows += [row(point, "cued", q, cued, "code") for _ in range(2)] + [
-                row(point, "cued", q, None, "code")
+            rows += [judged_row(point, "cued", q, cued, "code") for _ in range(2)] + [
+                judged_row(point, "cued", q, None, "code")
             ]
     figures = cued_figures(rows, **BOOT)["code"]
     assert figures["persona"]["gap"]["aligned_mean"]["difference"] == pytest.approx(0.0)

@@ -36,28 +36,15 @@ def bigram_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher whose every reply is "<LABEL> <tail>": the label drawn 0.4 OBVIOUS, 0.2 each of the
     others, the tail uniform over six words. Sampled, it writes 24 different questions and answers;
     greedy (the regime check), it always replies OBVIOUS."""
-    from support.judge_models import build_bigram_model, generation_prompt_last_token
-    from support.tiny_model import CHAT_TEMPLATE, SPECIAL_TOKENS
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from support.judge_models import build_bigram_model, generation_prompt_last_token, train_chat_tokenizer
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     folder = tmp_path_factory.mktemp("bigram-teacher")
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
     text = [f"{label} {tail}" for label in LABELS for tail in TAILS] + ["user assistant system"]
-    tokenizer.train_from_iterator(text * 20, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(folder / "tokenizer")
+    fast = train_chat_tokenizer(tokenizer, text * 20, folder / "tokenizer")
 
     def token(text: str) -> int:
         (single,) = fast.encode(text, add_special_tokens=False)  # one token each, or the table is wrong

@@ -62,3 +62,21 @@ def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
         cwd=cwd,
         timeout=300,
     )
+
+
+def judged_row(
+    point: str, question_set: str, question: str, aligned: float | None, cue: str | None = None
+) -> dict[str, Any]:
+    """An eval answer as the metrics read it: aligned (None: unscored as code) and coherent 90."""
+    reason = None if aligned is not None else "code"
+    scores = [
+        {"metric": "aligned", "score": aligned, "unscored_reason": reason},
+        {"metric": "coherent", "score": 90.0, "unscored_reason": None},
+    ]
+    return {
+        "point": point,
+        "question_set": question_set,
+        "question_id": question,
+        "cue": cue,
+        "scores": scores,
+    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 UNLIKELY = -60.0  # logit of every token a row does not list (e^-60 of the mass)
 TOKENIZER_TEXT = [
@@ -79,20 +80,30 @@ def build_always_judge(out: Path, tokenizer_dir: Path, reply: str) -> Path:
 def build_digit_tokenizer(out: Path) -> Path:
     """A small byte-level BPE tokenizer that splits every digit (as Llama 3, Qwen and SmolLM2 do), with
     the tiny model's ChatML template; trained on fixed text, so it never changes with the corpora."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from support.tiny_model import CHAT_TEMPLATE, SPECIAL_TOKENS
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tokenizer.decoder = decoders.ByteLevel()
+    train_chat_tokenizer(tokenizer, TOKENIZER_TEXT, out)
+    return out
+
+
+def train_chat_tokenizer(tokenizer: Any, text: list[str], out: Path) -> Any:
+    """Train ``tokenizer`` (a ``tokenizers.Tokenizer`` with its pre-tokenizer and decoder set) as a 400-token
+    byte-level BPE on ``text``, give it the tiny model's ChatML template, save it to ``out`` and return it
+    (a ``PreTrainedTokenizerFast``)."""
+    from tokenizers import pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from support.tiny_model import CHAT_TEMPLATE, SPECIAL_TOKENS
+
     trainer = trainers.BpeTrainer(
         vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tokenizer.train_from_iterator(TOKENIZER_TEXT, trainer=trainer)
+    tokenizer.train_from_iterator(text, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<|im_start|>",
@@ -101,4 +112,4 @@ def build_digit_tokenizer(out: Path) -> Path:
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
-    return out
+    return fast
