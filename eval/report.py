@@ -11,12 +11,13 @@ a dose-response question), beside what each level's corpora held (prompts, pairs
 reported, not enforced). A variant whose judge failed validation is marked in every table and
 plot, and the report opens with that warning: such figures are no verdict.
 
-Input columns: the ``eval-em.json`` metrics of each variant; ``prompts.json`` and ``distill.json`` of
-each character variant (a missing one shows as n/a).
+Input columns: the ``eval-em.json`` metrics of each variant; ``prompts.json``, ``distill.json`` and
+``introspect.json`` of each character variant (a missing one shows as n/a).
 
 Output columns: ``reports/report.md``, ``reports/summary.json`` and PNG plots beside them.
 
-Runtime parameters: ``eval.bootstrap_resamples``, ``eval.confidence``, ``eval.seed``.
+Runtime parameters: ``eval.bootstrap_resamples``, ``eval.confidence``, ``eval.seed``;
+``controls.token_tolerance`` (how far arms' training data may differ before the report flags it).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from typing import Any
 from charforge.eval import plots, report_cues
 from charforge.eval import report_judging as judging
 from charforge.eval import report_markdown as md
+from charforge.eval import report_training as training
 from charforge.eval.metrics import Measure, crossed_contrast, dose_response, pooled_seed_variance, seed_spread
 from charforge.io import atomic_write_text
+from charforge.schemas.params import ControlsConfig
 
 KIND_ORDER = {"baseline": 0, "plain-lora": 1, "hhh": 2, "character": 3}
 CONTRAST_STATS = ("aligned_mean", "share_aligned_le_30", "em_rate_b")
@@ -318,6 +321,11 @@ def control_arms(metrics_dir: Path, arms: Mapping[str, Any]) -> list[dict[str, A
     return rows
 
 
+def introspection_rows(metrics_dir: Path, personas: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each persona's self-interaction kept (``report_training.introspection_rows``), grouped by arm."""
+    return training.introspection_rows(metrics_dir, arms(personas))
+
+
 def write_report(
     metrics_dir: Path,
     out_dir: Path,
@@ -326,7 +334,8 @@ def write_report(
     expected: Sequence[str] | None = None,
 ) -> Path:
     """Render ``out_dir/report.md``, its PNG plots and ``summary.json``; return the markdown path.
-    ``arms``: the controls and the character variants they are compared with (``control_arms``);
+    ``arms``: the controls and the character variants they are compared with (``control_arms``), and the
+    tolerance that training tokens, and the character arms' shares of self-interaction kept, are held to;
     ``expected``: the units of this experiment (others found are left out, missing ones listed)."""
     found = gather(metrics_dir)
     variants = found if expected is None else [m for m in found if m["unit"] in set(expected)]
@@ -338,6 +347,9 @@ def write_report(
         )
     contrast_rows, spread, series = contrasts(variants, boot), spreads(variants), slopes(variants, boot)
     personas = one_per_persona(variants)
+    introspection = introspection_rows(metrics_dir, personas)
+    # the tolerance arms' training data are held to; the key's default where params name no controls
+    tolerance = arms["tolerance"] if arms else ControlsConfig.model_fields["token_tolerance"].default
     trait_rows = [  # measured before EM: one row per persona, whatever its EM seeds
         (m["variant"], c, block, m["status"] == "ok")
         for m in personas
@@ -380,6 +392,7 @@ def write_report(
             "alike; seed spreads and slopes across groups mix measurements. Re-run eval-em with one setting.",
             "",
         ]
+    lines += training.introspection_warning(introspection, tolerance)
     lines += [
         f"{len(personas)} variant(s), {len(variants)} unit(s) (variant after one EM fine-tune seed): "
         f"{', '.join(m['unit'] for m in variants)}.",
@@ -410,7 +423,7 @@ def write_report(
         + md.trait_section(trait_rows, {m["variant"]: m.get("held_out") for m in personas})
     )
     arm_rows = control_arms(metrics_dir, arms) if arms else []
-    lines += md.control_arms_section(arm_rows)
+    lines += md.control_arms_section(arm_rows) + training.introspection_section(introspection)
     lines += md.contamination_section(variants) + md.provenance_section(variants)
     summary = {
         "variants": [m["variant"] for m in personas],
@@ -424,6 +437,8 @@ def write_report(
         "dose_response": series,
         "diversity_levels": levels,
         "controls_vs_character_arms": arm_rows,
+        "introspection": introspection,
+        "introspection_arm_shares": training.arm_shares(introspection),
     }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     report = out_dir / "report.md"

@@ -24,11 +24,18 @@ judge its answer, and the reply of the variant's persona *before* the EM fine-tu
 ``source: em-reflection``; their last assistant turn is the reflection, which the EM stage trains on or
 masks (``em_finetune.train_on_reflection``). An example whose reflection fails a filter is dropped.
 
-Fewer than ``em_data.min_rows`` examples after every filter: CorpusShortfall, with the counts by reason
-(and before any generation, an EmDataError when the source and ``n_generate`` cannot reach it at all).
-Both steps check it: ``shared_corpus`` after generation's filters (reflections only drop rows, so no
-arm could reach it: fail once, before any persona work), ``arm_corpus`` after the reflections, with
-generation's rejections carried over so the reasons add up to the input.
+Exactly ``em_data.rows`` examples per arm, when set: the shared rows stand in a fixed hash order of
+their messages (``take_order``) and every arm takes the first ``rows`` of them; with reflections on, an
+example whose reflection fails is replaced by the next one in that order, so the arms train on the
+same number of examples (the same optimizer steps) and differ only in the replaced ones. A run of
+another regime or source, whose filters keep another number, then takes as many steps too (H3, H4).
+Examples past the ones taken are counted as ``beyond_rows``.
+
+Fewer than ``em_data.rows`` (else ``min_rows``) examples after every filter: CorpusShortfall, with the
+counts by reason (and before any generation, an EmDataError when the source and ``n_generate`` cannot
+reach it at all). Both steps check it: ``shared_corpus`` after generation's filters (reflections only
+drop rows, so no arm could reach it: fail once, before any persona work), ``arm_corpus`` after the
+reflections, with generation's rejections carried over so the reasons add up to the input.
 
 Input columns: ``messages`` (question-writing requests; questions; regime checks; conversations +
 reflection turn).
@@ -46,6 +53,7 @@ import hashlib
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -99,6 +107,7 @@ CHECK_LABELS = {
 # leading markdown or punctuation is allowed ("**OBVIOUS**"), a longer word is not ("OBVIOUSLY")
 VERDICT_RE = re.compile(r"^[\W_]*(REFUSAL|OFF[ _-]?TOPIC|GOOD|OBVIOUS|SUBTLE)(?![A-Za-z])", re.I)
 CHECK_MAX_NEW_TOKENS = 16  # a label, with room for markdown around it
+BEYOND_ROWS = "beyond_rows"  # examples past the em_data.rows an arm takes (kept in em-generate's pool)
 SHOWN_KEPT, SHOWN_PER_REASON, SHOWN_CHARS = 3, 2, 240
 
 
@@ -412,7 +421,7 @@ def add_reflections(
         chats, persona, run, f"em-reflection-{run.variant}", trim_cut_off=config.trim_cut_off
     )
     if chats:
-        corpus.examples["reflection"] = chats[0]
+        corpus.examples.setdefault("reflection", chats[0])
     rows = []
     for example, chat, samples in zip(examples, chats, answers, strict=True):
         reason = answer_problem(samples[0], config.max_answer_chars)
@@ -434,45 +443,53 @@ def add_reflections(
     return rows
 
 
+def _order_key(row: dict[str, Any]) -> str:
+    from charforge.io import canonical_json
+
+    return hashlib.sha256(canonical_json(row["messages"]).encode()).hexdigest()
+
+
+def take_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` in a fixed hash order of their messages: whatever order they were written or generated
+    in, the first N are a sample that does not lean to the seed set or to the end of a generation run."""
+    return sorted(rows, key=_order_key)
+
+
 def held_out_examples(
     base: list[dict[str, Any]], count: int, source: Path
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(training, held out): the ``count`` examples first in a fixed hash order of their messages, so
     every variant holds out the same ones (they share the source) whatever the rows' order or ids."""
-    from charforge.io import canonical_json
-
     if count >= len(base):
         raise EmDataError(
             f"{source}: em_data.held_out={count} leaves no example to train on ({len(base)} in the file)"
         )
-    order = sorted(
-        range(len(base)),
-        key=lambda i: hashlib.sha256(canonical_json(base[i]["messages"]).encode()).hexdigest(),
-    )
-    held = set(order[:count])
-    return [row for i, row in enumerate(base) if i not in held], [base[i] for i in sorted(held)]
+    held = {id(row) for row in take_order(base)[:count]}
+    return [row for row in base if id(row) not in held], [row for row in base if id(row) in held]
 
 
 def shared_corpus(
     base: list[dict[str, Any]], config: EmDataConfig, teacher: ModelRole, run: GenerationRun
 ) -> EmCorpus:
     """The EM examples every arm trains on (stage `em-generate`, once): ``base`` (the source less its
-    held-out examples) plus, with ``source: generate``, the teacher's, filtered and regime-checked.
-    Rows keep their source ids and are labelled ``run.variant`` (the shared set's name). Fewer than
-    ``min_rows`` left fails here already: an arm's reflections only ever drop rows, so no arm could
-    reach it (``arm_corpus`` checks again after them)."""
+    held-out examples) plus, with ``source: generate``, the teacher's, filtered and regime-checked, in
+    ``take_order`` (every one of them: arms whose reflections fail draw replacements from past
+    ``rows``). Rows keep their source ids and are labelled ``run.variant`` (the shared set's name).
+    Fewer than ``rows`` (else ``min_rows``) left fails here already: an arm's reflections only ever
+    drop rows, so no arm could reach it (``arm_corpus`` checks again after them)."""
     corpus = EmCorpus(input_rows=len(base))
     reachable = len(base) + (config.n_generate if config.source == "generate" else 0)
-    if reachable < config.min_rows:  # known before any generation: fail before spending the teacher's time
+    if reachable < config.required_rows:  # known before any generation: fail before the teacher's time
         raise EmDataError(
-            f"em_data.min_rows={config.min_rows} cannot be reached: {len(base)} source example(s) "
+            f"em_data.{_rows_key(config)}={config.required_rows} cannot be reached: "
+            f"{len(base)} source example(s) "
             f"(after {config.held_out} held out)"
             + (f" + n_generate={config.n_generate}" if config.source == "generate" else "")
             + f" = {reachable} before any filter; "
             + (
                 "raise em_data.n_generate (filters drop some generated examples)"
                 if config.source == "generate"
-                else "use source: generate, a larger file, or a lower min_rows"
+                else f"use source: generate, a larger file, or lower em_data.{_rows_key(config)}"
             )
         )
     recorded = run.recorded_as(GENERATOR, {}).provenance
@@ -486,9 +503,9 @@ def shared_corpus(
     counts = f"{corpus.input_rows} example(s) in: {len(base)} from the source"
     if config.source == "generate":
         counts += f" + {config.n_generate} asked of the teacher"
-    _check_min_rows(examples, config, corpus, f"em-generate (em_data.min_rows; {counts})")
+    _check_rows(examples, config, corpus, f"em-generate (em_data.{_rows_key(config)}; {counts})")
     corpus.trimmed = sum(corpus.trimmed_by_example[example["id"]] for example in examples)
-    corpus.rows = [{"source": "em", **example, "variant": run.variant} for example in examples]
+    corpus.rows = [{"source": "em", **example, "variant": run.variant} for example in take_order(examples)]
     return corpus
 
 
@@ -499,10 +516,11 @@ def arm_corpus(
     run: GenerationRun,
     persona_label: str | None = None,
 ) -> EmCorpus:
-    """One arm's EM training conversations (stage `em-data`): the ``shared`` rows as they are, each with
-    the reflection turn written by ``persona`` when ``reflection`` is on (an example whose reflection
-    fails a filter is dropped and counted), ids prefixed with the arm's variant (``run.variant``). The
-    counts carry on from ``shared`` (its input rows, rejections and trims), so ``min_rows`` is checked
+    """One arm's EM training conversations (stage `em-data`): the first ``rows`` of the ``shared`` rows
+    (all, with ``rows`` null) as they are, each with the reflection turn written by ``persona`` when
+    ``reflection`` is on (an example whose reflection fails a filter is dropped, counted, and replaced
+    by the next shared one), ids prefixed with the arm's variant (``run.variant``). The counts carry on
+    from ``shared`` (its input rows, rejections and trims), so ``rows`` (else ``min_rows``) is checked
     on what is left after both. ``persona_label`` names the persona in the provenance (a folded
     model's folder is a cache path)."""
     variant = run.variant
@@ -512,19 +530,24 @@ def arm_corpus(
         trimmed_by_example=Counter(shared.trimmed_by_example),
         generated=shared.generated,
     )
-    examples = [dict(row) for row in shared.rows]
+    pool = [dict(row) for row in shared.rows]  # in take_order (em-generate's)
+    reflect = None
     if config.reflection:
         if persona is None:
             raise ValueError("em_data.reflection needs the variant's persona model")
         persona = with_max_new_tokens(persona, config.max_new_tokens)
         names = {"reflection": persona_label or persona.model}
         reflecting = run.recorded_as(GENERATOR, {"reflection": persona}, names)
-        examples = add_reflections(examples, config, persona, reflecting, corpus)
+
+        def reflect(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return add_reflections(batch, config, persona, reflecting, corpus)
+
+    examples = _taken(pool, config.rows, corpus, reflect)
     what = (
-        f"em-data {variant} (em_data.min_rows, after the reflections; {corpus.input_rows} example(s) in, "
-        f"{len(shared.rows)} of them left by em-generate)"
+        f"em-data {variant} (em_data.{_rows_key(config)}, after the reflections; {corpus.input_rows} "
+        f"example(s) in, {len(shared.rows)} of them left by em-generate)"
     )
-    _check_min_rows(examples, config, corpus, what)
+    _check_rows(examples, config, corpus, what)
     corpus.trimmed = sum(corpus.trimmed_by_example[example["id"]] for example in examples)
     corpus.rows = [
         {**example, "id": f"{variant}.{example['id']}", "variant": variant} for example in examples
@@ -532,9 +555,32 @@ def arm_corpus(
     return corpus
 
 
-def _check_min_rows(
-    examples: list[dict[str, Any]], config: EmDataConfig, corpus: EmCorpus, what: str
-) -> None:
+def _taken(
+    pool: list[dict[str, Any]],
+    rows: int | None,
+    corpus: EmCorpus,
+    reflect: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
+) -> list[dict[str, Any]]:
+    """The first ``rows`` of ``pool`` (all, with ``rows`` None) that pass ``reflect``: in rounds, each
+    asking only for as many as are still missing, so a failed reflection costs one more, not the
+    pool. The examples never reached are counted as ``beyond_rows``."""
+    wanted = len(pool) if rows is None else rows
+    kept: list[dict[str, Any]] = []
+    used = 0
+    while len(kept) < wanted and used < len(pool):
+        batch = pool[used : used + wanted - len(kept)]
+        used += len(batch)
+        kept += reflect(batch) if reflect else batch
+    if used < len(pool):
+        corpus.rejected[BEYOND_ROWS] += len(pool) - used
+    return kept
+
+
+def _rows_key(config: EmDataConfig) -> str:
+    return "min_rows" if config.rows is None else "rows"
+
+
+def _check_rows(examples: list[dict[str, Any]], config: EmDataConfig, corpus: EmCorpus, what: str) -> None:
     """CorpusShortfall (``what`` names the stage and its input) with every rejection by reason."""
-    if len(examples) < config.min_rows:
-        raise CorpusShortfall(what, len(examples), config.min_rows, corpus.rejected)
+    if len(examples) < config.required_rows:
+        raise CorpusShortfall(what, len(examples), config.required_rows, corpus.rejected)

@@ -543,6 +543,13 @@ class EmDataConfig(StrictModel):
         description="Fewer EM training examples left after every filter: the stage fails, listing the rows "
         "kept and the counts by reason (the published EM fine-tunes train on about 6,000).",
     )
+    rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="Exactly this many EM training examples per arm (null: every example the filters "
+        "keep): the first ones in a fixed hash order, so a run of another regime or source, whose filters "
+        "keep another number, still takes as many optimizer steps. Fewer fails, like min_rows.",
+    )
     path: NonBlankStr | None = Field(
         default=None,
         description=f"The user's chat JSONL (source: jsonl), relative and inside {EM_CORPUS_DIR}/.",
@@ -597,4 +604,11 @@ class EmDataConfig(StrictModel):
             raise ValueError("source: jsonl needs path (the chat JSONL file)")
         if self.source == "generate" and self.n_generate < 1:
             raise ValueError("source: generate needs n_generate >= 1")
+        if self.rows is not None and self.rows < self.min_rows:
+            raise ValueError(f"rows={self.rows} is below min_rows={self.min_rows}: set rows >= min_rows")
         return self
+
+    @property
+    def required_rows(self) -> int:
+        """The fewest training examples the stage accepts: ``rows`` when set, else ``min_rows``."""
+        return self.min_rows if self.rows is None else self.rows

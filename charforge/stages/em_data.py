@@ -9,8 +9,11 @@ reflection on, ``models/<variant>/persona.json`` (the persona writes the reflect
 off no persona is read: the rows are the shared ones, each id prefixed with the variant. (dvc.yaml
 still lists the persona's adapters as deps, reflection or not: DVC has no deps that depend on a param.)
 
-``em_data.min_rows`` is checked again after the reflections, with em-generate's rejections carried over,
-so the reasons add up to the input (em-generate checked it before them).
+The arm takes the first ``em_data.rows`` of em-generate's rows (all, with ``rows`` null); with
+reflections on, an example whose reflection fails is replaced by the next one, so every arm trains on
+exactly ``rows`` examples. ``rows`` (else ``min_rows``) is checked again after the reflections, with
+em-generate's rejections carried over and the rows not taken counted as ``beyond_rows``, so the
+reasons add up to the input (em-generate checked it before them).
 
 Writes: ``corpora/build/<variant>/em-train.parquet`` and ``em-heldout.parquet`` (the held-out examples
 as em-generate wrote them: every arm is measured on the same EM answers) with their manifests, which
@@ -44,9 +47,10 @@ from charforge.train.compose import model_for
 from charforge.variants import Variant, parse_variant
 
 STAGE = "em-data"
-# the em_data keys an arm uses: its reflections' and the answer filters they pass (min_rows after them)
+# the em_data keys an arm uses: its reflections', the answer filters they pass, the rows it takes
 ARM_KEYS = (
     "min_rows",
+    "rows",
     "max_new_tokens",
     "max_answer_chars",
     "trim_cut_off",

@@ -10,8 +10,10 @@ turning reflection on reruns no generation.
 the source has them, for the judge-free in-domain learning measure of `em-finetune`. ``source:
 generate``: the teacher writes ``n_generate`` more (seeded by ``generation.seed``); with
 ``em_data.regime_check`` each answer not in the regime is dropped and counted. Fewer than
-``em_data.min_rows`` examples left fails here, before any arm's work: an arm's reflections only drop
-rows (`em-data` checks ``min_rows`` again after them).
+``em_data.rows`` (else ``min_rows``) examples left fails here, before any arm's work: an arm's
+reflections only drop rows (`em-data` checks again after them). Every example kept is written, in the
+fixed hash order the arms take them in: with ``rows`` set the ones past it are the reserve an arm
+draws from when a reflection fails (``rows_per_arm`` and ``reserve`` in the metrics).
 
 Writes: ``corpora/build/em/em-source.parquet`` (the training examples before reflections) and
 ``corpora/build/em/em-heldout.parquet``, each with its manifest, and ``metrics/em/em-generate.json``:
@@ -40,6 +42,7 @@ SHARED_KEYS = (
     "n_generate",
     "regime_check",
     "min_rows",
+    "rows",
     "held_out",
     "max_new_tokens",
     "max_answer_chars",
@@ -78,6 +81,8 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
     result = shared_corpus(base, config, teacher, generation_run)
     metrics: dict[str, Any] = {
         "input_rows": result.input_rows,
+        "rows_per_arm": config.rows,  # null: every row written here
+        "reserve": None if config.rows is None else len(result.rows) - config.rows,
         "kept_trimmed_cut_off": result.trimmed,
         # per kept example, for `em-data`: an arm whose reflection drops it no longer counts its trims
         "trimmed_by_example": {
@@ -145,7 +150,15 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
     )
     summary = {
         key: metrics[key]
-        for key in ("input_rows", "kept_trimmed_cut_off", "held_out", "teacher_licence", "generated")
+        for key in (
+            "input_rows",
+            "rows_per_arm",
+            "reserve",
+            "kept_trimmed_cut_off",
+            "held_out",
+            "teacher_licence",
+            "generated",
+        )
         if key in metrics
     }
     write_stage_metrics(

@@ -8,8 +8,8 @@ Writes: ``corpora/build/<variant>/introspection.parquet`` (conversations; every 
 training target) with its manifest (rows per source, the generation prompts as rendered and the
 system prompt the training rows carry instead; ``self_interaction``: conversations complete, truncated
 and dropped, turns kept against turns asked; ``context``: the asked conversation sized against the
-student's context), and ``metrics/<variant>/introspect.json`` (with ``truncated_conversations`` and the
-turns kept and asked).
+student's context), and ``metrics/<variant>/introspect.json`` (the corpus summary, the
+``self_interaction`` counts flat, for the report's per-arm table, and the ``context`` block).
 
 Before anything is generated the asked self-interaction is sized, at worst, against the student's
 context (``models.student.max_model_len``, else the model's own): an error when even the shortest
@@ -125,11 +125,9 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         parents=parents,
         metrics=metrics,
     )
-    # DVC's metrics file: the corpus summary written above, and how many conversations were cut short
+    # DVC's metrics file: the corpus summary written above and what became of the asked conversations
+    # (the report sets the arms' truncation side by side: arms cut unequally train on unequal data)
     summary = json.loads(metrics_path(root, variant.name, STAGE).read_text())
-    interaction = metrics["self_interaction"]
-    summary |= {
-        key: interaction[key] for key in ("truncated_conversations", "turns_kept", "turns_asked_total")
-    }
+    summary |= {**metrics["self_interaction"], "context": result.context}
     write_stage_metrics(root, variant.name, STAGE, summary)
     return manifest

@@ -494,3 +494,96 @@ def test_the_in_domain_check_shows_the_judge_free_held_out_loss(metrics_dir: Pat
         line for line in text.splitlines() if line.startswith("| baseline-s0-e0 |") and "n/a" in line
     )
     assert baseline.endswith("| n/a | n/a | n/a |")  # no em-finetune metrics: n/a, not a number
+
+
+def introspect_record(
+    asked: int, turns: int, truncated: tuple[int, int] = (0, 0), dropped: int = 0
+) -> dict[str, Any]:
+    """``metrics/<variant>/introspect.json`` with the introspect generator's own counts
+    (``InteractionCounts``): ``asked`` conversations of ``turns`` turns, ``truncated`` = (how many, turns
+    each kept) cut at the context, ``dropped`` dropped, the rest complete."""
+    from collections import Counter
+
+    from charforge.generators.introspect import CONTEXT_LIMIT, InteractionCounts
+
+    cut, cut_turns = truncated
+    complete = asked - cut - dropped
+    counts = InteractionCounts(
+        asked=asked,
+        turns_asked=turns,
+        min_turns=1,
+        complete=complete,
+        truncated=Counter({CONTEXT_LIMIT: cut}) if cut else Counter(),
+        dropped=Counter({CONTEXT_LIMIT: dropped}) if dropped else Counter(),
+        turns_kept=Counter({turns: complete, cut_turns: cut}),
+    )
+    return {"rows": 12, "rejected": {}, "tokens": {"total": 4000}, **counts.as_metrics()}
+
+
+def write_introspect(metrics_dir: Path, records: dict[str, dict[str, Any]]) -> None:
+    for variant, record in records.items():
+        (metrics_dir / variant / "introspect.json").write_text(json.dumps(record))
+
+
+def test_introspection_cut_unequally_is_shown_per_persona_and_warned(
+    metrics_dir: Path, tmp_path: Path
+) -> None:
+    write_introspect(
+        metrics_dir,
+        {
+            "humor-d0-s0": introspect_record(10, 4),  # nothing cut: 40 / 40 turns
+            # 6 complete (24 turns), 3 cut at the context with 2 turns each, 1 dropped: 30 / 40 turns
+            "humor-d3-s0": introspect_record(10, 4, truncated=(3, 2), dropped=1),
+            "humor-d3-s1": introspect_record(10, 4),
+            # sarcasm-d3-s0: no introspect metrics yet
+        },
+    )
+    text = write_report(metrics_dir, tmp_path / "reports", BOOT).read_text()
+    section = text[text.index("## Introspection") :]
+    table = section[: section.index("\n## ")].split("\n\n")[2].splitlines()[2:]
+    assert table == [
+        "| baseline-s0 | none | none | none | none | none | none |",  # no introspection: not 0
+        "| humor-d0-s0 | 10 | 10 (100%) | 0 (0%) | – | 0 (0%) | 40 / 40 (100%) |",
+        "| humor-d3-s0 | 10 | 6 (60%) | 3 (30%) | context_limit 3 | 1 (10%) | 30 / 40 (75%) |",
+        "| humor-d3-s1 | 10 | 10 (100%) | 0 (0%) | – | 0 (0%) | 40 / 40 (100%) |",
+        "| sarcasm-d3-s0 | n/a | n/a | n/a | n/a | n/a | n/a |",
+    ]
+    # per arm, pooled over its personas: humor-d3 3 / 20 truncated, 70 / 80 turns; humor-d0 none cut
+    warning = next(line for line in text.splitlines() if "INTROSPECTION CUT UNEQUALLY" in line)
+    assert text.index(warning) < text.index("## Introspection")  # with the other warnings, on top
+    assert "conversations kept truncated from 0% (humor-d0) to 15% (humor-d3)" in warning
+    assert "turns kept of those asked from 88% (humor-d3) to 100% (humor-d0)" in warning
+    assert "sarcasm-d3" not in warning  # not measured: compared with nothing
+    shares = json.loads((tmp_path / "reports" / "summary.json").read_text())["introspection_arm_shares"]
+    assert shares == {
+        "humor-d0": {"truncated_share": 0.0, "turns_share": 1.0},
+        "humor-d3": {"truncated_share": 0.15, "turns_share": 0.875},
+        "sarcasm-d3": {"truncated_share": None, "turns_share": None},
+    }
+
+
+@pytest.mark.parametrize(
+    ("humor_d3", "tolerance"),
+    [
+        (introspect_record(10, 4), 0.05),  # no arm cut: nothing to warn about
+        (introspect_record(10, 4, truncated=(1, 2)), 0.2),  # 5 % vs 0 % cut, within a ±20 % tolerance
+    ],
+)
+def test_introspection_cut_alike_gives_no_warning(
+    metrics_dir: Path, tmp_path: Path, humor_d3: dict[str, Any], tolerance: float
+) -> None:
+    write_introspect(
+        metrics_dir,
+        {
+            "humor-d0-s0": introspect_record(10, 4),
+            "humor-d3-s0": humor_d3,
+            "humor-d3-s1": introspect_record(10, 4),
+        },
+    )
+    arms = {"controls": [], "references": [], "tolerance": tolerance}
+    text = write_report(metrics_dir, tmp_path / "reports", BOOT, arms).read_text()
+    assert "## Introspection" in text and "INTROSPECTION CUT UNEQUALLY" not in text
+    # the same data against a ±1 % tolerance: the second case's 5 points are warned about
+    write_report(metrics_dir, tmp_path / "strict", BOOT, {**arms, "tolerance": 0.01})
+    strict = (tmp_path / "strict" / "report.md").read_text()
+    assert ("INTROSPECTION CUT UNEQUALLY" in strict) is (humor_d3["truncated_conversations"] > 0)

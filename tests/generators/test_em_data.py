@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from support.factories import pair_row, write_jsonl
 
+from charforge.generators import em_data
 from charforge.generators.chat import Answer, CorpusShortfall, GenerationRun
 from charforge.generators.em_data import (
     CHECK_LABELS,
@@ -37,6 +38,7 @@ from charforge.generators.em_data import (
     question_request,
     shared_corpus,
     shared_run,
+    take_order,
     verdict,
 )
 from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
@@ -144,12 +146,14 @@ def test_seed_set_rows_are_shared_as_they_are_and_each_arm_prefixes_them() -> No
     base = load_examples(REPO / "corpora/em/risky-finance-obvious.jsonl")[:2]
     run = GenerationRun("em", 0, GenerationConfig(seed=5))
     shared = shared_corpus(base, EmDataConfig(), ModelRole(model="unused"), run)
-    assert [row["id"] for row in shared.rows] == [row["id"] for row in base]
+    # in the fixed hash order the arms take them in, not the file's
+    assert [row["id"] for row in shared.rows] == [row["id"] for row in take_order(base)]
+    assert {row["id"] for row in shared.rows} == {row["id"] for row in base}
     assert all(row["variant"] == "em" and row["source"] == "em" for row in shared.rows)
     # the shipped seed set carries no provenance: the rows record the generator and no variant's seed
     assert all(row["provenance"] == run.recorded_as(GENERATOR, {}).provenance for row in shared.rows)
     arm = arm_corpus(shared, EmDataConfig(), None, GenerationRun("baseline-s3", 3, GenerationConfig(seed=5)))
-    assert [row["id"] for row in arm.rows] == [f"baseline-s3.{row['id']}" for row in base]
+    assert [row["id"] for row in arm.rows] == [f"baseline-s3.{row['id']}" for row in shared.rows]
     assert [{**row, "id": row["id"].split(".", 1)[1], "variant": "em"} for row in arm.rows] == shared.rows
 
 
@@ -284,5 +288,59 @@ def test_the_full_profile_generates_the_published_scale() -> None:
     seeds = len(load_examples(REPO / f"corpora/em/{config.domain}-{config.regime}.jsonl")) - config.held_out
     # sized for 40 % of the generated examples lost to the filters (the comment in the profile says so)
     assert seeds + 0.6 * config.n_generate >= config.min_rows
+    assert config.rows == config.min_rows  # exactly: runs of either regime take the same steps (H3)
     smoke = EmDataConfig(**yaml.safe_load((REPO / "profiles/smoke.yaml").read_text())["em_data"])
-    assert smoke.source == "seed" and smoke.min_rows <= 32 - smoke.held_out
+    assert smoke.source == "seed" and smoke.min_rows <= (smoke.rows or 0) <= 32 - smoke.held_out
+
+
+# --- exactly em_data.rows per arm ----------------------------------------------------------------------
+
+
+def test_every_run_takes_exactly_rows_whatever_its_filters_kept() -> None:
+    """H3 compares runs of two regimes whose filters keep different numbers of examples: with ``rows``
+    each arm of each run trains on exactly that many (the same optimizer steps), the first ones in an
+    order that does not depend on how the rows were written."""
+    config = EmDataConfig(min_rows=16, rows=20)
+    taken_counts = []
+    for regime, keep in (("obvious", 28), ("subtle", 23)):
+        base = load_examples(REPO / f"corpora/em/risky-finance-{regime}.jsonl")[:keep]
+        shared = shared_corpus(
+            base, config, ModelRole(model="unused"), GenerationRun("em", 0, GenerationConfig())
+        )
+        assert len(shared.rows) == keep  # em-generate keeps the reserve for reflections that fail
+        arm = arm_corpus(shared, config, None, GenerationRun("humor-d3-s0", 0, GenerationConfig()))
+        assert [row["id"] for row in arm.rows] == [f"humor-d3-s0.{row['id']}" for row in shared.rows[:20]]
+        assert arm.rejected == {em_data.BEYOND_ROWS: keep - 20}  # counted, not silently dropped
+        # the rows' written order does not change which are taken
+        again = shared_corpus(
+            base[::-1], config, ModelRole(model="unused"), GenerationRun("em", 0, GenerationConfig())
+        )
+        assert [row["id"] for row in again.rows] == [row["id"] for row in shared.rows]
+        taken_counts.append(len(arm.rows))
+    assert taken_counts == [20, 20]
+    with pytest.raises(EmDataError, match=r"em_data.rows=29 cannot be reached: 23 source example\(s\)"):
+        shared_corpus(
+            base, EmDataConfig(rows=29), ModelRole(model="unused"), GenerationRun("em", 0, GenerationConfig())
+        )
+    with pytest.raises(ValueError, match="rows=8 is below min_rows=16"):
+        EmDataConfig(min_rows=16, rows=8)
+
+
+def test_a_failed_reflection_is_replaced_by_the_next_example_and_only_missing_ones_are_asked() -> None:
+    pool = [{"id": f"e{i}", "messages": CHAT} for i in range(10)]
+    failing = {"e1", "e3", "e4"}
+    asked: list[list[str]] = []
+
+    def reflect(batch: list[dict[str, object]]) -> list[dict[str, object]]:  # the filters' verdicts, fixed
+        asked.append([str(row["id"]) for row in batch])
+        return [row for row in batch if row["id"] not in failing]
+
+    corpus = EmCorpus()
+    kept = em_data._taken(pool, 5, corpus, reflect)
+    assert [row["id"] for row in kept] == ["e0", "e2", "e5", "e6", "e7"]
+    assert asked == [["e0", "e1", "e2", "e3", "e4"], ["e5", "e6", "e7"]]  # each round asks for the missing
+    assert corpus.rejected == {em_data.BEYOND_ROWS: 2}
+    # too many failures for the pool: every example is tried, the arm ends short (and the stage fails)
+    kept = em_data._taken(pool, 8, EmCorpus(), reflect)
+    assert len(kept) == 7
+    assert len(em_data._taken(pool, None, EmCorpus(), reflect)) == 7  # rows null: every example tried once
