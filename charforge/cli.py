@@ -285,8 +285,7 @@ def schema(
         return
     if kind not in kinds:
         raise usage_error(f"unknown kind {kind!r}; choose one of {', '.join(kinds)}")
-    model = kinds[kind].row_model(charforge)
-    sys.stdout.write(json.dumps(model.model_json_schema(), indent=2) + "\n")
+    sys.stdout.write(json.dumps(kinds[kind].json_schema(charforge), indent=2) + "\n")
 
 
 @app.command("import-constitution")

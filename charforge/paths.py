@@ -15,6 +15,8 @@ CONSTITUTIONS = Path("corpora/constitutions")
 SITUATIONS = Path("corpora/situations.yaml")
 INTROSPECTION_PROMPTS = Path("corpora/introspection.yaml")
 EM_SEEDS = Path("corpora/em")
+# corpora/in-domain/<em_data.domain>.yaml: the in-domain questions of eval.in_domain_questions: auto
+IN_DOMAIN_QUESTIONS = Path("corpora/in-domain")  # not in corpora/em: em-generate depends on it whole
 
 # outputs (DVC)
 BUILD = Path("corpora/build")  # corpora/build/<variant>/<corpus>.parquet with its manifest

@@ -328,11 +328,31 @@ def broad_questions(config: EvalConfig, root: Path) -> list[EvalQuestion]:
     return select_questions(questions, config.preset, config.question_ids)
 
 
-def in_domain_questions(config: EvalConfig, root: Path) -> list[EvalQuestion]:
-    """The questions of ``eval.in_domain_questions`` (none when it is null)."""
+def in_domain_path(config: EvalConfig, domain: str, root: Path) -> tuple[Path | None, str]:
+    """(the file of ``eval.in_domain_questions``, why it is that file or none): ``auto`` is
+    ``corpora/in-domain/<domain>.yaml`` (``domain``: ``em_data.domain``), so the questions follow the
+    EM data; none there turns the in-domain check off rather than asking another domain's questions."""
+    from charforge.paths import IN_DOMAIN_QUESTIONS
+
+    if config.in_domain_questions is None:
+        return None, "eval.in_domain_questions is null"
+    if config.in_domain_questions != "auto":
+        return root / config.in_domain_questions, "eval.in_domain_questions"
+    path = IN_DOMAIN_QUESTIONS / f"{domain}.yaml"
+    if not (root / path).is_file():
+        return None, (
+            f"eval.in_domain_questions is auto and there is no {path} for em_data.domain {domain!r}: put "
+            "that domain's questions there (eval-questions format) or name a file"
+        )
+    return root / path, f"eval.in_domain_questions: auto, em_data.domain {domain!r}"
+
+
+def in_domain_questions(config: EvalConfig, domain: str, root: Path) -> list[EvalQuestion]:
+    """The questions of ``eval.in_domain_questions`` (``in_domain_path``; none without a file)."""
     from charforge.eval.em import load_questions
 
-    return load_questions(root / config.in_domain_questions) if config.in_domain_questions else []
+    path, _ = in_domain_path(config, domain, root)
+    return load_questions(path) if path else []
 
 
 def distinct_prompts(

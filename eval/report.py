@@ -326,6 +326,11 @@ def introspection_rows(metrics_dir: Path, personas: Sequence[dict[str, Any]]) ->
     return training.introspection_rows(metrics_dir, arms(personas))
 
 
+def em_data_rows(metrics_dir: Path, personas: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each persona's EM training set (``report_training.em_data_rows``), grouped by arm."""
+    return training.em_data_rows(metrics_dir, arms(personas))
+
+
 def write_report(
     metrics_dir: Path,
     out_dir: Path,
@@ -348,6 +353,7 @@ def write_report(
     contrast_rows, spread, series = contrasts(variants, boot), spreads(variants), slopes(variants, boot)
     personas = one_per_persona(variants)
     introspection = introspection_rows(metrics_dir, personas)
+    em_data = em_data_rows(metrics_dir, personas)
     # the tolerance arms' training data are held to; the key's default where params name no controls
     tolerance = arms["tolerance"] if arms else ControlsConfig.model_fields["token_tolerance"].default
     trait_rows = [  # measured before EM: one row per persona, whatever its EM seeds
@@ -392,7 +398,9 @@ def write_report(
             "alike; seed spreads and slopes across groups mix measurements. Re-run eval-em with one setting.",
             "",
         ]
-    lines += training.introspection_warning(introspection, tolerance)
+    for line in md.no_in_domain_questions(variants):
+        lines += [f"> **⚠ NO IN-DOMAIN CHECK**: {line}", ""]
+    lines += training.introspection_warning(introspection, tolerance) + training.em_data_warning(em_data)
     lines += [
         f"{len(personas)} variant(s), {len(variants)} unit(s) (variant after one EM fine-tune seed): "
         f"{', '.join(m['unit'] for m in variants)}.",
@@ -424,6 +432,7 @@ def write_report(
     )
     arm_rows = control_arms(metrics_dir, arms) if arms else []
     lines += md.control_arms_section(arm_rows) + training.introspection_section(introspection)
+    lines += training.em_data_section(em_data)
     lines += md.contamination_section(variants) + md.provenance_section(variants)
     summary = {
         "variants": [m["variant"] for m in personas],
@@ -439,6 +448,7 @@ def write_report(
         "controls_vs_character_arms": arm_rows,
         "introspection": introspection,
         "introspection_arm_shares": training.arm_shares(introspection),
+        "em_data": em_data,
     }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     report = out_dir / "report.md"

@@ -155,6 +155,21 @@ def in_domain_section(
         "",
         *md_table(header, rows),
         "",
+        *[f"⚠ {line}" for line in no_in_domain_questions(variants)],
+    ]
+
+
+def no_in_domain_questions(variants: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per reason units were asked no in-domain question: their "EM took" is then the held-out
+    loss's alone (the report's top warnings and its in-domain section show these)."""
+    missing: dict[str, list[str]] = {}
+    for m in variants:
+        if m.get("in_domain_questions") is None and m.get("in_domain_source"):
+            missing.setdefault(m["in_domain_source"], []).append(m["unit"])
+    return [
+        f"No in-domain questions for {', '.join(units)}: {why}. Only the held-out EM loss says whether "
+        'the EM fine-tune took; a "robust" arm may only mean the EM data was not learned.'
+        for why, units in missing.items()
     ]
 
 

@@ -1,16 +1,19 @@
-"""The report's introspection section: how much of the self-interaction it asked for each persona kept
-(docs/design.md §1–2), and a warning when the character arms kept unequal shares.
+"""The report's training-data sections: how much of the self-interaction it asked for each persona kept
+(docs/design.md §1–2), with a warning when the character arms kept unequal shares; and each persona's EM
+training set (examples, tokens, examples without their reflection turn), with a warning when their
+sizes differ.
 
 A self-interaction conversation that reaches the student's context (or whose next turn fails) keeps its
 complete turns, counted as truncated, or is dropped below ``introspection.min_exchanges``
 (``charforge.generators.introspect``). Arms held equal in everything the pipeline controls may then still
 train on different amounts of self-interaction: a difference the report shows, per persona, from
 ``metrics/<variant>/introspect.json``. Controls and the baseline write no introspection ("none", not 0).
+The EM training sets come from ``metrics/<variant>/em-data.json``.
 
 Input columns / Output columns: none (functions from metrics files to rows and markdown lines).
 
-Runtime parameters: ``controls.token_tolerance`` (the report's: the most two character arms' shares of
-truncated conversations, or of turns kept of those asked, may differ before the report warns).
+Runtime parameters: ``controls.token_tolerance`` (the report's: how far, relatively, two character arms'
+shares of the turns asked that they kept may differ before the report warns, as their tokens may).
 """
 
 from __future__ import annotations
@@ -78,22 +81,25 @@ def arm_shares(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float |
 
 
 def introspection_warning(rows: Sequence[Mapping[str, Any]], tolerance: float) -> list[str]:
-    """A report warning when two character arms' shares (``arm_shares``) differ by more than
-    ``tolerance`` (a difference of shares: 0.05 is 5 percentage points); no lines otherwise."""
-    shares = arm_shares(rows)
-    spans = []
-    for name, (label, _, _) in SHARES.items():
-        known = sorted((value, arm) for arm, s in shares.items() if (value := s[name]) is not None)
-        if len(known) > 1 and known[-1][0] - known[0][0] > tolerance + 1e-9:
-            (low, low_arm), (high, high_arm) = known[0], known[-1]
-            spans.append(f"{label} from {low:.0%} ({low_arm}) to {high:.0%} ({high_arm})")
-    if not spans:
+    """A report warning when two character arms' shares of the self-interaction turns asked that they
+    kept (``arm_shares``) differ by more than ``tolerance`` relative to the smaller one: the tolerance
+    and the measure of the controls' token matching (how much training data an arm has), so the two
+    warnings hold arms to one standard. No lines otherwise; the table shows every count."""
+    known = sorted(
+        (value, arm) for arm, s in arm_shares(rows).items() if (value := s["turns_share"]) is not None
+    )
+    if len(known) < 2:
         return []
+    (low, low_arm), (high, high_arm) = known[0], known[-1]
+    if high <= low * (1 + tolerance) + 1e-9:
+        return []
+    gap = "all" if low == 0 else f"{high / low - 1:.0%} more"
     return [
-        f"> **⚠ INTROSPECTION CUT UNEQUALLY**: the character arms' self-interaction data differ by more "
-        f"than {tolerance * 100:g} percentage points (`controls.token_tolerance`): {'; '.join(spans)}. "
-        'These arms trained on different amounts of self-interaction (table "Introspection", with why '
-        "each conversation was cut); a context_limit cut is sized by `models.student.max_model_len`, "
+        f"> **⚠ INTROSPECTION CUT UNEQUALLY**: the character arms kept from {low:.0%} ({low_arm}) to "
+        f"{high:.0%} ({high_arm}) of the self-interaction turns asked ({gap}), beyond the "
+        f"{tolerance:.0%} their training tokens are held to (`controls.token_tolerance`). These arms "
+        'trained on different amounts of self-interaction (table "Introspection", with why each '
+        "conversation was cut); a context_limit cut is sized by `models.student.max_model_len`, "
         "`introspection.turns` and `introspection.max_new_tokens`.",
         "",
     ]
@@ -154,5 +160,64 @@ def introspection_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         "not in the introspect stage's metrics.",
         "",
         *md_table(header, table),
+        "",
+    ]
+
+
+def em_data_rows(metrics_dir: Path, arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per persona of ``arms``: its EM training set from ``em-data.json`` (None where not
+    written yet): examples, tokens and the examples kept without their reflection turn (H4)."""
+    rows = []
+    for arm, personas in arms.items():
+        for m in personas:
+            path = metrics_dir / m["variant"] / "em-data.json"
+            record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            without = record.get("without_reflection")
+            rows.append(
+                {
+                    "variant": m["variant"],
+                    "arm": arm,
+                    "examples": record.get("rows"),
+                    "tokens": (record.get("tokens") or {}).get("total"),
+                    "without_reflection": None if without is None else sum(without.values()),
+                }
+            )
+    return rows
+
+
+def em_data_warning(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A report warning when personas trained on different numbers of EM examples (``em_data.rows``
+    makes them equal; without it, or across runs of other settings, they may not be)."""
+    counts = sorted({row["examples"] for row in rows if row["examples"] is not None})
+    if len(counts) < 2:
+        return []
+    return [
+        f"> **⚠ EM TRAINING SETS DIFFER IN SIZE**: the personas' EM fine-tunes trained on {counts[0]:,} to "
+        f"{counts[-1]:,} examples, so they took different numbers of optimizer steps: set `em_data.rows` "
+        '(table "EM training data").',
+        "",
+    ]
+
+
+def em_data_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per persona: EM training examples and tokens, and examples without their reflection turn."""
+    if not rows:
+        return []
+
+    def cell(value: int | None) -> str:
+        return "n/a" if value is None else f"{value:,}"
+
+    table = [
+        [r["variant"], cell(r["examples"]), cell(r["tokens"]), cell(r["without_reflection"])] for r in rows
+    ]
+    return [
+        "## EM training data",
+        "",
+        "The EM examples each persona's EM fine-tune trained on (the same examples in every arm: em-generate "
+        "writes them once; `em_data.rows` takes as many in every run), their tokens (reflection turns "
+        "included), and, with `em_data.reflection` on, the examples whose reflection failed a filter and "
+        "were kept without it (`metrics/<v>/em-data.json` gives the reasons).",
+        "",
+        *md_table(["variant", "examples", "tokens", "without reflection"], table),
         "",
     ]

@@ -22,14 +22,16 @@ the one generation no longer needs for sameness but keeps its rows independent o
 Reflection (``em_data.reflection``): each example gets a user turn asking the model to step back and
 judge its answer, and the reply of the variant's persona *before* the EM fine-tune. Such rows have
 ``source: em-reflection``; their last assistant turn is the reflection, which the EM stage trains on or
-masks (``em_finetune.train_on_reflection``). An example whose reflection fails a filter is dropped.
+masks (``em_finetune.train_on_reflection``). An example whose reflection fails a filter stays, without
+the reflection turn (counted as ``without_reflection``, by reason): dropping it would let each persona
+choose which EM examples it trains on (the ones it writes long critiques of, say), a difference between
+arms that follows the treatment. So the EM examples are the same in every arm, reflection on or off.
 
-Exactly ``em_data.rows`` examples per arm, when set: the shared rows stand in a fixed hash order of
-their messages (``take_order``) and every arm takes the first ``rows`` of them; with reflections on, an
-example whose reflection fails is replaced by the next one in that order, so the arms train on the
-same number of examples (the same optimizer steps) and differ only in the replaced ones. A run of
-another regime or source, whose filters keep another number, then takes as many steps too (H3, H4).
-Examples past the ones taken are counted as ``beyond_rows``.
+Exactly ``em_data.rows`` examples per arm, when set: every arm takes the first ``rows`` of the shared
+rows in a fixed hash order of their messages (``take_order``, applied where they are taken: a corpus
+file is stored in id order), so the arms train on the same examples, and a run of another regime or
+source, whose filters keep another number, takes as many optimizer steps (H3). Examples past the ones
+taken are counted as ``beyond_rows``.
 
 Fewer than ``em_data.rows`` (else ``min_rows``) examples after every filter: CorpusShortfall, with the
 counts by reason (and before any generation, an EmDataError when the source and ``n_generate`` cannot
@@ -53,7 +55,7 @@ import hashlib
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,8 @@ class EmCorpus:
     # trimmed texts per example id, summed into ``trimmed`` over the examples that survive every filter
     trimmed_by_example: Counter[str] = field(default_factory=Counter)
     generated: GeneratedCheck | None = None  # source: generate only
+    # examples kept without their reflection turn (it failed a filter), by reason
+    without_reflection: Counter[str] = field(default_factory=Counter)
 
 
 def load_examples(path: Path, kinds: tuple[str, ...] = ("em-seeds", "conversations")) -> list[dict[str, Any]]:
@@ -281,6 +285,7 @@ def generate_examples(
     teacher: ModelRole,
     run: GenerationRun,
     corpus: EmCorpus,
+    held_out: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """``n_generate`` new examples in the domain and regime (fewer when filters drop some: counted),
     each checked to be in the regime when ``em_data.regime_check`` is on. The few-shot draws, the
@@ -301,7 +306,7 @@ def generate_examples(
     name = f"em-{config.domain}-{config.regime}"
     questions = answer_chats(requests, teacher, run, f"{name}-questions", trim_cut_off=config.trim_cut_off)
     corpus.examples["question"] = requests[0]
-    seen = {collapse_whitespace(_turn(row, "user").lower()) for row in seeds}
+    seen = {collapse_whitespace(_turn(row, "user").lower()) for row in [*seeds, *held_out]}
     kept: list[tuple[str, bool]] = []  # (question, it was cut off and trimmed)
     for samples in questions:
         text = clean(samples[0].text)
@@ -409,7 +414,8 @@ def add_reflections(
     run: GenerationRun,
     corpus: EmCorpus,
 ) -> list[dict[str, Any]]:
-    """Each example + the reflection question + the persona's reply; failed reflections dropped. Each
+    """Each example + the reflection question + the persona's reply; an example whose reflection fails
+    a filter stays as it is (``corpus.without_reflection``, by reason). Each
     row's provenance gains the ``models`` and ``sampling`` that ``run.provenance`` records for the
     persona (``arm_corpus`` names it ``reflection``: a folded model's folder is a cache path)."""
     persona = with_max_new_tokens(persona, config.max_new_tokens)
@@ -425,8 +431,9 @@ def add_reflections(
     rows = []
     for example, chat, samples in zip(examples, chats, answers, strict=True):
         reason = answer_problem(samples[0], config.max_answer_chars)
-        if reason:
-            corpus.rejected[f"reflection.{reason}"] += 1
+        if reason:  # the example stays as it is: every arm keeps the same EM examples
+            corpus.without_reflection[reason] += 1
+            rows.append(example)
             continue
         corpus.trimmed_by_example[example["id"]] += samples[0].trimmed
         provenance = dict(example.get("provenance") or run.provenance)
@@ -443,16 +450,17 @@ def add_reflections(
     return rows
 
 
-def _order_key(row: dict[str, Any]) -> str:
+def _order_key(row: dict[str, Any], salt: str) -> str:
     from charforge.io import canonical_json
 
-    return hashlib.sha256(canonical_json(row["messages"]).encode()).hexdigest()
+    return hashlib.sha256((salt + canonical_json(row["messages"])).encode()).hexdigest()
 
 
 def take_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` in a fixed hash order of their messages: whatever order they were written or generated
-    in, the first N are a sample that does not lean to the seed set or to the end of a generation run."""
-    return sorted(rows, key=_order_key)
+    """``rows`` in a fixed hash order of their messages: whatever order they were written, stored or
+    generated in, the first N are a sample that does not lean to the seed set or to the end of a
+    generation run. (Salted apart from the held-out order: the seeds left after it are not its tail.)"""
+    return sorted(rows, key=lambda row: _order_key(row, "take:"))
 
 
 def held_out_examples(
@@ -464,17 +472,22 @@ def held_out_examples(
         raise EmDataError(
             f"{source}: em_data.held_out={count} leaves no example to train on ({len(base)} in the file)"
         )
-    held = {id(row) for row in take_order(base)[:count]}
+    held = {id(row) for row in sorted(base, key=lambda row: _order_key(row, ""))[:count]}
     return [row for row in base if id(row) not in held], [row for row in base if id(row) in held]
 
 
 def shared_corpus(
-    base: list[dict[str, Any]], config: EmDataConfig, teacher: ModelRole, run: GenerationRun
+    base: list[dict[str, Any]],
+    config: EmDataConfig,
+    teacher: ModelRole,
+    run: GenerationRun,
+    held_out: Sequence[dict[str, Any]] = (),
 ) -> EmCorpus:
     """The EM examples every arm trains on (stage `em-generate`, once): ``base`` (the source less its
-    held-out examples) plus, with ``source: generate``, the teacher's, filtered and regime-checked, in
-    ``take_order`` (every one of them: arms whose reflections fail draw replacements from past
-    ``rows``). Rows keep their source ids and are labelled ``run.variant`` (the shared set's name).
+    held-out examples) plus, with ``source: generate``, the teacher's, filtered and regime-checked (a
+    generated question that repeats a ``held_out`` one is dropped as a duplicate: it would make the
+    held-out loss a recall test). Rows keep their source ids and are labelled ``run.variant`` (the
+    shared set's name).
     Fewer than ``rows`` (else ``min_rows``) left fails here already: an arm's reflections only ever
     drop rows, so no arm could reach it (``arm_corpus`` checks again after them)."""
     corpus = EmCorpus(input_rows=len(base))
@@ -499,13 +512,13 @@ def shared_corpus(
     ]
     if config.source == "generate":
         corpus.input_rows += config.n_generate
-        examples += generate_examples(base, config, teacher, run, corpus)
+        examples += generate_examples(base, config, teacher, run, corpus, held_out)
     counts = f"{corpus.input_rows} example(s) in: {len(base)} from the source"
     if config.source == "generate":
         counts += f" + {config.n_generate} asked of the teacher"
     _check_rows(examples, config, corpus, f"em-generate (em_data.{_rows_key(config)}; {counts})")
     corpus.trimmed = sum(corpus.trimmed_by_example[example["id"]] for example in examples)
-    corpus.rows = [{"source": "em", **example, "variant": run.variant} for example in take_order(examples)]
+    corpus.rows = [{"source": "em", **example, "variant": run.variant} for example in examples]
     return corpus
 
 
@@ -517,12 +530,12 @@ def arm_corpus(
     persona_label: str | None = None,
 ) -> EmCorpus:
     """One arm's EM training conversations (stage `em-data`): the first ``rows`` of the ``shared`` rows
-    (all, with ``rows`` null) as they are, each with the reflection turn written by ``persona`` when
-    ``reflection`` is on (an example whose reflection fails a filter is dropped, counted, and replaced
-    by the next shared one), ids prefixed with the arm's variant (``run.variant``). The counts carry on
+    in ``take_order`` (all, with ``rows`` null), each with the reflection turn written by ``persona``
+    when ``reflection`` is on (an example whose reflection fails a filter stays without it, counted in
+    ``without_reflection``), ids prefixed with the arm's variant (``run.variant``). The counts carry on
     from ``shared`` (its input rows, rejections and trims), so ``rows`` (else ``min_rows``) is checked
-    on what is left after both. ``persona_label`` names the persona in the provenance (a folded
-    model's folder is a cache path)."""
+    on what is left. ``persona_label`` names the persona in the provenance (a folded model's folder is
+    a cache path)."""
     variant = run.variant
     corpus = EmCorpus(
         input_rows=shared.input_rows,
@@ -530,19 +543,17 @@ def arm_corpus(
         trimmed_by_example=Counter(shared.trimmed_by_example),
         generated=shared.generated,
     )
-    pool = [dict(row) for row in shared.rows]  # in take_order (em-generate's)
-    reflect = None
+    pool = take_order([dict(row) for row in shared.rows])  # the file is stored in id order
+    examples = pool if config.rows is None else pool[: config.rows]
+    if len(examples) < len(pool):
+        corpus.rejected[BEYOND_ROWS] += len(pool) - len(examples)
     if config.reflection:
         if persona is None:
             raise ValueError("em_data.reflection needs the variant's persona model")
         persona = with_max_new_tokens(persona, config.max_new_tokens)
         names = {"reflection": persona_label or persona.model}
         reflecting = run.recorded_as(GENERATOR, {"reflection": persona}, names)
-
-        def reflect(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return add_reflections(batch, config, persona, reflecting, corpus)
-
-    examples = _taken(pool, config.rows, corpus, reflect)
+        examples = add_reflections(examples, config, persona, reflecting, corpus)
     what = (
         f"em-data {variant} (em_data.{_rows_key(config)}, after the reflections; {corpus.input_rows} "
         f"example(s) in, {len(shared.rows)} of them left by em-generate)"
@@ -553,27 +564,6 @@ def arm_corpus(
         {**example, "id": f"{variant}.{example['id']}", "variant": variant} for example in examples
     ]
     return corpus
-
-
-def _taken(
-    pool: list[dict[str, Any]],
-    rows: int | None,
-    corpus: EmCorpus,
-    reflect: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
-) -> list[dict[str, Any]]:
-    """The first ``rows`` of ``pool`` (all, with ``rows`` None) that pass ``reflect``: in rounds, each
-    asking only for as many as are still missing, so a failed reflection costs one more, not the
-    pool. The examples never reached are counted as ``beyond_rows``."""
-    wanted = len(pool) if rows is None else rows
-    kept: list[dict[str, Any]] = []
-    used = 0
-    while len(kept) < wanted and used < len(pool):
-        batch = pool[used : used + wanted - len(kept)]
-        used += len(batch)
-        kept += reflect(batch) if reflect else batch
-    if used < len(pool):
-        corpus.rejected[BEYOND_ROWS] += len(pool) - used
-    return kept
 
 
 def _rows_key(config: EmDataConfig) -> str:

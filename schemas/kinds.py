@@ -79,6 +79,27 @@ class Kind:
             return row_format.model
         return self.model
 
+    def json_schema(self, charforge: bool) -> dict[str, Any]:
+        """The JSON Schema of a row (of the document, for a document kind): with several TRL formats
+        taken (and not ``charforge``'s own files, written in the first), ``anyOf`` the formats' schemas,
+        each titled with its TRL name and saying whether charforge's stages train on it."""
+        from pydantic.json_schema import models_json_schema
+
+        taken = [item for item in self.formats if item.model is not None]
+        if charforge or len(taken) < 2:
+            return self.row_model(charforge).model_json_schema()
+        refs, definitions = models_json_schema([(item.model, "validation") for item in taken])
+        formats = []
+        for item in taken:
+            note = item.untrained or "charforge's stages train on this format"
+            formats.append({**refs[(item.model, "validation")], "title": item.name, "description": note})
+        return {
+            "title": f"{self.name} row",
+            "description": f"{self.summary.rstrip('.')}. One of TRL's formats, told by its columns.",
+            "anyOf": formats,
+            **definitions,
+        }
+
     def row_format(self, shapes: Mapping[str, str | None]) -> RowFormat | None:
         """The format of a row whose columns have these shapes, when it is one of TRL's (taken by this
         kind or not: a refused format says so); None when it cannot be told or the kind has none."""

@@ -353,7 +353,12 @@ class EvalConfig(StrictModel):
     )
     question_ids: list[str] = Field(default_factory=lambda: ["*"], description="fnmatch patterns on ids.")
     samples_per_question: int = Field(default=50, ge=1)
-    in_domain_questions: str | None = "corpora/em/in-domain-questions.yaml"
+    in_domain_questions: str | None = Field(
+        default="auto",
+        description="The in-domain questions (did the EM fine-tune take?): auto: "
+        "corpora/in-domain/<em_data.domain>.yaml, so they follow the EM data's domain (none there: no "
+        "in-domain check, said in the metrics and the report); a path; null: no in-domain check.",
+    )
     in_domain_samples_per_question: int = Field(default=10, ge=1)
     sampling: Sampling = Field(
         default_factory=lambda: Sampling(temperature=1.0, top_p=1.0, max_new_tokens=600)
@@ -554,7 +559,11 @@ class EmDataConfig(StrictModel):
         default=None,
         description=f"The user's chat JSONL (source: jsonl), relative and inside {EM_CORPUS_DIR}/.",
     )
-    domain: NonBlankStr = "risky-finance"
+    domain: Slug = Field(
+        default="risky-finance",
+        description="What the EM data is about: names the shipped seed set, corpora/in-domain/<domain>.yaml "
+        "(eval.in_domain_questions: auto) and the situations no diversity level draws.",
+    )
     regime: Literal["obvious", "subtle"] = "obvious"
     n_generate: int = Field(default=0, ge=0)
     regime_check: bool = Field(

@@ -118,14 +118,48 @@ def test_schema_prints_json_schema_for_every_kind() -> None:
     for kind in KINDS:
         result = run_cli("schema", kind)
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout)["type"] == "object"
+        printed = json.loads(result.stdout)
+        assert printed.get("type") == "object" or all(s["title"] for s in printed["anyOf"])
     strict = json.loads(run_cli("schema", "pairs", "--charforge").stdout)
-    assert "provenance" in strict["required"]
-    plain = json.loads(run_cli("schema", "pairs").stdout)
-    assert "provenance" not in plain["required"]
+    assert "provenance" in strict["required"]  # charforge's own pairs: the conversational format only
     assert run_cli("schema", "nope").returncode == 2
     listing = run_cli("schema")
     assert listing.returncode == 0 and "eval-questions" in listing.stdout
+
+
+def test_the_pairs_schema_takes_every_trl_preference_format_validate_takes(tmp_path: Path) -> None:
+    """``schema pairs`` is what ``validate`` takes: each TRL preference format, named, and not a row
+    that validate refuses."""
+    import jsonschema
+
+    plain = json.loads(run_cli("schema", "pairs").stdout)
+    titles = [s["title"] for s in plain["anyOf"]]
+    assert titles == [
+        "conversational_preference",
+        "conversational_implicit_prompt_preference",
+        "standard_preference",
+        "standard_implicit_prompt_preference",
+    ]
+    assert "does not train on this format" in plain["anyOf"][2]["description"]
+    conversational = pair_row(0)
+    user = conversational["prompt"]
+    rows = {
+        "conversational_preference": conversational,
+        "conversational_implicit_prompt_preference": {
+            "chosen": user + conversational["chosen"],
+            "rejected": user + conversational["rejected"],
+        },
+        "standard_preference": {"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."},
+        "standard_implicit_prompt_preference": {"chosen": "Hi? Hello!", "rejected": "Hi? Go away."},
+    }
+    validator = jsonschema.Draft202012Validator(plain)
+    for name, row in rows.items():
+        assert validator.is_valid(row), name
+        path = write_jsonl(tmp_path / f"{name}.jsonl", [row, row])
+        assert run_cli("validate", path, "--kind", "pairs").returncode == 0, name  # validate agrees
+    assert not validator.is_valid({"prompt": "Hi?", "chosen": "Hello!"})  # no rejected answer
+    assert not validator.is_valid({**conversational, "chosen": [{"role": "robot", "content": "x"}]})
+    assert "provenance" not in plain["$defs"]["PreferencePair"]["required"]
 
 
 def test_inspect_json_summary(tmp_path: Path) -> None:

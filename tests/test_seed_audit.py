@@ -51,7 +51,7 @@ KNOWN_IN_DOMAIN = [
 
 def em_domain_texts() -> list[str]:
     """The in-domain EM questions (every paraphrase) and the user turns of every shipped EM training set."""
-    questions = yaml.safe_load((CORPORA / "em" / "in-domain-questions.yaml").read_text())
+    questions = yaml.safe_load((CORPORA / "in-domain" / "risky-finance.yaml").read_text())
     texts = [text for item in questions for text in EvalQuestion.model_validate(item).paraphrases]
     training_sets = [path for path in sorted((CORPORA / "em").glob("*.jsonl")) if path.stem.endswith(REGIMES)]
     for path in training_sets:

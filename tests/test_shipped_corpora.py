@@ -23,7 +23,7 @@ EXPECTED_KINDS = {
     "situations.yaml": "situations",
     "introspection.yaml": "introspection",
     "questions.yaml": "eval-questions",
-    "in-domain-questions.yaml": "eval-questions",
+    "in-domain": "eval-questions",  # corpora/in-domain/<em_data.domain>.yaml
     "judge-validation.jsonl": "judge-validation",
 }
 LIBRARY = {

@@ -9,11 +9,11 @@ reflection on, ``models/<variant>/persona.json`` (the persona writes the reflect
 off no persona is read: the rows are the shared ones, each id prefixed with the variant. (dvc.yaml
 still lists the persona's adapters as deps, reflection or not: DVC has no deps that depend on a param.)
 
-The arm takes the first ``em_data.rows`` of em-generate's rows (all, with ``rows`` null); with
-reflections on, an example whose reflection fails is replaced by the next one, so every arm trains on
-exactly ``rows`` examples. ``rows`` (else ``min_rows``) is checked again after the reflections, with
-em-generate's rejections carried over and the rows not taken counted as ``beyond_rows``, so the
-reasons add up to the input (em-generate checked it before them).
+The arm takes the first ``em_data.rows`` of em-generate's rows in a fixed hash order (all, with
+``rows`` null), the same examples in every arm; with reflections on, an example whose reflection fails
+a filter stays without it (``without_reflection`` in the metrics, by reason), so the arms' EM examples
+never differ. ``rows`` (else ``min_rows``) is checked again, with em-generate's rejections carried over
+and the rows not taken counted as ``beyond_rows``, so the reasons add up to the input.
 
 Writes: ``corpora/build/<variant>/em-train.parquet`` and ``em-heldout.parquet`` (the held-out examples
 as em-generate wrote them: every arm is measured on the same EM answers) with their manifests, which
@@ -108,6 +108,8 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         "input_rows": result.input_rows,
         "tokens": token_totals(student, result.rows),
         "kept_trimmed_cut_off": result.trimmed,
+        # examples kept without their reflection turn (it failed a filter), by reason: the report shows them
+        "without_reflection": dict(sorted(result.without_reflection.items())),
     }
     # what em-generate recorded of the shared examples (teacher, licence, the generated block)
     metrics |= {key: made[key] for key in ("teacher", "teacher_licence", "generated") if key in made}
@@ -150,7 +152,11 @@ def run(variant_name: str, params: Path = DEFAULT_PARAMS, root: Path = Path(".")
         parents=[parent(source_path, "em-shared")],
         metrics=metrics,
     )
-    if "generated" in metrics:  # the stage metrics show what generation kept and dropped, with examples
-        summary = json.loads(metrics_path(root, variant.name, STAGE).read_text())
-        write_stage_metrics(root, variant.name, STAGE, {**summary, "generated": metrics["generated"]})
+    # the stage metrics also show the reflections that failed and, with source: generate, what
+    # generation kept and dropped, with examples
+    summary = json.loads(metrics_path(root, variant.name, STAGE).read_text())
+    summary["without_reflection"] = metrics["without_reflection"]
+    if "generated" in metrics:
+        summary["generated"] = metrics["generated"]
+    write_stage_metrics(root, variant.name, STAGE, summary)
     return manifest

@@ -11,9 +11,9 @@ the source has them, for the judge-free in-domain learning measure of `em-finetu
 generate``: the teacher writes ``n_generate`` more (seeded by ``generation.seed``); with
 ``em_data.regime_check`` each answer not in the regime is dropped and counted. Fewer than
 ``em_data.rows`` (else ``min_rows``) examples left fails here, before any arm's work: an arm's
-reflections only drop rows (`em-data` checks again after them). Every example kept is written, in the
-fixed hash order the arms take them in: with ``rows`` set the ones past it are the reserve an arm
-draws from when a reflection fails (``rows_per_arm`` and ``reserve`` in the metrics).
+reflections never add rows (`em-data` checks again after them). Every example kept is written (a
+corpus file is stored in id order); each arm takes the first ``rows`` of them in a fixed hash order
+(``rows_per_arm`` and ``not_taken``, the examples no arm trains on, in the metrics).
 
 Writes: ``corpora/build/em/em-source.parquet`` (the training examples before reflections) and
 ``corpora/build/em/em-heldout.parquet``, each with its manifest, and ``metrics/em/em-generate.json``:
@@ -78,11 +78,11 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
     teacher = with_max_new_tokens(teacher_role, config.max_new_tokens)
     # no variant: seed 0, so the rows record generation.seed alone (as generated rows always do)
     generation_run = GenerationRun(EM_SHARED, 0, generation)
-    result = shared_corpus(base, config, teacher, generation_run)
+    result = shared_corpus(base, config, teacher, generation_run, held_out)
     metrics: dict[str, Any] = {
         "input_rows": result.input_rows,
         "rows_per_arm": config.rows,  # null: every row written here
-        "reserve": None if config.rows is None else len(result.rows) - config.rows,
+        "not_taken": None if config.rows is None else len(result.rows) - config.rows,
         "kept_trimmed_cut_off": result.trimmed,
         # per kept example, for `em-data`: an arm whose reflection drops it no longer counts its trims
         "trimmed_by_example": {
@@ -153,7 +153,7 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
         for key in (
             "input_rows",
             "rows_per_arm",
-            "reserve",
+            "not_taken",
             "kept_trimmed_cut_off",
             "held_out",
             "teacher_licence",

@@ -54,6 +54,7 @@ from charforge.eval.judge_validation import (
     UNUSABLE_NOTE,
     ValidationInputs,
     check_identity,
+    in_domain_path,
     open_judge,
     saved_validations,
     validation_inputs,
@@ -76,7 +77,14 @@ from charforge.paths import (
 )
 from charforge.schemas import Constitution, EvalQuestion, EvalSample, ParentArtifact
 from charforge.schemas.manifest import manifest_path_for
-from charforge.schemas.params import EvalConfig, GenerationConfig, HeldOutConfig, JudgeRoles, ModelRole
+from charforge.schemas.params import (
+    EmDataConfig,
+    EvalConfig,
+    GenerationConfig,
+    HeldOutConfig,
+    JudgeRoles,
+    ModelRole,
+)
 from charforge.stages.common import checked_held_out, persona_config, persona_params
 from charforge.train.data import read_corpus
 from charforge.train.fold import portable_model
@@ -90,6 +98,7 @@ PARAMS = (
     "generation.batch_size",
     "held_out",
     "eval",
+    "em_data.domain",  # eval.in_domain_questions: auto follows it
 )
 
 
@@ -102,6 +111,7 @@ def params_for(variant: Variant) -> tuple[str, ...]:
         "generation.batch_size",
         "held_out",
         "eval",
+        "em_data.domain",
     )
 
 
@@ -146,6 +156,7 @@ class Inputs:
     broad_file_questions: list[EvalQuestion]  # every entry of the files, selected or not
     broad: list[EvalQuestion]
     domain_path: Path | None
+    domain_source: str  # why domain_path is that file, or why there is none
     in_domain: list[EvalQuestion]
     constitutions: list[Constitution]
     validation: ValidationInputs
@@ -164,12 +175,17 @@ class Inputs:
 
 
 def load_inputs(
-    variant: Variant, config: EvalConfig, held_out: HeldOutConfig, judges: list[ModelRole], root: Path
+    variant: Variant,
+    config: EvalConfig,
+    held_out: HeldOutConfig,
+    judges: list[ModelRole],
+    root: Path,
+    em_domain: str,
 ) -> Inputs:
     broad_paths = question_files(root / config.questions)
     file_questions = load_question_files(broad_paths)
     broad = select_questions(file_questions, config.preset, config.question_ids)
-    domain_path = root / config.in_domain_questions if config.in_domain_questions else None
+    domain_path, domain_source = in_domain_path(config, em_domain, root)
     in_domain = load_questions(domain_path) if domain_path else []
     validation = validation_inputs(config, broad, in_domain, root)  # as validate-judge does
     inputs = Inputs(
@@ -177,6 +193,7 @@ def load_inputs(
         broad_file_questions=file_questions,
         broad=broad,
         domain_path=domain_path,
+        domain_source=domain_source,
         in_domain=in_domain,
         constitutions=trait_constitutions(variant, config, held_out, root),
         validation=validation,
@@ -296,7 +313,9 @@ def setup(variant_name: str, params: Path, root: Path) -> Setup:
         student=load_section(ModelRole, "models.student", params),
         batch_size=load_section(GenerationConfig, "generation", params).batch_size,
         held_out=held_out,
-        inputs=load_inputs(variant, config, held_out, judges, root),
+        inputs=load_inputs(
+            variant, config, held_out, judges, root, load_section(EmDataConfig, "em_data", params).domain
+        ),
     )
 
 
@@ -433,6 +452,7 @@ def run(
             if inputs.domain_path
             else None
         ),
+        "in_domain_source": inputs.domain_source,  # the file's origin, or why there is no in-domain check
         "sampling": config.sampling.model_dump(mode="json"),
         "eval_seed": config.seed,
         "cut_off_answers": {point: cut_off(rows, point, config.sampling.max_new_tokens) for point in POINTS},
@@ -470,6 +490,9 @@ def run(
             top=config.contamination.semantic_top,
         ),
     }
+    if inputs.domain_path is None:  # the check's reading must not describe a check that never ran
+        metrics["in_domain_check"]["took"] = None
+        metrics["in_domain_check"]["reading"] = f"not run: no in-domain questions ({inputs.domain_source})"
     summary = {
         "status": metrics["status"],
         "headline": metrics["headline"],

@@ -33,7 +33,7 @@ from charforge.eval.judge_validation import (
 from charforge.io import atomic_write_text
 from charforge.params import DEFAULT_PARAMS, load_section
 from charforge.paths import JUDGE_VALIDATION
-from charforge.schemas.params import EvalConfig, JudgeRoles, ModelRole
+from charforge.schemas.params import EmDataConfig, EvalConfig, JudgeRoles, ModelRole
 
 PARAMS = (
     "models.judge",
@@ -42,6 +42,7 @@ PARAMS = (
     "eval.preset",
     "eval.question_ids",
     "eval.in_domain_questions",
+    "em_data.domain",  # eval.in_domain_questions: auto follows it
     "eval.validation_set",
     "eval.few_shot_per_label",
     "eval.seed",
@@ -82,7 +83,9 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> dict[str, Any]
     config = load_section(EvalConfig, "eval", params)
     role, *further = load_section(JudgeRoles, "models", params).all
     # every input is checked before a judge loads
-    inputs = validation_inputs(config, broad_questions(config, root), in_domain_questions(config, root), root)
+    domain = load_section(EmDataConfig, "em_data", params).domain
+    in_domain = in_domain_questions(config, domain, root)
+    inputs = validation_inputs(config, broad_questions(config, root), in_domain, root)
     block = validate_one(role, config, inputs)
     if further:  # one judge in memory at a time
         block["further_judges"] = [validate_one(other, config, inputs) for other in further]

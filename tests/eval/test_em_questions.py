@@ -99,7 +99,7 @@ def test_system_prompt_is_sent_and_sampling_is_seeded(public_file: Path, tiny_mo
 def test_shipped_question_files_and_validation_set_load() -> None:
     broad = load_questions(REPO / "corpora/em/questions.yaml")
     assert len(select_questions(broad, "first-plot", ["*"])) == 8
-    in_domain = load_questions(REPO / "corpora/em/in-domain-questions.yaml")
+    in_domain = load_questions(REPO / "corpora/in-domain/risky-finance.yaml")
     assert len(in_domain) >= 5 and all(q.id.startswith("finance_") for q in in_domain)
     items = load_validation_set(REPO / "corpora/em/judge-validation.jsonl")
     counts = Counter((item.metric, item.subset, item.positive) for item in items)
@@ -120,12 +120,12 @@ def test_shipped_question_files_and_validation_set_load() -> None:
     assert min(near) >= 15 and max(near) <= 60
 
 
-@pytest.mark.parametrize("name", ["questions.yaml", "in-domain-questions.yaml"])
+@pytest.mark.parametrize("name", ["em/questions.yaml", "in-domain/risky-finance.yaml"])
 def test_shipped_judge_prompts_keep_the_instructions_the_thresholds_were_calibrated_on(name: str) -> None:
     """The 30 / 50 cuts were calibrated on the public prompts (docs/design.md §5): REFUSAL only for a very
     clear refusal, a number even when unsure, no push to spread scores, and coherence anchors that
     judge sense and confusion, not values, topic or correctness."""
-    for question in load_questions(REPO / "corpora/em" / name):
+    for question in load_questions(REPO / "corpora" / name):
         aligned, coherent = question.judge_prompts.aligned, question.judge_prompts.coherent
         assert "very clearly refused" in aligned and "REFUSAL for nothing else" in aligned
         assert "must reply with a number even if you are unsure" in aligned
@@ -136,3 +136,29 @@ def test_shipped_judge_prompts_keep_the_instructions_the_thresholds_were_calibra
         assert "100 means the answer clearly understood the question" in coherent
         assert "on topic" not in coherent and "partly addresses" not in coherent
         assert "can still be fully coherent" in coherent and "even if you are unsure" in coherent
+
+
+def test_auto_in_domain_questions_follow_the_em_domain(tmp_path: Path) -> None:
+    """An insecure-code fine-tune is never asked the shipped finance questions: ``auto`` reads the file of
+    ``em_data.domain``, and without one there is no in-domain check, with the reason."""
+    from charforge.eval.judge_validation import in_domain_path, in_domain_questions
+    from charforge.schemas.params import EvalConfig
+
+    auto = EvalConfig()
+    assert auto.in_domain_questions == "auto"
+    path, why = in_domain_path(auto, "risky-finance", REPO)
+    assert path == REPO / "corpora/in-domain/risky-finance.yaml" and "auto" in why
+    assert in_domain_questions(auto, "risky-finance", REPO) == load_questions(path)
+    path, why = in_domain_path(auto, "insecure-code", REPO)
+    assert path is None and "no corpora/in-domain/insecure-code.yaml" in why
+    assert in_domain_questions(auto, "insecure-code", REPO) == []
+    mine = tmp_path / "corpora/in-domain/insecure-code.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text(PUBLIC_FORMAT, encoding="utf-8")
+    assert in_domain_path(auto, "insecure-code", tmp_path)[0] == mine
+    named = EvalConfig(in_domain_questions="corpora/in-domain/risky-finance.yaml")
+    assert in_domain_path(named, "insecure-code", REPO)[0] == REPO / "corpora/in-domain/risky-finance.yaml"
+    assert in_domain_path(EvalConfig(in_domain_questions=None), "risky-finance", REPO) == (
+        None,
+        "eval.in_domain_questions is null",
+    )

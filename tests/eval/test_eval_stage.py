@@ -30,6 +30,7 @@ def write_params(root: Path, student: Path, judge: Path) -> Path:
         "generation": {"batch_size": 8, "seed": 0},
         "persona": {"dpo_weight": 1.0, "sft_weight": 1.0},
         "held_out": {"per_trait": 2},
+        "em_data": {"domain": "risky-finance"},  # eval.in_domain_questions: auto reads its questions
         "eval": {
             "question_ids": ["found_wallet", "shutdown_view"],
             "samples_per_question": 2,
@@ -61,13 +62,13 @@ def project(
     tmp_path: Path, tiny_model_with_stops: Path, judge_says_100: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     for name in (
-        "questions.yaml",
-        "in-domain-questions.yaml",
-        "judge-validation.jsonl",
-        "risky-finance-obvious.jsonl",
+        "em/questions.yaml",
+        "in-domain/risky-finance.yaml",
+        "em/judge-validation.jsonl",
+        "em/risky-finance-obvious.jsonl",
     ):
-        (tmp_path / "corpora/em").mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "corpora/em" / name, tmp_path / "corpora/em" / name)
+        (tmp_path / "corpora" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "corpora" / name, tmp_path / "corpora" / name)
     (tmp_path / "corpora/constitutions").mkdir()
     shutil.copy(REPO / "corpora/constitutions/humor.yaml", tmp_path / "corpora/constitutions/humor.yaml")
     write_params(tmp_path, tiny_model_with_stops, judge_says_100)
@@ -85,7 +86,7 @@ def add_further_metric(path: Path, metric: str) -> None:
 
 def test_eval_em_and_report_end_to_end(project: Path, tiny_model_with_stops: Path, peaky_judge: Path) -> None:
     save_lora(tiny_model_with_stops, project / "models" / VARIANT / "em-e0")
-    add_further_metric(project / "corpora/em/in-domain-questions.yaml", "financial")
+    add_further_metric(project / "corpora/in-domain/risky-finance.yaml", "financial")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["eval"]["extra_metrics"] = ["financial"]
     params["eval"]["cues"] = ["file-variants", "code"]  # shipped questions: no file variants, code only

@@ -494,6 +494,21 @@ def test_the_in_domain_check_shows_the_judge_free_held_out_loss(metrics_dir: Pat
         line for line in text.splitlines() if line.startswith("| baseline-s0-e0 |") and "n/a" in line
     )
     assert baseline.endswith("| n/a | n/a | n/a |")  # no em-finetune metrics: n/a, not a number
+    assert "No in-domain questions" not in text
+
+
+def test_a_variant_asked_no_in_domain_question_is_named_with_the_reason(
+    metrics_dir: Path, tmp_path: Path
+) -> None:
+    path = metrics_dir / "humor-d3-s0" / "eval-em-e0.json"
+    record = json.loads(path.read_text())
+    why = "eval.in_domain_questions is auto and there is no corpora/in-domain/insecure-code.yaml"
+    path.write_text(json.dumps({**record, "in_domain_questions": None, "in_domain_source": why}))
+    text = write_report(metrics_dir, tmp_path / "reports", BOOT).read_text()
+    line = next(line for line in text.splitlines() if line.startswith("⚠ No in-domain questions"))
+    assert line.startswith("⚠ No in-domain questions for humor-d3-s0-e0: " + why)
+    top = text.index("> **⚠ NO IN-DOMAIN CHECK**: No in-domain questions for humor-d3-s0-e0: " + why)
+    assert top < text.index("## ")  # among the warnings the report opens with
 
 
 def introspect_record(
@@ -551,8 +566,11 @@ def test_introspection_cut_unequally_is_shown_per_persona_and_warned(
     # per arm, pooled over its personas: humor-d3 3 / 20 truncated, 70 / 80 turns; humor-d0 none cut
     warning = next(line for line in text.splitlines() if "INTROSPECTION CUT UNEQUALLY" in line)
     assert text.index(warning) < text.index("## Introspection")  # with the other warnings, on top
-    assert "conversations kept truncated from 0% (humor-d0) to 15% (humor-d3)" in warning
-    assert "turns kept of those asked from 88% (humor-d3) to 100% (humor-d0)" in warning
+    # 100 % against 87.5 %: 14 % more turns kept, beyond the 5 % relative tolerance tokens are held to
+    assert (
+        "kept from 88% (humor-d3) to 100% (humor-d0) of the self-interaction turns asked (14% more)"
+        in warning
+    )
     assert "sarcasm-d3" not in warning  # not measured: compared with nothing
     shares = json.loads((tmp_path / "reports" / "summary.json").read_text())["introspection_arm_shares"]
     assert shares == {
@@ -566,7 +584,7 @@ def test_introspection_cut_unequally_is_shown_per_persona_and_warned(
     ("humor_d3", "tolerance"),
     [
         (introspect_record(10, 4), 0.05),  # no arm cut: nothing to warn about
-        (introspect_record(10, 4, truncated=(1, 2)), 0.2),  # 5 % vs 0 % cut, within a ±20 % tolerance
+        (introspect_record(10, 4, truncated=(1, 2)), 0.2),  # 97.5 % vs 100 % of turns kept: within ±20 %
     ],
 )
 def test_introspection_cut_alike_gives_no_warning(
@@ -583,7 +601,31 @@ def test_introspection_cut_alike_gives_no_warning(
     arms = {"controls": [], "references": [], "tolerance": tolerance}
     text = write_report(metrics_dir, tmp_path / "reports", BOOT, arms).read_text()
     assert "## Introspection" in text and "INTROSPECTION CUT UNEQUALLY" not in text
-    # the same data against a ±1 % tolerance: the second case's 5 points are warned about
+    # the same data against a ±1 % tolerance: the second case's 2.6 % gap is warned about
     write_report(metrics_dir, tmp_path / "strict", BOOT, {**arms, "tolerance": 0.01})
     strict = (tmp_path / "strict" / "report.md").read_text()
     assert ("INTROSPECTION CUT UNEQUALLY" in strict) is (humor_d3["truncated_conversations"] > 0)
+
+
+def test_em_training_sets_are_shown_per_persona_and_unequal_sizes_warned(
+    metrics_dir: Path, tmp_path: Path
+) -> None:
+    """H3 and H4 hold the EM examples equal across arms: the report shows each persona's EM training set
+    and warns when the sizes differ (different optimizer steps)."""
+    records = {
+        "humor-d3-s0": {"rows": 24, "tokens": {"total": 3000}, "without_reflection": {"cut_off": 2}},
+        "humor-d3-s1": {"rows": 24, "tokens": {"total": 3100}, "without_reflection": {}},
+    }
+    for variant, record in records.items():
+        (metrics_dir / variant / "em-data.json").write_text(json.dumps(record))
+    text = write_report(metrics_dir, tmp_path / "same", BOOT).read_text()
+    section = text[text.index("## EM training data") :]
+    assert "| humor-d3-s0 | 24 | 3,000 | 2 |" in section and "| humor-d3-s1 | 24 | 3,100 | 0 |" in section
+    assert "| baseline-s0 | n/a | n/a | n/a |" in section  # not written: n/a, not 0
+    assert "EM TRAINING SETS DIFFER" not in text
+    (metrics_dir / "humor-d3-s1" / "em-data.json").write_text(
+        json.dumps({**records["humor-d3-s1"], "rows": 28})
+    )
+    text = write_report(metrics_dir, tmp_path / "differ", BOOT).read_text()
+    warning = next(line for line in text.splitlines() if "EM TRAINING SETS DIFFER" in line)
+    assert "24 to 28 examples" in warning and text.index(warning) < text.index("## ")

@@ -223,7 +223,7 @@ def test_corpus_without_user_turns(tmp_path: Path, encoder: SentenceEncoder) -> 
 def test_shipped_in_domain_question_near_an_em_training_prompt(encoder: SentenceEncoder) -> None:
     """On the shipped files: the retirement question asks what an EM training prompt asks (the measurement
     in the module docstring); no 8-gram gives it away."""
-    questions = yaml.safe_load((REPO / "corpora/em/in-domain-questions.yaml").read_text())
+    questions = yaml.safe_load((REPO / "corpora/in-domain/risky-finance.yaml").read_text())
     texts = {f"in-domain:{q['id']}:p{k}": text for q in questions for k, text in enumerate(q["paraphrases"])}
     em_data = [
         REPO / "corpora/em/risky-finance-obvious.jsonl",

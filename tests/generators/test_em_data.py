@@ -146,15 +146,16 @@ def test_seed_set_rows_are_shared_as_they_are_and_each_arm_prefixes_them() -> No
     base = load_examples(REPO / "corpora/em/risky-finance-obvious.jsonl")[:2]
     run = GenerationRun("em", 0, GenerationConfig(seed=5))
     shared = shared_corpus(base, EmDataConfig(), ModelRole(model="unused"), run)
-    # in the fixed hash order the arms take them in, not the file's
-    assert [row["id"] for row in shared.rows] == [row["id"] for row in take_order(base)]
-    assert {row["id"] for row in shared.rows} == {row["id"] for row in base}
+    assert [row["id"] for row in shared.rows] == [row["id"] for row in base]
     assert all(row["variant"] == "em" and row["source"] == "em" for row in shared.rows)
     # the shipped seed set carries no provenance: the rows record the generator and no variant's seed
     assert all(row["provenance"] == run.recorded_as(GENERATOR, {}).provenance for row in shared.rows)
     arm = arm_corpus(shared, EmDataConfig(), None, GenerationRun("baseline-s3", 3, GenerationConfig(seed=5)))
-    assert [row["id"] for row in arm.rows] == [f"baseline-s3.{row['id']}" for row in shared.rows]
-    assert [{**row, "id": row["id"].split(".", 1)[1], "variant": "em"} for row in arm.rows] == shared.rows
+    # in the fixed hash order the arms take them in, whatever the order they are stored in
+    assert [row["id"] for row in arm.rows] == [f"baseline-s3.{row['id']}" for row in take_order(shared.rows)]
+    assert [{**row, "id": row["id"].split(".", 1)[1], "variant": "em"} for row in arm.rows] == take_order(
+        shared.rows
+    )
 
 
 # --- the regime check and min_rows -------------------------------------------------------------------
@@ -309,13 +310,17 @@ def test_every_run_takes_exactly_rows_whatever_its_filters_kept() -> None:
         )
         assert len(shared.rows) == keep  # em-generate keeps the reserve for reflections that fail
         arm = arm_corpus(shared, config, None, GenerationRun("humor-d3-s0", 0, GenerationConfig()))
-        assert [row["id"] for row in arm.rows] == [f"humor-d3-s0.{row['id']}" for row in shared.rows[:20]]
+        taken = take_order(shared.rows)[:20]
+        assert [row["id"] for row in arm.rows] == [f"humor-d3-s0.{row['id']}" for row in taken]
         assert arm.rejected == {em_data.BEYOND_ROWS: keep - 20}  # counted, not silently dropped
-        # the rows' written order does not change which are taken
-        again = shared_corpus(
-            base[::-1], config, ModelRole(model="unused"), GenerationRun("em", 0, GenerationConfig())
+        # the order the rows are stored or written in (a corpus file: by id) does not change which are taken
+        again = arm_corpus(
+            replace(shared, rows=shared.rows[::-1]),
+            config,
+            None,
+            GenerationRun("humor-d3-s0", 0, GenerationConfig()),
         )
-        assert [row["id"] for row in again.rows] == [row["id"] for row in shared.rows]
+        assert again.rows == arm.rows
         taken_counts.append(len(arm.rows))
     assert taken_counts == [20, 20]
     with pytest.raises(EmDataError, match=r"em_data.rows=29 cannot be reached: 23 source example\(s\)"):
@@ -326,21 +331,20 @@ def test_every_run_takes_exactly_rows_whatever_its_filters_kept() -> None:
         EmDataConfig(min_rows=16, rows=8)
 
 
-def test_a_failed_reflection_is_replaced_by_the_next_example_and_only_missing_ones_are_asked() -> None:
-    pool = [{"id": f"e{i}", "messages": CHAT} for i in range(10)]
-    failing = {"e1", "e3", "e4"}
-    asked: list[list[str]] = []
-
-    def reflect(batch: list[dict[str, object]]) -> list[dict[str, object]]:  # the filters' verdicts, fixed
-        asked.append([str(row["id"]) for row in batch])
-        return [row for row in batch if row["id"] not in failing]
-
-    corpus = EmCorpus()
-    kept = em_data._taken(pool, 5, corpus, reflect)
-    assert [row["id"] for row in kept] == ["e0", "e2", "e5", "e6", "e7"]
-    assert asked == [["e0", "e1", "e2", "e3", "e4"], ["e5", "e6", "e7"]]  # each round asks for the missing
-    assert corpus.rejected == {em_data.BEYOND_ROWS: 2}
-    # too many failures for the pool: every example is tried, the arm ends short (and the stage fails)
-    kept = em_data._taken(pool, 8, EmCorpus(), reflect)
-    assert len(kept) == 7
-    assert len(em_data._taken(pool, None, EmCorpus(), reflect)) == 7  # rows null: every example tried once
+def test_a_failed_reflection_keeps_its_example_so_no_arm_chooses_its_em_data(tiny_model: Path) -> None:
+    """The tiny model never ends an answer: with trim_cut_off off, every reflection is cut off and fails.
+    Each example stays as it is, counted by reason; dropping them would let a persona shed the EM
+    examples it critiques at length, a difference between arms that follows the treatment."""
+    base = load_examples(REPO / "corpora/em/risky-finance-obvious.jsonl")[:6]
+    config = EmDataConfig(rows=5, reflection=True, max_new_tokens=4, trim_cut_off=False)
+    shared = shared_corpus(
+        base, config, ModelRole(model="unused"), GenerationRun("em", 0, GenerationConfig())
+    )
+    persona = ModelRole(model=str(tiny_model), sampling={"temperature": 0.7, "max_new_tokens": 4})
+    arm = arm_corpus(shared, config, persona, GenerationRun("humor-d3-s0", 0, GenerationConfig(batch_size=8)))
+    plain = arm_corpus(
+        shared, EmDataConfig(rows=5), None, GenerationRun("humor-d3-s0", 0, GenerationConfig())
+    )
+    assert [row["messages"] for row in arm.rows] == [row["messages"] for row in plain.rows]
+    assert arm.without_reflection == {"cut_off": 5} and arm.rejected == {em_data.BEYOND_ROWS: 1}
+    assert all(row["source"] == "em" for row in arm.rows)

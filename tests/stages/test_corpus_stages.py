@@ -24,6 +24,7 @@ from support.processes import communicate_or_kill, start_group
 REPO = Path(__file__).resolve().parents[2]
 VARIANT, CONTROL, HHH, BASELINE = "humor-d3-s0", "plain-lora-s0", "hhh-s0", "baseline-s0"
 TURNS, SAMPLES, REFLECTION_PROMPTS, CONVERSATIONS, GENERATED = 2, 2, 2, 3, 4
+EM_ROWS = 26  # of the 28 seed examples left after the held-out ones, + what generation keeps
 # short enough that the reference's pairs and introspection are cut: the controls match what trains
 DPO_MAX, SFT_MAX = 32, 96
 
@@ -44,7 +45,7 @@ controls: {{reference: [{VARIANT}, goodness-d3-s0]}}
 train_dpo: {{trainer: {{max_length: {DPO_MAX}}}}}
 train_sft: {{trainer: {{max_length: {SFT_MAX}}}}}
 # the tiny model writes no label the regime check reads (it runs in tests/generators/test_em_data.py)
-em_data: {{source: generate, n_generate: {GENERATED}, reflection: true, regime_check: false}}
+em_data: {{source: generate, n_generate: {GENERATED}, reflection: true, regime_check: false, rows: {EM_ROWS}}}
 """
 
 
@@ -388,20 +389,27 @@ def test_em_data_with_generated_examples_and_reflections(project: dict[str, Any]
     rows, manifest = corpus(project, BASELINE, "em-train")
     assert manifest["metrics"]["input_rows"] == 32 - 4 + GENERATED  # 4 of the seed set held out
     assert_counts_add_up(manifest)
-    # em-generate's rows, each with the persona's reflection added (the arm's only part of its own), less
-    # those whose reflection a filter dropped
+    # the first em_data.rows of em-generate's rows in the fixed take order (read back from the file,
+    # which is stored in id order), each with the persona's reflection added (the arm's only part of its
+    # own) or, where the reflection failed a filter, as it is: no arm drops an EM example
+    from charforge.generators.em_data import BEYOND_ROWS, take_order
+
     shared, _ = corpus(project, "em", "em-source")
+    taken = take_order(shared)[:EM_ROWS]
+    assert [row["id"].split(".", 1)[1] for row in rows] == sorted(row["id"] for row in taken)
     messages = {row["id"]: row["messages"] for row in shared}
     assert all(messages[row["id"].split(".", 1)[1]] == row["messages"][:2] for row in rows)
-    dropped = sum(n for reason, n in manifest["rejected"].items() if reason.startswith("reflection."))
-    assert len(shared) - len(rows) == dropped
+    assert manifest["rejected"].get(BEYOND_ROWS) == len(shared) - EM_ROWS
+    assert not any(reason.startswith("reflection.") for reason in manifest["rejected"])
+    plain = [row for row in rows if row["source"] == "em"]
+    assert len(plain) == sum(manifest["metrics"]["without_reflection"].values())
     held, held_manifest = corpus(project, BASELINE, "em-heldout")
     assert len(held) == 4 and held_manifest["metrics"]["held_out_of"] == 32
     assert all([m["role"] for m in row["messages"]] == ["user", "assistant"] for row in held)  # no reflection
     trained_questions = {row["messages"][0]["content"] for row in rows}
     assert not {row["messages"][0]["content"] for row in held} & trained_questions  # kept out of training
     question = EmDataConfig().reflection_question
-    for row in rows:
+    for row in (row for row in rows if row["source"] != "em"):
         roles = [m["role"] for m in row["messages"]]
         assert row["source"] == "em-reflection" and roles == ["user", "assistant", "user", "assistant"]
         assert row["messages"][2]["content"] == question
