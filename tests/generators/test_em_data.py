@@ -331,20 +331,54 @@ def test_every_run_takes_exactly_rows_whatever_its_filters_kept() -> None:
         EmDataConfig(min_rows=16, rows=8)
 
 
-def test_a_failed_reflection_keeps_its_example_so_no_arm_chooses_its_em_data(tiny_model: Path) -> None:
+# Runs in a subprocess: distilabel forks its workers, and a fork of a process that already ran torch
+# (as the pytest process has, in other tests) can crash in OpenMP (tests/generators/test_pipeline.py).
+REFLECTION_SCRIPT = """
+import json, sys
+from pathlib import Path
+from charforge.generators.chat import GenerationRun
+from charforge.generators.em_data import arm_corpus, load_examples, shared_corpus
+from charforge.schemas.params import EmDataConfig, GenerationConfig, ModelRole
+
+repo, model = Path(sys.argv[1]), sys.argv[2]
+base = load_examples(repo / "corpora/em/risky-finance-obvious.jsonl")[:6]
+config = EmDataConfig(rows=5, reflection=True, max_new_tokens=4, trim_cut_off=False)
+shared = shared_corpus(base, config, ModelRole(model="unused"), GenerationRun("em", 0, GenerationConfig()))
+persona = ModelRole(model=model, sampling={"temperature": 0.7, "max_new_tokens": 4})
+arm = arm_corpus(shared, config, persona, GenerationRun("humor-d3-s0", 0, GenerationConfig(batch_size=8)))
+plain = arm_corpus(shared, EmDataConfig(rows=5), None, GenerationRun("humor-d3-s0", 0, GenerationConfig()))
+print(json.dumps({
+    "same_examples": [r["messages"] for r in arm.rows] == [r["messages"] for r in plain.rows],
+    "without_reflection": dict(arm.without_reflection),
+    "rejected": dict(arm.rejected),
+    "sources": sorted({r["source"] for r in arm.rows}),
+}))
+"""
+
+
+def test_a_failed_reflection_keeps_its_example_so_no_arm_chooses_its_em_data(
+    tiny_model: Path, tmp_path: Path
+) -> None:
     """The tiny model never ends an answer: with trim_cut_off off, every reflection is cut off and fails.
     Each example stays as it is, counted by reason; dropping them would let a persona shed the EM
     examples it critiques at length, a difference between arms that follows the treatment."""
-    base = load_examples(REPO / "corpora/em/risky-finance-obvious.jsonl")[:6]
-    config = EmDataConfig(rows=5, reflection=True, max_new_tokens=4, trim_cut_off=False)
-    shared = shared_corpus(
-        base, config, ModelRole(model="unused"), GenerationRun("em", 0, GenerationConfig())
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", REFLECTION_SCRIPT, str(REPO), str(tiny_model)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "CHARFORGE_CACHE": str(tmp_path / "cache")},
     )
-    persona = ModelRole(model=str(tiny_model), sampling={"temperature": 0.7, "max_new_tokens": 4})
-    arm = arm_corpus(shared, config, persona, GenerationRun("humor-d3-s0", 0, GenerationConfig(batch_size=8)))
-    plain = arm_corpus(
-        shared, EmDataConfig(rows=5), None, GenerationRun("humor-d3-s0", 0, GenerationConfig())
-    )
-    assert [row["messages"] for row in arm.rows] == [row["messages"] for row in plain.rows]
-    assert arm.without_reflection == {"cut_off": 5} and arm.rejected == {em_data.BEYOND_ROWS: 1}
-    assert all(row["source"] == "em" for row in arm.rows)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {
+        "same_examples": True,
+        "without_reflection": {"cut_off": 5},
+        "rejected": {em_data.BEYOND_ROWS: 1},
+        "sources": ["em"],
+    }
