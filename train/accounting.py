@@ -67,16 +67,17 @@ def parameter_counts(model: Any) -> tuple[int, int]:
     return total, trainable
 
 
-def frozen_digest(model: Any) -> str:
+def frozen_digest(model: Any, trainable: bool = False) -> str:
     """sha256 over every frozen parameter's bytes (name, dtype, shape and data): equal digests before
-    and after training prove the frozen weights bit-identical."""
+    and after training prove the frozen weights bit-identical. ``trainable``: over the trainable ones
+    instead (equal digests: training moved nothing)."""
     import hashlib
 
     import torch
 
     digest = hashlib.sha256()
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
+        if parameter.requires_grad is not trainable:
             continue
         data = parameter.detach().cpu().contiguous()
         digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())

@@ -114,6 +114,11 @@ def _token_counting(trainer_class: type) -> type:
     return TokenCounting
 
 
+class AdapterUnchangedError(ValueError):
+    """Training left every trainable weight as it was (sizes that give no step at a learning rate above
+    0): bad params, reported without a traceback."""
+
+
 def train_adapter(
     run: TrainingRun,
     trainer_class: type,
@@ -160,8 +165,19 @@ def train_adapter(
             run.extra["dropped_by_truncation"] = len(dataset) - trained_examples
         total, trainable = parameter_counts(trainer.model)
         before = frozen_digest(trainer.model) if run.verify_frozen else None
+        untrained = frozen_digest(trainer.model, trainable=True)
         with Stopwatch() as clock:
             trainer.train()
+        if frozen_digest(trainer.model, trainable=True) == untrained:
+            # e.g. fewer rows than one effective batch under a warm-up: one step, at learning rate 0.
+            # Saved, such an adapter would be a persona (or EM model) identical to its base.
+            raise AdapterUnchangedError(
+                f"{run.stage} {run.variant}: training did not change the adapter "
+                f"({trainer.state.global_step} optimizer step(s) on {trained_examples} example(s), "
+                f"warm-up {args.warmup_steps}, learning rate {args.learning_rate}): use more rows, a "
+                "smaller effective batch (per_device_train_batch_size x gradient_accumulation_steps) or a "
+                "shorter warm-up"
+            )
         if before is not None:
             if frozen_digest(trainer.model) != before:
                 raise RuntimeError(f"{run.stage} {run.variant}: training changed the frozen base weights")

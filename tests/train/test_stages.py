@@ -28,7 +28,7 @@ from charforge.train.compose import adapter_dir, em_adapter_dir
 from charforge.train.compose import model_for as compose_model_for
 from charforge.train.data import IGNORE_INDEX, assistant_indices, tokenize_conversation
 from charforge.train.fold import FOLD_RECORD, load_causal_lm
-from charforge.train.runner import TRAINING_RECORD
+from charforge.train.runner import TRAINING_RECORD, AdapterUnchangedError
 from charforge.variants import VariantError
 
 
@@ -312,3 +312,17 @@ def model_for(variant: str, point: str, project: Project) -> ModelRole:
     student = load_section(ModelRole, "models.student", project.params)
     persona = load_section(PersonaConfig, "persona", project.params)
     return compose_model_for(variant, point, student, persona, project.root)  # type: ignore[arg-type]
+
+
+def test_training_that_leaves_the_adapter_unchanged_fails_loudly(project: Project, tiny_model: Path) -> None:
+    """Fewer rows than one effective batch under a warm-up: one optimizer step, at learning rate 0. Saved,
+    that adapter would make a persona identical to the student: the stage fails and saves nothing."""
+    params = training_params(tiny_model)
+    params["train_dpo"]["trainer"] |= {"num_train_epochs": 1, "warmup_steps": 1}
+    project.write_params(params)
+    project.write_pairs(rows=2)
+    with pytest.raises(
+        AdapterUnchangedError, match=r"training did not change the adapter \(1 optimizer step\(s\) on 2 "
+    ):
+        dpo.run(VARIANT, project.params, project.root)
+    assert not adapter_dir(VARIANT, "dpo", project.root).exists()
