@@ -35,9 +35,9 @@ taken are counted as ``beyond_rows``.
 
 Fewer than ``em_data.rows`` (else ``min_rows``) examples after every filter: CorpusShortfall, with the
 counts by reason (and before any generation, an EmDataError when the source and ``n_generate`` cannot
-reach it at all). Both steps check it: ``shared_corpus`` after generation's filters (reflections only
-drop rows, so no arm could reach it: fail once, before any persona work), ``arm_corpus`` after the
-reflections, with generation's rejections carried over so the reasons add up to the input.
+reach it at all). Both steps check it: ``shared_corpus`` after generation's filters (an arm never adds
+rows, so none could reach it: fail once, before any persona work), ``arm_corpus`` after taking its
+rows, with generation's rejections carried over so the reasons add up to the input.
 
 Input columns: ``messages`` (question-writing requests; questions; regime checks; conversations +
 reflection turn).
@@ -488,8 +488,8 @@ def shared_corpus(
     generated question that repeats a ``held_out`` one is dropped as a duplicate: it would make the
     held-out loss a recall test). Rows keep their source ids and are labelled ``run.variant`` (the
     shared set's name).
-    Fewer than ``rows`` (else ``min_rows``) left fails here already: an arm's reflections only ever
-    drop rows, so no arm could reach it (``arm_corpus`` checks again after them)."""
+    Fewer than ``rows`` (else ``min_rows``) left fails here already: an arm never adds rows, so none
+    could reach it (``arm_corpus`` checks again)."""
     corpus = EmCorpus(input_rows=len(base))
     reachable = len(base) + (config.n_generate if config.source == "generate" else 0)
     if reachable < config.required_rows:  # known before any generation: fail before the teacher's time
