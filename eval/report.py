@@ -33,6 +33,7 @@ from charforge.eval import report_judging as judging
 from charforge.eval import report_markdown as md
 from charforge.eval import report_training as training
 from charforge.eval.metrics import Measure, crossed_contrast, dose_response, pooled_seed_variance, seed_spread
+from charforge.eval.report_training import optional_json
 from charforge.io import atomic_write_text
 from charforge.schemas.params import ControlsConfig
 
@@ -237,10 +238,6 @@ def slopes(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> dict[
 DIVERSITY_FIGURES = ("compression_ratio", "self_bleu", "vendi_score")
 
 
-def _optional_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def diversity_levels(metrics_dir: Path, variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per character variant (those with prompts metrics or EM metrics), what its corpora held: the
     situations its level drew on, the prompts' diversity (the per-trait means of
@@ -252,9 +249,9 @@ def diversity_levels(metrics_dir: Path, variants: Sequence[dict[str, Any]]) -> l
     names = {path.parent.name for path in metrics_dir.glob("*/prompts.json")} | set(evaluated)
     rows = []
     for name in names:
-        prompts = _optional_json(metrics_dir / name / "prompts.json") or {}
-        distill = _optional_json(metrics_dir / name / "distill.json") or {}
-        diversity = (_optional_json(metrics_dir / name / "diversity.json") or {}).get("per_trait_mean") or {}
+        prompts = optional_json(metrics_dir / name / "prompts.json") or {}
+        distill = optional_json(metrics_dir / name / "distill.json") or {}
+        diversity = (optional_json(metrics_dir / name / "diversity.json") or {}).get("per_trait_mean") or {}
         identity = prompts.get("variant") or {
             key: evaluated[name].get(key) for key in ("constitution", "level", "seed")
         }
@@ -304,7 +301,7 @@ def control_arms(metrics_dir: Path, arms: Mapping[str, Any]) -> list[dict[str, A
                     ("control", control, control_stage),
                     ("character", character, character_stage),
                 ):
-                    record = _optional_json(metrics_dir / name / f"{stage}.json") or {}
+                    record = optional_json(metrics_dir / name / f"{stage}.json") or {}
                     row[f"{slot}_{arm}_tokens"] = record.get("tokens_trained")
                     row[f"{slot}_{arm}_steps"] = record.get("optimizer_steps")
             for figure in ("tokens", "steps"):
@@ -409,7 +406,7 @@ def write_report(
     lines += judging.judge_section(variants) + judging.comparability_section(variants)
     learning = {
         m["unit"]: (
-            (_optional_json(metrics_dir / m["variant"] / f"em-finetune-e{m['em_seed']}.json") or {}).get(
+            (optional_json(metrics_dir / m["variant"] / f"em-finetune-e{m['em_seed']}.json") or {}).get(
                 "extra"
             )
             or {}

@@ -34,11 +34,16 @@ COUNTS = (
     "turns_kept",
     "turns_asked_total",
 )
-# The two shares the warning compares across character arms: (label, numerator, denominator)
+# Each persona's shares of its introspection counts (numerator, denominator); the warning reads turns_share
 SHARES = {
-    "truncated_share": ("conversations kept truncated", "truncated_conversations", "conversations_asked"),
-    "turns_share": ("turns kept of those asked", "turns_kept", "turns_asked_total"),
+    "truncated_share": ("truncated_conversations", "conversations_asked"),
+    "turns_share": ("turns_kept", "turns_asked_total"),
 }
+
+
+def optional_json(path: Path) -> dict[str, Any] | None:
+    """A stage's metrics file, None when that stage has not written it yet."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _share(numerator: int | None, denominator: int | None) -> float | None:
@@ -56,10 +61,10 @@ def introspection_rows(
         for m in personas:
             character = m["variant_kind"] == "character"
             path = metrics_dir / m["variant"] / "introspect.json"
-            record = json.loads(path.read_text(encoding="utf-8")) if character and path.is_file() else {}
+            record = (optional_json(path) if character else None) or {}
             row: dict[str, Any] = {"variant": m["variant"], "arm": arm, "introspection": character}
             row |= {key: record.get(key) for key in (*COUNTS, "truncated_by_reason")}
-            row |= {name: _share(row[num], row[den]) for name, (_, num, den) in SHARES.items()}
+            row |= {name: _share(row[num], row[den]) for name, (num, den) in SHARES.items()}
             rows.append(row)
     return rows
 
@@ -73,7 +78,7 @@ def arm_shares(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float |
     result = {}
     for arm, members in grouped.items():
         shares: dict[str, float | None] = {}
-        for name, (_, num, den) in SHARES.items():
+        for name, (num, den) in SHARES.items():
             counted = [r for r in members if r[num] is not None and r[den] is not None]
             shares[name] = _share(sum(r[num] for r in counted), sum(r[den] for r in counted))
         result[arm] = shares
@@ -170,8 +175,7 @@ def em_data_rows(metrics_dir: Path, arms: Mapping[str, Sequence[Mapping[str, Any
     rows = []
     for arm, personas in arms.items():
         for m in personas:
-            path = metrics_dir / m["variant"] / "em-data.json"
-            record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            record = optional_json(metrics_dir / m["variant"] / "em-data.json") or {}
             without = record.get("without_reflection")
             rows.append(
                 {
