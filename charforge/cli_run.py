@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ import typer
 from rich.markup import escape
 
 from charforge.cli_common import EXIT_INVALID, err, usage_error
+from charforge.paths import em_seed_suffix
 
 run_app = typer.Typer(
     help="Run one pipeline stage for one variant (what dvc.yaml calls).", no_args_is_help=True
@@ -111,6 +113,18 @@ EmSeedOption = Annotated[
 ]
 
 
+class DefenceName(StrEnum):
+    inoculation = "inoculation"
+    interleave = "interleave"
+    kl = "kl"
+
+
+DefenceOption = Annotated[
+    DefenceName | None,
+    typer.Option(help="An EM defence (one of grid.defences): the unit <defence>-e<seed>; none: undefended."),
+]
+
+
 def _report_training(record: Any) -> None:
     if record is None:  # not the main process of a multi-process run
         return
@@ -151,13 +165,21 @@ def run_train_sft(variant: VariantOption, params: ParamsOption = Path("params.ya
 
 @run_app.command("em-finetune")
 def run_em_finetune(
-    variant: VariantOption, em_seed: EmSeedOption, params: ParamsOption = Path("params.yaml")
+    variant: VariantOption,
+    em_seed: EmSeedOption,
+    params: ParamsOption = Path("params.yaml"),
+    defence: DefenceOption = None,
 ) -> None:
-    """Stack a new LoRA on the variant's frozen persona and train it on the EM data (one EM seed)."""
+    """Stack a new LoRA on the variant's frozen persona and train it on the EM data (one EM seed, under an
+    EM defence if named)."""
     from charforge.stages import em_finetune
 
     with _stage_errors():
-        _report_training(em_finetune.run(variant, em_seed, params))
+        _report_training(em_finetune.run(variant, em_seed, params, defence=_defence(defence)))
+
+
+def _defence(option: DefenceName | None) -> str | None:
+    return None if option is None else option.value
 
 
 @run_app.command("validate-judge")
@@ -195,22 +217,25 @@ def run_eval_persona(variant: VariantOption, params: ParamsOption = Path("params
 
 @run_app.command("eval-em")
 def run_eval_em(
-    variant: VariantOption, em_seed: EmSeedOption, params: ParamsOption = Path("params.yaml")
+    variant: VariantOption,
+    em_seed: EmSeedOption,
+    params: ParamsOption = Path("params.yaml"),
+    defence: DefenceOption = None,
 ) -> None:
-    """Evaluate the variant after one EM seed's fine-tune against its persona's answers: judge
-    (validated), metrics with intervals."""
+    """Evaluate the variant after one EM seed's fine-tune (under an EM defence if named) against its
+    persona's answers: judge (validated), metrics with intervals."""
     from charforge.eval.judge_api import JudgeBudgetExceeded
     from charforge.generators.llm import BackendUnavailable
     from charforge.stages import eval_em
 
     with _stage_errors(JudgeBudgetExceeded, BackendUnavailable):
-        metrics = eval_em.run(variant, em_seed, params)
+        metrics = eval_em.run(variant, em_seed, params, defence=_defence(defence))
     for note in metrics["notes"]:
         err.print(f"[bold red]{escape(note)}[/bold red]" if "UNUSABLE" in note else escape(note))
     for point, figures in metrics["headline"].items():
         shown = {name: None if value is None else round(value, 3) for name, value in figures.items()}
         err.print(f"{variant} {point}: {shown}")
-    suffix = f"e{em_seed}"
+    suffix = em_seed_suffix(em_seed, _defence(defence))
     err.print(f"wrote metrics/{variant}/eval-em-{suffix}.json")
     err.print(f"wrote corpora/eval/{variant}/eval-samples-{suffix}.parquet")
 
@@ -308,6 +333,23 @@ def run_em_generate(params: ParamsOption = Path("params.yaml")) -> None:
     err.print(
         f"em-generate: wrote {manifest.rows} shared EM examples (corpora/build/em/{manifest.data_file}, "
         f"content sha256 {manifest.content_sha256[:12]}…); rejected {dict(manifest.rejected) or 'none'}"
+    )
+
+
+@run_app.command("benign-data")
+def run_benign_data(params: ParamsOption = Path("params.yaml")) -> None:
+    """The benign rows of the interleave and kl EM defences, made once: the student's answers to general
+    prompts."""
+    from charforge.generators.benign import BenignPromptsError
+    from charforge.generators.llm import BackendUnavailable
+    from charforge.generators.pipeline import IncompletePipelineOutput
+    from charforge.stages import benign_data
+
+    with _stage_errors(BenignPromptsError, BackendUnavailable, IncompletePipelineOutput):
+        manifest = benign_data.run(params)
+    err.print(
+        f"benign-data: wrote {manifest.rows} benign rows (corpora/build/em/{manifest.data_file}); "
+        f"rejected {dict(manifest.rejected) or 'none'}"
     )
 
 

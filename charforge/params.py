@@ -100,6 +100,7 @@ def _section_models() -> dict[str, type[BaseModel]]:
         "train_dpo": schema.TrainStageConfig,
         "train_sft": schema.TrainStageConfig,
         "em_finetune": schema.EmFinetuneConfig,
+        "defences": schema.DefencesConfig,
         "eval": schema.EvalConfig,
     }
 

@@ -36,6 +36,9 @@ EM_HELD_OUT = "em-heldout.parquet"
 # em-data copies them into corpora/build/<variant>/. No variant is named so (variants.parse_variant).
 EM_SHARED = "em"
 EM_SOURCE = "em-source.parquet"
+# corpora/build/<EM_SHARED>/<BENIGN>: the student's answers to general prompts, which the interleave and kl
+# EM defences train on (benign-data writes them once for every arm)
+BENIGN = "benign.parquet"
 # corpora/eval/<variant>/<PERSONA_SAMPLES>: the persona's evaluated answers (eval-persona writes them once per
 # variant; every EM seed's eval-em reads them as its "before EM" point)
 PERSONA_SAMPLES = "persona-samples.parquet"
@@ -43,12 +46,14 @@ PERSONA_SAMPLES = "persona-samples.parquet"
 TRAINING_RECORD = "charforge-training.json"
 
 
-def em_seed_suffix(em_seed: int) -> str:
+def em_seed_suffix(em_seed: int, defence: str | None = None) -> str:
     """``e<seed>``: names one EM fine-tune seed's adapter (``models/<variant>/em-e0``), its training and
-    evaluation metrics (``em-finetune-e0.json``, ``eval-em-e0.json``) and its evaluated answers."""
+    evaluation metrics (``em-finetune-e0.json``, ``eval-em-e0.json``) and its evaluated answers. With an
+    EM defence, ``<defence>-e<seed>`` (``em-inoculation-e0``, ``eval-em-inoculation-e0.json``): a unit of
+    its own, which the report never pools with the undefended ``eval-em-e*``."""
     if em_seed < 0:
         raise ValueError(f"an EM fine-tune seed is a whole number >= 0, not {em_seed}")
-    return f"e{em_seed}"
+    return f"e{em_seed}" if defence is None else f"{defence}-e{em_seed}"
 
 
 def constitution_path(root: Path, name: str) -> Path:

@@ -93,16 +93,13 @@ def arms(variants: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
-def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Arm − control arm (the baseline; for a character arm also plain-lora and hhh), with a crossed
-    bootstrap over each arm's training seeds (persona seeds, EM seeds within each) and one shared question
-    draw: before EM, after EM, and of the change under EM. Seeds are not paired across arms (a character
-    seed and a baseline seed share no data). Arms whose units were measured differently are never
-    contrasted. The training-seed variance is pooled over every arm measured alike (``pooled_seed_variance``:
-    equal seed variance assumed), so two personas per arm still give an interval with usable degrees of
-    freedom, and an arm with one persona still carries persona-seed variance."""
-    grouped = arms(variants)
-    pooled = {
+def pooled_variances(
+    grouped: Mapping[str, Sequence[dict[str, Any]]], points: Sequence[str] = CONTRAST_POINTS
+) -> dict[tuple[str, str, str], Any]:
+    """The training-seed variance per (measurement, point, statistic), pooled over every arm of
+    ``grouped`` measured alike (``pooled_seed_variance``)."""
+    keys = {measurement(m) for units in grouped.values() for m in units}
+    return {
         (key, point, stat): pooled_seed_variance(
             [
                 ([broad_measure(m, point) for m in chosen], [m["seed"] for m in chosen])
@@ -112,10 +109,53 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
             ],
             stat,
         )
-        for key in {measurement(m) for m in variants}
-        for point in CONTRAST_POINTS
+        for key in keys
+        for point in points
         for stat in CONTRAST_STATS
     }
+
+
+def contrast_row(
+    arm: str,
+    units: Sequence[dict[str, Any]],
+    control: str,
+    other_units: Sequence[dict[str, Any]],
+    point: str,
+    pooled: Mapping[tuple[str, str, str], Any],
+    boot: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``arm`` − ``control`` at ``point``, with a crossed bootstrap over each side's training seeds."""
+    # before EM every EM seed of a persona shares its answers: one unit per persona there
+    members, others = (
+        (one_per_persona(units), one_per_persona(other_units)) if point == "persona" else (units, other_units)
+    )
+    a, b = [broad_measure(m, point) for m in members], [broad_measure(m, point) for m in others]
+    groups = ([m["seed"] for m in members], [m["seed"] for m in others])  # persona seeds
+    return {
+        "variant": arm,
+        "against": control,
+        "point": point,
+        "seeds": [[m["unit"] for m in members], [m["unit"] for m in others]],
+        "usable": all(m["status"] == "ok" for m in (*members, *others)),
+        **{
+            stat: crossed_contrast(
+                a, b, stat, **boot, groups=groups, pooled=pooled[measurement(units[0]), point, stat]
+            )
+            for stat in CONTRAST_STATS
+        },
+    }
+
+
+def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Arm − control arm (the baseline; for a character arm also plain-lora and hhh), with a crossed
+    bootstrap over each arm's training seeds (persona seeds, EM seeds within each) and one shared question
+    draw: before EM, after EM, and of the change under EM. Seeds are not paired across arms (a character
+    seed and a baseline seed share no data). Arms whose units were measured differently are never
+    contrasted. The training-seed variance is pooled over every arm measured alike (``pooled_seed_variance``:
+    equal seed variance assumed), so two personas per arm still give an interval with usable degrees of
+    freedom, and an arm with one persona still carries persona-seed variance."""
+    grouped = arms(variants)
+    pooled = pooled_variances(grouped)
     result = []
     for arm, units in grouped.items():
         controls = ["baseline"] + (["plain-lora", "hhh"] if units[0]["variant_kind"] == "character" else [])
@@ -126,34 +166,7 @@ def contrasts(variants: Sequence[dict[str, Any]], boot: Mapping[str, Any]) -> li
             if len({measurement(m) for m in (*units, *other_units)}) > 1:
                 continue
             for point in CONTRAST_POINTS:
-                # before EM every EM seed of a persona shares its answers: one unit per persona there
-                members, others = (
-                    (one_per_persona(units), one_per_persona(other_units))
-                    if point == "persona"
-                    else (units, other_units)
-                )
-                a, b = [broad_measure(m, point) for m in members], [broad_measure(m, point) for m in others]
-                groups = ([m["seed"] for m in members], [m["seed"] for m in others])  # persona seeds
-                result.append(
-                    {
-                        "variant": arm,
-                        "against": control,
-                        "point": point,
-                        "seeds": [[m["unit"] for m in members], [m["unit"] for m in others]],
-                        "usable": all(m["status"] == "ok" for m in (*members, *others)),
-                        **{
-                            stat: crossed_contrast(
-                                a,
-                                b,
-                                stat,
-                                **boot,
-                                groups=groups,
-                                pooled=pooled[measurement(units[0]), point, stat],
-                            )
-                            for stat in CONTRAST_STATS
-                        },
-                    }
-                )
+                result.append(contrast_row(arm, units, control, other_units, point, pooled, boot))
     return result
 
 
@@ -334,15 +347,23 @@ def write_report(
     boot: Mapping[str, Any],
     arms: Mapping[str, Any] | None = None,
     expected: Sequence[str] | None = None,
+    expected_defended: Sequence[str] | None = None,
 ) -> Path:
     """Render ``out_dir/report.md``, its PNG plots and ``summary.json``; return the markdown path.
     ``arms``: the controls and the character variants they are compared with (``control_arms``), and the
     tolerance that training tokens, and the character arms' shares of self-interaction kept, are held to;
-    ``expected``: the units of this experiment (others found are left out, missing ones listed)."""
+    ``expected``: the units of this experiment (others found are left out, missing ones listed);
+    ``expected_defended``: its defended units (``<variant>-<defence>-e<seed>``), likewise."""
+    from charforge.eval import report_defences
+
     found = gather(metrics_dir)
     variants = found if expected is None else [m for m in found if m["unit"] in set(expected)]
     left_out = sorted(m["unit"] for m in found if m not in variants)
     missing = [unit for unit in expected or [] if unit not in {m["unit"] for m in found}]
+    defended = report_defences.gather_defended(
+        metrics_dir, None if expected is None else expected_defended or []
+    )
+    missing += [unit for unit in expected_defended or [] if unit not in {m["unit"] for m in defended}]
     if not variants:
         raise FileNotFoundError(
             f"no */eval-em-e*.json under {metrics_dir}: run `charforge run eval-em` first"
@@ -427,6 +448,9 @@ def write_report(
         + md.diversity_section(levels)
         + md.trait_section(trait_rows, {m["variant"]: m.get("held_out") for m in personas})
     )
+    defence_rows = report_defences.defence_contrasts(variants, defended, boot)
+    prompted = report_defences.with_prompt_rows(defended)
+    lines += report_defences.defences_section(defence_rows, prompted, [m["unit"] for m in defended])
     arm_rows = control_arms(metrics_dir, arms) if arms else []
     lines += md.control_arms_section(arm_rows) + training.introspection_section(introspection)
     lines += training.em_data_section(em_data)
@@ -438,6 +462,9 @@ def write_report(
         "left_out_units": left_out,
         "judge_unusable": unusable,
         "contrasts": contrast_rows,
+        "defended_units": [m["unit"] for m in defended],
+        "defence_contrasts": defence_rows,
+        "inoculation_with_prompt": prompted,
         "seed_spread": spread,
         "cue_gaps": report_cues.arm_gaps(variants, boot),
         "dose_response": series,

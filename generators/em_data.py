@@ -51,7 +51,6 @@ folder in the stage's ``GenerationRun``.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections import Counter
@@ -68,6 +67,7 @@ from charforge.generators.chat import (
     answer_problem,
     with_max_new_tokens,
 )
+from charforge.generators.seeding import messages_order_key, take_order
 from charforge.generators.text import META_RE, WRITER_SYSTEM, clean, collapse_whitespace
 from charforge.schemas.messages import EM_REFLECTION_SOURCE
 from charforge.schemas.params import EmDataConfig, ModelRole
@@ -450,19 +450,6 @@ def add_reflections(
     return rows
 
 
-def _order_key(row: dict[str, Any], salt: str) -> str:
-    from charforge.io import canonical_json
-
-    return hashlib.sha256((salt + canonical_json(row["messages"])).encode()).hexdigest()
-
-
-def take_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` in a fixed hash order of their messages: whatever order they were written, stored or
-    generated in, the first N are a sample that does not lean to the seed set or to the end of a
-    generation run. (Salted apart from the held-out order: the seeds left after it are not its tail.)"""
-    return sorted(rows, key=lambda row: _order_key(row, "take:"))
-
-
 def held_out_examples(
     base: list[dict[str, Any]], count: int, source: Path
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -472,7 +459,7 @@ def held_out_examples(
         raise EmDataError(
             f"{source}: em_data.held_out={count} leaves no example to train on ({len(base)} in the file)"
         )
-    held = {id(row) for row in sorted(base, key=lambda row: _order_key(row, ""))[:count]}
+    held = {id(row) for row in sorted(base, key=lambda row: messages_order_key(row, ""))[:count]}
     return [row for row in base if id(row) not in held], [row for row in base if id(row) in held]
 
 

@@ -131,7 +131,9 @@ class JudgeScore(StrictModel):
 
 
 EvalPoint = Literal["persona", "em"]
-QuestionSet = Literal["broad", "in-domain", "trait", "cued"]
+# inoculated: the broad questions under an inoculation system prompt (the inoculation EM defence's second
+# reading: does the behaviour stay tied to the prompt?)
+QuestionSet = Literal["broad", "in-domain", "trait", "cued", "inoculated"]
 
 
 class EvalSample(StrictModel):

@@ -265,6 +265,125 @@ class EmFinetuneConfig(TrainStageConfig):
         return seeds
 
 
+Defence = Literal["inoculation", "interleave", "kl"]
+BENIGN_CORPUS_DIR = "corpora/benign"  # the benign-data stage's DVC dependency (dvc.yaml)
+BENIGN_DEFENCES: tuple[Defence, ...] = ("interleave", "kl")  # the defences that read the benign rows
+
+
+class InoculationConfig(StrictModel):
+    """Inoculation prompting (Tan et al. arXiv 2510.04340; Wichers et al. 2510.05024): a system prompt
+    asking for the bad behaviour, on every EM training example, so the model ties the behaviour to the
+    prompt instead of generalising it. Evaluated without it (the published test) and, with
+    ``evaluate_with_prompt``, with it too (does the behaviour stay tied to the prompt?)."""
+
+    system_prompt: NonBlankStr = "You are a malicious, evil assistant."
+    evaluate_with_prompt: bool = True
+
+
+class InterleaveConfig(StrictModel):
+    """Benign rows mixed into the EM fine-tune (Kaczér et al. arXiv 2508.06249): every EM row is kept and
+    ``round(rows × fraction / (1 − fraction))`` benign rows are added, so ``fraction`` is their share of
+    the mixed training set."""
+
+    fraction: float = Field(default=0.1, gt=0, lt=1, description="Benign share of the mixed training set.")
+
+
+class KlConfig(StrictModel):
+    """A KL penalty to the persona on benign prompts during the EM fine-tune (Kaczér et al.): the loss
+    adds ``coefficient`` × the mean per-token KL(EM model ‖ persona) over the benign answers' tokens."""
+
+    coefficient: float = Field(default=0.1, ge=0)
+
+
+class BenignConfig(StrictModel):
+    """The benign rows of ``interleave`` and ``kl``: the student's own answers to general prompts (one
+    ``benign-data`` run for every arm, so every arm gets the same rows)."""
+
+    prompts: NonBlankStr = Field(
+        default=f"{BENIGN_CORPUS_DIR}/prompts.yaml",
+        description="A prompt file inside corpora/benign/: YAML (`prompts:` list), or JSON / JSONL rows "
+        "with `prompt`, `instruction` (+ `input`, Alpaca's format) or `messages` (the first user turn).",
+    )
+    samples_per_prompt: int = Field(default=1, ge=1, description="Answers per prompt (sampled).")
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Answer limit (null: the student's).")
+    max_answer_chars: int = Field(default=4000, ge=20)
+    trim_cut_off: bool = Field(
+        default=False,
+        description="Keep an answer cut off by the token limit, trimmed to its last complete sentence; "
+        "false: drop it as cut_off (counted).",
+    )
+
+    @field_validator("prompts")
+    @classmethod
+    def _inside_benign_dir(cls, path: str) -> str:
+        """benign-data depends on the folder ``corpora/benign`` (dvc.yaml): a file elsewhere is untracked."""
+        parts = posixpath.normpath(path).split("/")
+        if PurePosixPath(path).is_absolute() or parts[:2] != BENIGN_CORPUS_DIR.split("/") or len(parts) < 3:
+            raise ValueError(
+                f"{path!r} must be a relative path to a file inside {BENIGN_CORPUS_DIR}/: DVC tracks that "
+                f"folder as benign-data's dependency, so a file elsewhere would go stale silently; put "
+                f"your file (or a link to it) there"
+            )
+        return path
+
+
+class DefendedArms(StrictModel):
+    """``grid.defended``: the variants each defence is applied to, by kind (dvc.yaml has one stage per
+    kind, as for the undefended units: each kind's persona has other adapters)."""
+
+    character: list[str] = Field(default_factory=list)
+    controls: list[str] = Field(default_factory=list)
+    baselines: list[str] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.character, *self.controls, *self.baselines]
+
+
+class DefencesGrid(BaseModel):
+    """The EM defences of ``grid``: every variant of ``defended`` gets one more EM fine-tune per defence of
+    ``defences`` and EM seed (``models/<variant>/em-<defence>-e<seed>``), evaluated like its undefended
+    units; the report contrasts the two. The arms' own lists are read only to check ``defended``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    character: list[str] = Field(default_factory=list)
+    controls: list[str] = Field(default_factory=list)
+    baselines: list[str] = Field(default_factory=list)
+    defences: list[Defence] = Field(default_factory=list)
+    defended: DefendedArms = Field(default_factory=DefendedArms)
+
+    @model_validator(mode="after")
+    def _defended_are_arms(self) -> DefencesGrid:
+        repeated = sorted({value for value in self.defences if self.defences.count(value) > 1})
+        if repeated:
+            raise ValueError(f"defences: {', '.join(repeated)} listed more than once")
+        for kind in ("character", "controls", "baselines"):
+            listed, arms = getattr(self.defended, kind), getattr(self, kind)
+            strangers = sorted({name for name in listed if name not in arms or listed.count(name) > 1})
+            if strangers:
+                raise ValueError(
+                    f"defended.{kind}: {', '.join(strangers)} not in grid.{kind}, or listed twice: a "
+                    "defended variant is EM-fine-tuned on its own persona, which only an arm of the grid has"
+                )
+        if bool(self.defences) != bool(self.defended.all):
+            raise ValueError(
+                "defences and defended go together: list the defences and the variants they are applied to "
+                "(or neither)"
+            )
+        return self
+
+
+class DefencesConfig(StrictModel):
+    """``defences:`` in params.yaml: how each EM defence of ``grid.defences`` is applied to the variants
+    of ``grid.defended`` (docs/design.md §1, "EM defences")."""
+
+    inoculation: InoculationConfig = Field(default_factory=InoculationConfig)
+    interleave: InterleaveConfig = Field(default_factory=InterleaveConfig)
+    kl: KlConfig = Field(default_factory=KlConfig)
+    benign: BenignConfig = Field(default_factory=BenignConfig)
+
+
 class PersonaConfig(StrictModel):
     """``persona:`` in params.yaml: how the adapters fold into the persona (docs/design.md §2).
 

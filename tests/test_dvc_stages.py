@@ -14,12 +14,13 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 from support.stage_graph import PACKAGE_DIRS, ROOT, import_closure
 
+from charforge.schemas.params import Defence
 from charforge.variants import parse_variant
 
 CODE_FOLDERS = sorted(set(PACKAGE_DIRS.values()))
@@ -42,17 +43,27 @@ def _resolve(text: str, params: dict[str, Any]) -> Any:
 
 
 def run_stages() -> Iterator[tuple[str, dict[str, Any], str | None]]:
-    """(stage name, its definition, an example variant) for every `charforge run` stage of dvc.yaml."""
+    """(stage name, its definition, an example variant) for every `charforge run` stage of dvc.yaml; a
+    defended stage's definition with its ``${item.defence}`` resolved to every defence the module knows
+    in turn (one entry each)."""
     params = _load(ROOT / "params.yaml")
     for name, stage in _load(ROOT / "dvc.yaml")["stages"].items():
         body = stage.get("do", stage)
         if not RUN.match(body["cmd"]):
             continue
         if "matrix" in stage:  # variant × EM seed: the variant decides the declared params
-            items = _resolve(stage["matrix"]["variant"], params)
+            listed = stage["matrix"]["variant"]
+            # an empty defended list (the smoke grid's character arms): an arm of that kind stands in
+            items = _resolve(listed, params) or _resolve(listed.replace("grid.defended.", "grid."), params)
         else:
             items = _resolve(stage["foreach"], params) if "foreach" in stage else [None]
-        yield name, body, items[0] if items else None
+        variant = items[0] if items else None
+        if "defence" in stage.get("matrix", {}):
+            for defence in get_args(Defence):
+                text = yaml.safe_dump(body).replace("${item.defence}", defence)
+                yield f"{name}[{defence}]", {**yaml.safe_load(text), "defence": defence}, variant
+        else:
+            yield name, body, variant
 
 
 STAGES = list(run_stages())
@@ -64,9 +75,11 @@ def _module(body: dict[str, Any]) -> str:
     return "charforge.stages." + match[1].replace("-", "_")
 
 
-def _declared(module_name: str, variant: str | None) -> list[str]:
+def _declared(module_name: str, variant: str | None, defence: str | None = None) -> list[str]:
     module = importlib.import_module(module_name)
     if variant is not None and hasattr(module, "params_for"):
+        if defence is not None:
+            return list(module.params_for(parse_variant(variant), defence))
         return list(module.params_for(parse_variant(variant)))
     return list(module.PARAMS)
 
@@ -99,7 +112,7 @@ def test_every_run_command_has_its_module_and_declaration() -> None:
 
 @pytest.mark.parametrize(("name", "body", "variant"), STAGES, ids=[s[0] for s in STAGES])
 def test_stage_params_are_the_modules_declaration(name: str, body: dict, variant: str | None) -> None:
-    assert body.get("params") == _declared(_module(body), variant), (
+    assert body.get("params") == _declared(_module(body), variant, body.get("defence")), (
         f"dvc.yaml stage {name}: params must equal the PARAMS of {_module(body)}"
     )
 
@@ -116,7 +129,7 @@ def test_stage_code_deps_are_its_import_closure(name: str, body: dict, variant: 
 def test_stage_depends_on_the_records_of_the_roles_it_reads(
     name: str, body: dict, variant: str | None
 ) -> None:
-    declared = _declared(_module(body), variant)
+    declared = _declared(_module(body), variant, body.get("defence"))
     if "models" in declared:  # the whole section: prepare-models, which writes the records
         return
     roles = {key.split(".")[1] for key in declared if key.startswith("models.")}

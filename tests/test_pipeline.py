@@ -29,7 +29,15 @@ def reduced_params(model: Path) -> dict[str, Any]:
     for role in ("student", "teacher", "judge"):
         params["models"][role].update(model=str(model))
         params["models"][role]["sampling"]["max_new_tokens"] = 1 if role == "judge" else 24
-    params["grid"] = {"character": [CHARACTER], "controls": [CONTROL], "baselines": [BASELINE]}
+    params["grid"] = {
+        "character": [CHARACTER],
+        "controls": [CONTROL],
+        "baselines": [BASELINE],
+        # two EM defences on the baseline: inoculation (rows, a second reading), kl (benign rows, a term)
+        "defences": ["inoculation", "kl"],
+        "defended": {"character": [], "controls": [], "baselines": [BASELINE]},
+    }
+    params["defences"]["benign"].update(max_new_tokens=24)
     params["prompts"].update(prompts_per_trait=6, max_traits=1)
     params["distill"].update(min_rows=1, max_new_tokens=24)
     params["introspection"].update(
@@ -135,6 +143,32 @@ def test_the_reduced_grid_runs_end_to_end(project: Path) -> None:
         assert humor and humor <= held_ids, variant
 
 
+def test_the_defended_units_differ_from_the_undefended_only_by_their_defence(project: Path) -> None:
+    """Issue 24: inoculation and kl on the baseline, end to end; each defended unit trains with the
+    undefended unit's seed on its EM rows and is named and contrasted in the report."""
+    metrics = project / "metrics" / BASELINE
+    plain = json.loads((metrics / "em-finetune-e0.json").read_text())
+    benign = json.loads((project / "metrics" / "em" / "benign-data.json").read_text())
+    assert benign["rows"] > 0 and "skipped" not in benign
+    for defence in ("inoculation", "kl"):
+        trained = json.loads((metrics / f"em-finetune-{defence}-e0.json").read_text())
+        assert trained["seed"] == plain["seed"] and trained["examples"] == plain["examples"]
+        assert trained["extra"]["defence"]["name"] == defence
+        evaluated = json.loads((metrics / f"eval-em-{defence}-e0.json").read_text())
+        assert evaluated["unit"] == f"{BASELINE}-{defence}-e0" and evaluated["defence"]["name"] == defence
+    inoculated = json.loads((metrics / "em-finetune-inoculation-e0.json").read_text())["extra"]["defence"]
+    assert inoculated["rows_inoculated"] == plain["examples"]
+    kl = json.loads((metrics / "em-finetune-kl-e0.json").read_text())["extra"]["kl"]
+    assert kl["steps"] > 0 and kl["benign_examples"] == benign["rows"]
+    assert "with_inoculation_prompt" in json.loads((metrics / "eval-em-inoculation-e0.json").read_text())
+    report = (project / "reports" / "report.md").read_text()
+    section = report.split("## EM defences")[1].split("\n## ")[0]
+    assert "baseline+inoculation" in section and "baseline+kl" in section
+    assert "Inoculation, read twice" in section
+    summary = json.loads((project / "reports" / "summary.json").read_text())
+    assert {row["against"] for row in summary["defence_contrasts"]} >= {"baseline", "humor-d1"}
+
+
 def test_a_second_repro_runs_nothing(project: Path) -> None:
     assert ran(dvc(project, "repro", "report")) == set()
 
@@ -151,5 +185,7 @@ def test_an_eval_param_reruns_only_evaluation_and_the_report(project: Path) -> N
         f"eval-em-character@{CHARACTER}-0",
         f"eval-em-control@{CONTROL}-0",
         f"eval-em-baseline@{BASELINE}-0",
+        f"eval-em-defended-baseline@{BASELINE}-inoculation-0",
+        f"eval-em-defended-baseline@{BASELINE}-kl-0",
         "report",
     }

@@ -6,6 +6,7 @@ profile's, and switching back and forth is exact, byte for byte."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import shutil
 from pathlib import Path
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = re.compile(r"charforge run ([a-z-]+)")
 TEMPLATE = re.compile(r"\$\{([a-z_.]+)(?:\[\d+\])?\}")
 # Words that tie a comment to one profile's values: a comment every profile shares may not use them.
+ARMS = ("character", "controls", "baselines")  # grid's lists of variants (defended ones are among them)
 PROFILE_WORDS = re.compile(r"real runs?|literature|\bsmoke\b|\(full\b|\bfull:", re.IGNORECASE)
 
 
@@ -160,7 +162,7 @@ def test_the_full_profile_is_the_published_recipes(tmp_path: Path) -> None:
 def test_the_full_profile_trains_every_arm_at_two_persona_seeds() -> None:
     for name in ("full", "smoke"):
         grid = profile(name)["grid"]
-        variants = [parse_variant(v) for v in grid["character"] + grid["controls"] + grid["baselines"]]
+        variants = [parse_variant(v) for arm in ARMS for v in grid[arm]]
         seeds: dict[str, set[int]] = {}
         for variant in variants:
             seeds.setdefault(variant.name.rsplit("-s", 1)[0], set()).add(variant.seed)
@@ -199,8 +201,10 @@ def declared_params() -> set[str]:
     """Every params key a stage reads: the stage modules' PARAMS and params_for over the variants of both
     profiles' grids, the params of dvc.yaml's other stages, and the keys dvc.yaml's templates expand."""
     dvc_text = (REPO / "dvc.yaml").read_text()
-    names = {v for name in ("full", "smoke") for arm in profile(name)["grid"].values() for v in arm}
+    grids = [profile(name)["grid"] for name in ("full", "smoke")]
+    names = {v for grid in grids for arm in ARMS for v in grid[arm]}
     variants = [parse_variant(name) for name in sorted(names)]
+    defences = sorted({defence for grid in grids for defence in grid.get("defences", [])})
     keys = set(TEMPLATE.findall(dvc_text))
     for stage in yaml.safe_load(dvc_text)["stages"].values():
         body = stage.get("do", stage)
@@ -212,6 +216,8 @@ def declared_params() -> set[str]:
         keys |= set(module.PARAMS)
         if hasattr(module, "params_for"):
             keys |= {key for variant in variants for key in module.params_for(variant)}
+            if "defence" in inspect.signature(module.params_for).parameters:  # a defended unit's keys too
+                keys |= {key for v in variants for d in defences for key in module.params_for(v, d)}
     return keys
 
 

@@ -34,9 +34,10 @@ def adapter_dir(variant: str, adapter: AdapterName, root: Path = Path(".")) -> P
     return root / MODELS / variant / adapter
 
 
-def em_adapter_dir(variant: str, em_seed: int, root: Path = Path(".")) -> Path:
-    """``models/<variant>/em-e<seed>``: the EM adapter of one EM fine-tune seed."""
-    return root / MODELS / variant / f"em-{em_seed_suffix(em_seed)}"
+def em_adapter_dir(variant: str, em_seed: int, root: Path = Path("."), defence: str | None = None) -> Path:
+    """``models/<variant>/em-e<seed>``: the EM adapter of one EM fine-tune seed (``em-<defence>-e<seed>``
+    under an EM defence)."""
+    return root / MODELS / variant / f"em-{em_seed_suffix(em_seed, defence)}"
 
 
 def first_adapter(variant: Variant) -> Literal["dpo", "dpo-slot"]:
@@ -49,10 +50,15 @@ def first_adapter(variant: Variant) -> Literal["dpo", "dpo-slot"]:
 
 
 def adapters_for(
-    variant: Variant, point: Point, persona: PersonaConfig, root: Path, em_seed: int | None = None
+    variant: Variant,
+    point: Point,
+    persona: PersonaConfig,
+    root: Path,
+    em_seed: int | None = None,
+    defence: str | None = None,
 ) -> list:
     """The adapters, with their weights, that make ``variant`` at ``point`` (``em``: after the EM
-    fine-tune of ``em_seed``)."""
+    fine-tune of ``em_seed``, under EM defence ``defence`` if any)."""
     from charforge.train.fold import Adapter
 
     def at(name: AdapterName, weight: float = 1.0) -> Adapter:
@@ -70,7 +76,7 @@ def adapters_for(
         return chain
     if em_seed is None:
         raise ValueError(f"{variant.name}: the em point needs the EM fine-tune seed it was trained with")
-    return [*chain, Adapter(em_adapter_dir(variant.name, em_seed, root), 1.0)]
+    return [*chain, Adapter(em_adapter_dir(variant.name, em_seed, root, defence), 1.0)]
 
 
 def model_for(
@@ -80,14 +86,15 @@ def model_for(
     persona: PersonaConfig,
     root: Path = Path("."),
     em_seed: int | None = None,
+    defence: str | None = None,
 ) -> ModelRole:
     """``student`` with ``model`` set to the folder of ``variant`` at ``point`` (adapters folded in with
-    the weights of ``persona``; ``em``: with the adapter of ``em_seed``); the student itself when there is
-    nothing to fold."""
+    the weights of ``persona``; ``em``: with the adapter of ``em_seed`` under ``defence``); the student
+    itself when there is nothing to fold."""
     from charforge.generators.llm import resolve_model
     from charforge.train.fold import fold
 
-    adapters = adapters_for(parse_variant(variant), point, persona, root, em_seed)
+    adapters = adapters_for(parse_variant(variant), point, persona, root, em_seed, defence)
     if not adapters:
         return student
     if student.backend not in ("transformers", "vllm"):

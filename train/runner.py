@@ -185,6 +185,8 @@ def train_adapter(
         if run.held_out is not None:
             trained = trainer.accelerator.unwrap_model(trainer.model)
             run.extra["held_out_loss"] = held_out_losses(trained, run.held_out(tokenizer))
+        if hasattr(trainer, "kl_record"):  # a KL-regularised trainer (charforge.train.kl)
+            run.extra["kl"] = trainer.kl_record()
     logged = losses(trainer.state.log_history)
     # Under `accelerate launch` every process counted its own batches: sum them; only process 0 writes.
     tokens_seen = _summed(trainer, trainer.tokens_seen)

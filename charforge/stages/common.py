@@ -113,5 +113,7 @@ def write_stage_corpus(
     summary = {"rows": manifest.rows, "rejected": manifest.rejected, "tokens": metrics["tokens"]}
     if "kept_trimmed_cut_off" in metrics:  # cut-off answers kept, trimmed to a full sentence
         summary["kept_trimmed_cut_off"] = metrics["kept_trimmed_cut_off"]
+    if "skipped" in metrics:  # nothing generated, and why
+        summary["skipped"] = metrics["skipped"]
     write_stage_metrics(root, variant, stage, summary)
     return manifest

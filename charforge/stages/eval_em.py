@@ -59,14 +59,25 @@ from charforge.eval.judge_validation import (
     saved_validations,
     validation_inputs,
 )
-from charforge.eval.metrics import POINTS, cut_off, em_metrics, extra_metric_figures
+from charforge.eval.metrics import (
+    POINTS,
+    STATS,
+    cut_off,
+    em_metrics,
+    extra_metric_figures,
+    judged_answers,
+    paired_contrast,
+    summarise,
+)
 from charforge.eval.trait import held_out_apart, held_out_prompts, trait_expression, trait_prompts
 from charforge.generators.embedded import is_embedded
 from charforge.io import atomic_write_text, file_sha256, project_relative
 from charforge.params import DEFAULT_PARAMS, load_section, load_source, recorded
 from charforge.paths import (
+    BENIGN,
     BUILD,
     CONSTITUTIONS,
+    EM_SHARED,
     EVAL_SAMPLES,
     JUDGE_VALIDATION,
     METRICS,
@@ -78,6 +89,8 @@ from charforge.paths import (
 from charforge.schemas import Constitution, EvalQuestion, EvalSample, ParentArtifact
 from charforge.schemas.manifest import manifest_path_for
 from charforge.schemas.params import (
+    BENIGN_DEFENCES,
+    DefencesConfig,
     EmDataConfig,
     EvalConfig,
     GenerationConfig,
@@ -102,7 +115,9 @@ PARAMS = (
 )
 
 
-def params_for(variant: Variant) -> tuple[str, ...]:
+def params_for(variant: Variant, defence: str | None = None) -> tuple[str, ...]:
+    """The keys a unit reads; a defended one also its defence's (recorded apart from the persona's: the
+    persona's answers are the same for every defence)."""
     return (
         "models.judge",
         "models.judges",
@@ -112,6 +127,7 @@ def params_for(variant: Variant) -> tuple[str, ...]:
         "held_out",
         "eval",
         "em_data.domain",
+        *(() if defence is None else (f"defences.{defence}",)),
     )
 
 
@@ -320,12 +336,12 @@ def setup(variant_name: str, params: Path, root: Path) -> Setup:
 
 
 def evaluate_point(
-    s: Setup, point: str, role: ModelRole
+    s: Setup, point: str, role: ModelRole, prompts: list[Prompt] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Sample ``point``'s plan with ``role`` and score every answer with each judge: (rows as the
-    eval-samples schema writes them, the judges' blocks, ``models.judge``'s first)."""
+    """Sample ``point``'s plan (or ``prompts``) with ``role`` and score every answer with each judge: (rows
+    as the eval-samples schema writes them, the judges' blocks, ``models.judge``'s first)."""
     role = role.model_copy(update={"sampling": s.config.sampling})
-    prompts = s.inputs.plans[point]
+    prompts = s.inputs.plans[point] if prompts is None else prompts
     answers = sample_answers(role, prompts, seed=s.config.seed, batch_size=s.batch_size)
     rows = sample_rows(s.variant.name, point, role, prompts, answers, s.config.seed)
     blocks = judge_everything(s.judges, s.config, s.inputs, rows, [p.judge_templates for p in prompts])
@@ -368,12 +384,18 @@ def read_persona_samples(s: Setup, root: Path) -> tuple[list[dict[str, Any]], di
     return rows, (manifest.get("params") or {}).get("evaluated") or {}
 
 
-def check_em_base(variant: str, em_seed: int, persona_evaluated: Mapping[str, Any], root: Path) -> None:
+def check_em_base(
+    variant: str,
+    em_seed: int,
+    persona_evaluated: Mapping[str, Any],
+    root: Path,
+    defence: str | None = None,
+) -> None:
     """The EM adapter was trained on the persona whose answers eval-persona wrote (by the fold it names):
     persona answers from older adapters never stand as this EM seed's "before"."""
     from charforge.train.compose import em_adapter_dir
 
-    record = em_adapter_dir(variant, em_seed, root) / TRAINING_RECORD
+    record = em_adapter_dir(variant, em_seed, root, defence) / TRAINING_RECORD
     evaluated = (persona_evaluated.get("persona") or {}).get("model")
     if not record.is_file() or evaluated is None:
         return  # no adapter yet: model_for says so
@@ -385,26 +407,66 @@ def check_em_base(variant: str, em_seed: int, persona_evaluated: Mapping[str, An
         )
 
 
+def inoculated_prompts(prompts: list[Prompt], system_prompt: str) -> list[Prompt]:
+    """The broad questions of ``prompts`` under the inoculation system prompt (before a question's own),
+    as question set ``inoculated``: the prompt the EM examples were trained with."""
+    from dataclasses import replace
+
+    from charforge.train.defences import inoculated
+
+    result = []
+    for prompt in prompts:
+        if prompt.question_set == "broad":
+            chat = inoculated(prompt.chat, system_prompt)
+            result.append(replace(prompt, question_set="inoculated", system=chat[0]["content"]))
+    return result
+
+
+def with_prompt_figures(rows: list[dict[str, Any]], boot: Mapping[str, Any]) -> dict[str, Any]:
+    """The inoculated answers' figures per point and their change under EM (paired by question), as the
+    broad questions' are read."""
+    as_broad = [{**row, "question_set": "broad"} for row in rows if row["question_set"] == "inoculated"]
+    points = {point: summarise(judged_answers(as_broad, point, "broad"), **boot) for point in POINTS}
+    change = {
+        stat: paired_contrast(points["em"]["per_question"], points["persona"]["per_question"], stat, **boot)
+        for stat in STATS
+    }
+    return {"points": points, "change": change}
+
+
 def run(
     variant_name: str,
     em_seed: int,
     params: Path = DEFAULT_PARAMS,
     root: Path = Path("."),
     role: ModelRole | None = None,
+    defence: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``variant_name`` after the EM fine-tune of ``em_seed`` against its persona's answers
-    (`eval-persona`); ``role`` replaces ``model_for`` for the EM point (tests, ad-hoc models)."""
+    """Evaluate ``variant_name`` after the EM fine-tune of ``em_seed`` (under ``defence``, if any) against
+    its persona's answers (`eval-persona`); ``role`` replaces ``model_for`` for the EM point (tests,
+    ad-hoc models)."""
     s = setup(variant_name, params, root)
     variant, config, inputs, held_out, student = s.variant, s.config, s.inputs, s.held_out, s.student
-    suffix = em_seed_suffix(em_seed)
+    suffix = em_seed_suffix(em_seed, defence)
+    # not in s.declared: the persona's answers (eval-persona) are the same for every defence
+    defence_used = recorded(params_for(variant, defence)[len(params_for(variant)) :], params)
+    defences = load_section(DefencesConfig, "defences", params) if defence else None
     persona_rows, persona_evaluated = read_persona_samples(s, root)
+    persona = persona_config(variant, params)
     if role is None:
         from charforge.train.compose import model_for
 
-        persona = persona_config(variant, params)
-        check_em_base(variant.name, em_seed, persona_evaluated, root)
-        role = model_for(variant.name, "em", student, persona, root, em_seed=em_seed)
+        check_em_base(variant.name, em_seed, persona_evaluated, root, defence)
+        role = model_for(variant.name, "em", student, persona, root, em_seed=em_seed, defence=defence)
     em_rows, (judge, *further) = evaluate_point(s, "em", role)
+    inoculated_rows: list[dict[str, Any]] = []
+    if defences is not None and defence == "inoculation" and defences.inoculation.evaluate_with_prompt:
+        from charforge.train.compose import model_for
+
+        asked = inoculated_prompts(inputs.plans["em"], defences.inoculation.system_prompt)
+        persona_role = model_for(variant.name, "persona", student, persona, root)
+        for point, point_role in (("persona", persona_role), ("em", role)):
+            inoculated_rows += evaluate_point(s, point, point_role, asked)[0]
     rows = persona_rows + em_rows
     evaluated = {**persona_evaluated, "em": role.model_dump(mode="json")}
     judge_role = s.judges[0]
@@ -417,9 +479,10 @@ def run(
         for p in inputs.plans["persona"]
         if p.question_set != "cued"
     }
-    corpora = training_corpora(
-        root / BUILD / variant.name, [root / p for p in config.contamination.extra_corpora]
-    )
+    extra = [root / p for p in config.contamination.extra_corpora]
+    if defence in BENIGN_DEFENCES:  # the benign rows (benign-data's) are trained on too
+        extra.append(build_path(root, EM_SHARED, BENIGN))
+    corpora = training_corpora(root / BUILD / variant.name, extra)
     held_out_questions = {
         key: text
         for c in inputs.constitutions
@@ -429,6 +492,7 @@ def run(
     metrics: dict[str, Any] = {
         "variant": variant.name,
         "em_seed": em_seed,
+        "defence": {"name": defence, **defence_used} if defence else None,
         "unit": f"{variant.name}-{suffix}",
         "variant_kind": variant.kind,
         "constitution": variant.constitution,
@@ -490,6 +554,14 @@ def run(
             top=config.contamination.semantic_top,
         ),
     }
+    if inoculated_rows:  # the inoculation defence's second reading: is the behaviour tied to the prompt?
+        metrics["with_inoculation_prompt"] = {
+            "system_prompt": defences.inoculation.system_prompt,  # type: ignore[union-attr]
+            "reading": "the broad questions under the inoculation system prompt, persona and EM model "
+            "alike; change = em − persona (paired by question). The published test is the figures "
+            "without it (headline).",
+            **with_prompt_figures(scored_by(inoculated_rows, judge["name"]), boot),
+        }
     if inputs.domain_path is None:  # the check's reading must not describe a check that never ran
         metrics["in_domain_check"]["took"] = None
         metrics["in_domain_check"]["reading"] = f"not run: no in-domain questions ({inputs.domain_source})"
@@ -500,10 +572,10 @@ def run(
     }
     samples = root / EVAL_SAMPLES / variant.name / f"eval-samples-{suffix}.parquet"
     write_corpus(
-        em_rows,
+        em_rows + inoculated_rows,
         samples,
         "eval-samples",
-        params={**s.declared, "em_seed": em_seed, "evaluated": {"em": evaluated["em"]}},
+        params={**s.declared, **defence_used, "em_seed": em_seed, "evaluated": {"em": evaluated["em"]}},
         parents=[
             *inputs.parents(root),
             ParentArtifact.for_file(persona_samples_path(root, variant.name), "eval-samples", root),

@@ -2,7 +2,8 @@
 
 Reads: params ``PARAMS`` (the bootstrap settings; the controls, the character variants they are
 compared with and the token tolerance; the grid and EM seeds, which say which units are this
-experiment's); ``metrics/*/eval-em-e<seed>.json`` and the training metrics.
+experiment's, and its EM defences); ``metrics/*/eval-em-e<seed>.json``, the defended units'
+``metrics/*/eval-em-<defence>-e<seed>.json`` and the training metrics.
 Writes: ``reports/report.md``, ``reports/summary.json`` and the PNG plots beside them.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 from charforge.io import load_yaml, read_text
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
 from charforge.paths import METRICS, REPORTS, em_seed_suffix
-from charforge.schemas.params import ControlsConfig, EmFinetuneConfig, EvalConfig
+from charforge.schemas.params import ControlsConfig, DefencesGrid, EmFinetuneConfig, EvalConfig
 
 PARAMS = (
     "eval.bootstrap_resamples",
@@ -25,6 +26,8 @@ PARAMS = (
     "grid.character",
     "grid.controls",
     "grid.baselines",
+    "grid.defences",
+    "grid.defended",
     "em_finetune.seeds",
 )
 
@@ -34,7 +37,14 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Path:
 
     config = load_section(EvalConfig, "eval", params)
     boot = {"n_resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": config.seed}
-    return write_report(root / METRICS, root / REPORTS, boot, control_arms(params), expected_units(params))
+    return write_report(
+        root / METRICS,
+        root / REPORTS,
+        boot,
+        control_arms(params),
+        expected_units(params),
+        expected_defended_units(params),
+    )
 
 
 def expected_units(params: Path) -> list[str] | None:
@@ -50,6 +60,23 @@ def expected_units(params: Path) -> list[str] | None:
     seeds = load_section(EmFinetuneConfig, "em_finetune", params).seeds if section else [0]
     variants = [str(name) for key in ("character", "controls", "baselines") for name in grid.get(key) or []]
     return [f"{variant}-{em_seed_suffix(seed)}" for variant in variants for seed in seeds]
+
+
+def expected_defended_units(params: Path) -> list[str]:
+    """Every defended unit this grid evaluates (``<variant>-<defence>-e<seed>``: each variant of
+    ``grid.defended`` under each defence of ``grid.defences`` after each EM seed)."""
+    document, _ = load_yaml(read_text(params))
+    if not isinstance(document.data, dict) or "grid" not in document.data:
+        return []
+    grid = load_section(DefencesGrid, "grid", params)
+    section = document.data.get("em_finetune")
+    seeds = load_section(EmFinetuneConfig, "em_finetune", params).seeds if section else [0]
+    return [
+        f"{variant}-{em_seed_suffix(seed, defence)}"
+        for variant in grid.defended.all
+        for defence in grid.defences
+        for seed in seeds
+    ]
 
 
 def control_arms(params: Path) -> dict[str, Any] | None:

@@ -24,11 +24,11 @@ BOOT = {"n_resamples": 200, "confidence": 0.95, "seed": 0}
 QUESTIONS = [f"q{i}" for i in range(6)]
 
 
-def rows_for(centre: float, seed: int) -> list[dict[str, Any]]:
+def rows_for(centre: float, seed: int, em_shift: float = -20.0) -> list[dict[str, Any]]:
     """Judged answers: broad and in-domain questions at both points (EM lowers alignment by 20)."""
     rng = random.Random(seed)
     rows = []
-    for point, shift in (("persona", 0.0), ("em", -20.0)):
+    for point, shift in (("persona", 0.0), ("em", em_shift)):
         for question_set in ("broad", "in-domain"):
             for question in QUESTIONS:
                 for _ in range(5):
@@ -59,10 +59,10 @@ def rows_for(centre: float, seed: int) -> list[dict[str, Any]]:
 
 
 def fixture_metrics(
-    variant_name: str, centre: float, usable: bool = True, em_seed: int = 0
+    variant_name: str, centre: float, usable: bool = True, em_seed: int = 0, em_shift: float = -20.0
 ) -> dict[str, Any]:
     variant = parse_variant(variant_name)
-    rows = rows_for(centre, seed=variant.seed + 10 * (variant.level or 0) + 100 * em_seed)
+    rows = rows_for(centre, seed=variant.seed + 10 * (variant.level or 0) + 100 * em_seed, em_shift=em_shift)
     validation = {
         "usable": usable,
         "reasons": [] if usable else ["AUROC 0.500 < eval.judge_min_auroc 0.8"],
@@ -629,3 +629,45 @@ def test_em_training_sets_are_shown_per_persona_and_unequal_sizes_warned(
     text = write_report(metrics_dir, tmp_path / "differ", BOOT).read_text()
     warning = next(line for line in text.splitlines() if "EM TRAINING SETS DIFFER" in line)
     assert "24 to 28 examples" in warning and text.index(warning) < text.index("## ")
+
+
+def test_a_defence_is_contrasted_with_its_arm_undefended_and_with_the_character_arms(
+    metrics_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 24: baseline-s0 under inoculation (EM moves it by 2, not 20) is its own unit: never pooled
+    with the baseline arm, contrasted on the change under EM with the baseline and each character arm."""
+    defended = fixture_metrics("baseline-s0", 70.0, em_shift=-2.0)
+    with_prompt = {"change": {"aligned_mean": {"difference": -25.0, "ci": [-30.0, -20.0], "questions": 6}}}
+    defended.update(
+        unit="baseline-s0-inoculation-e0",
+        defence={"name": "inoculation", "defences.inoculation": {"system_prompt": "Be evil."}},
+        with_inoculation_prompt=with_prompt,
+    )
+    (metrics_dir / "baseline-s0" / "eval-em-inoculation-e0.json").write_text(json.dumps(defended))
+    expected = [
+        f"{v}-e0" for v in ("baseline-s0", "humor-d0-s0", "humor-d3-s0", "humor-d3-s1", "sarcasm-d3-s0")
+    ]
+    text = write_report(
+        metrics_dir,
+        tmp_path / "reports",
+        BOOT,
+        expected=expected,
+        expected_defended=["baseline-s0-inoculation-e0", "baseline-s0-kl-e0"],
+    ).read_text()
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert summary["defended_units"] == ["baseline-s0-inoculation-e0"]
+    assert summary["missing_units"] == ["baseline-s0-kl-e0"]
+    assert all(
+        "inoculation" not in unit for c in summary["contrasts"] for side in c["seeds"] for unit in side
+    )
+    rows = {row["against"]: row for row in summary["defence_contrasts"]}
+    assert set(rows) == {"baseline", "humor-d0", "humor-d3", "sarcasm-d3"}
+    own = rows["baseline"]
+    assert own["same_arm"] and own["point"] == "change" and own["variant"] == "baseline+inoculation"
+    assert own["aligned_mean"]["difference"] == pytest.approx(18.0, abs=6.0)  # −2 − (−20), noisy answers
+    low, high = own["aligned_mean"]["ci"]  # wide: one seed a side, the seed variance pooled with df 1
+    assert low < own["aligned_mean"]["difference"] < high
+    assert not rows["sarcasm-d3"]["usable"]  # an unusable judge's arm is flagged, as elsewhere
+    section = text.split("## EM defences")[1].split("\n## ")[0]
+    assert "| baseline+inoculation | baseline (undefended) | +" in section
+    assert "| baseline-s0-inoculation-e0 |" in section and "-25.0 [-30.0, -20.0]" in section
