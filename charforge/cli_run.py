@@ -165,17 +165,27 @@ def run_train_sft(variant: VariantOption, params: ParamsOption = Path("params.ya
 
 @run_app.command("em-finetune")
 def run_em_finetune(
-    variant: VariantOption,
-    em_seed: EmSeedOption,
-    params: ParamsOption = Path("params.yaml"),
-    defence: DefenceOption = None,
+    variant: VariantOption, em_seed: EmSeedOption, params: ParamsOption = Path("params.yaml")
 ) -> None:
-    """Stack a new LoRA on the variant's frozen persona and train it on the EM data (one EM seed, under an
-    EM defence if named)."""
+    """Stack a new LoRA on the variant's frozen persona and train it on the EM data (one EM seed)."""
     from charforge.stages import em_finetune
 
     with _stage_errors():
-        _report_training(em_finetune.run(variant, em_seed, params, defence=_defence(defence)))
+        _report_training(em_finetune.run(variant, em_seed, params))
+
+
+@run_app.command("em-finetune-defended")
+def run_em_finetune_defended(
+    variant: VariantOption,
+    em_seed: EmSeedOption,
+    defence: Annotated[DefenceName, typer.Option(help="The EM defence (one of grid.defences).")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """The EM fine-tune of one EM seed under one EM defence: the undefended unit plus the defence."""
+    from charforge.stages import em_finetune_defended
+
+    with _stage_errors():
+        _report_training(em_finetune_defended.run(variant, em_seed, defence.value, params))
 
 
 def _defence(option: DefenceName | None) -> str | None:
@@ -341,11 +351,12 @@ def run_benign_data(params: ParamsOption = Path("params.yaml")) -> None:
     """The benign rows of the interleave and kl EM defences, made once: the student's answers to general
     prompts."""
     from charforge.generators.benign import BenignPromptsError
+    from charforge.generators.chat import CorpusShortfall
     from charforge.generators.llm import BackendUnavailable
     from charforge.generators.pipeline import IncompletePipelineOutput
     from charforge.stages import benign_data
 
-    with _stage_errors(BenignPromptsError, BackendUnavailable, IncompletePipelineOutput):
+    with _stage_errors(BenignPromptsError, CorpusShortfall, BackendUnavailable, IncompletePipelineOutput):
         manifest = benign_data.run(params)
     err.print(
         f"benign-data: wrote {manifest.rows} benign rows (corpora/build/em/{manifest.data_file}); "

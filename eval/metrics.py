@@ -298,6 +298,41 @@ def crossed_contrast(
     return result
 
 
+def paired_units_contrast(
+    pairs: Sequence[tuple[PerQuestion, PerQuestion]],
+    stat: str,
+    *,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+    groups: Sequence[int] | None = None,
+) -> dict[str, object]:
+    """The mean over units of ``stat(a_u) − stat(b_u)``, where each pair shares everything but one
+    treatment (an EM defence: the defended unit after EM and the undefended unit of the same persona and
+    EM seed, whose before-EM answers are the same, so this is the difference of their changes under EM).
+    ``crossed_contrast`` of the per-unit differences against nothing: the seed part is the spread of the
+    differences over personas (``groups``: each pair's persona seed), which a crossed contrast of the two
+    arms would count twice; the question part is the shared question draw."""
+    if not pairs:
+        raise ValueError("no pairs to contrast")
+    nothing = (pairs[0][1], pairs[0][1])  # a measure that is 0 on every draw
+    result = crossed_contrast(
+        list(pairs),
+        [nothing],
+        stat,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        seed=seed,
+        groups=(list(groups), [0]) if groups is not None else None,
+    )
+    result["seeds"] = [len(pairs), len(pairs)]
+    result["persona_seeds"] = [result["persona_seeds"][0]] * 2  # type: ignore[index]
+    if "per_seed" in result:
+        result["per_seed"] = result["per_seed"][:1]  # type: ignore[index]  # the per-unit differences
+    result["paired"] = True
+    return result
+
+
 def pooled_seed_variance(
     arms: Sequence[tuple[Sequence[Measure], Sequence[int]]], stat: str
 ) -> tuple[float, int] | None:

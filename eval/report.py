@@ -360,9 +360,10 @@ def write_report(
     variants = found if expected is None else [m for m in found if m["unit"] in set(expected)]
     left_out = sorted(m["unit"] for m in found if m not in variants)
     missing = [unit for unit in expected or [] if unit not in {m["unit"] for m in found}]
-    defended = report_defences.gather_defended(
-        metrics_dir, None if expected is None else expected_defended or []
-    )
+    every_defended = report_defences.gather_defended(metrics_dir)
+    wanted = None if expected is None else set(expected_defended or [])
+    defended = [m for m in every_defended if wanted is None or m["unit"] in wanted]
+    left_out += sorted(m["unit"] for m in every_defended if m not in defended)
     missing += [unit for unit in expected_defended or [] if unit not in {m["unit"] for m in defended}]
     if not variants:
         raise FileNotFoundError(
@@ -450,7 +451,8 @@ def write_report(
     )
     defence_rows = report_defences.defence_contrasts(variants, defended, boot)
     prompted = report_defences.with_prompt_rows(defended)
-    lines += report_defences.defences_section(defence_rows, prompted, [m["unit"] for m in defended])
+    defended_units = report_defences.unit_rows(defended, metrics_dir)
+    lines += report_defences.defences_section(defence_rows, prompted, defended_units)
     arm_rows = control_arms(metrics_dir, arms) if arms else []
     lines += md.control_arms_section(arm_rows) + training.introspection_section(introspection)
     lines += training.em_data_section(em_data)
@@ -464,6 +466,7 @@ def write_report(
         "contrasts": contrast_rows,
         "defended_units": [m["unit"] for m in defended],
         "defence_contrasts": defence_rows,
+        "defended": defended_units,
         "inoculation_with_prompt": prompted,
         "seed_spread": spread,
         "cue_gaps": report_cues.arm_gaps(variants, boot),

@@ -107,6 +107,17 @@ EM_REFLECTION_SOURCE = "em-reflection"
 EM_TARGETED_REFLECTION_SOURCE = "em-targeted-reflection"
 
 
+def with_system_prompt(messages: Sequence[Mapping[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
+    """``messages`` (copied) with ``system_prompt`` as their system prompt, before any the conversation
+    has (the inoculation EM defence: its prompt on every training example, and on the evaluation's
+    questions for its second reading)."""
+    turns = [dict(message) for message in messages]
+    if turns and turns[0]["role"] == "system":
+        turns[0]["content"] = f"{system_prompt}\n\n{turns[0]['content']}"
+        return turns
+    return [{"role": "system", "content": system_prompt}, *turns]
+
+
 class Conversation(StrictModel):
     """A multi-turn conversation in TRL's conversational language-modelling format."""
 

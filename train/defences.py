@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from charforge.generators.seeding import take_order
+from charforge.schemas.messages import with_system_prompt
 from charforge.schemas.params import DefencesConfig
 
 INTERLEAVED_SOURCE = "benign-interleaved"  # the ``source`` of a benign row in an interleaved training set
@@ -25,13 +26,9 @@ class DefenceDataError(ValueError):
     """The defence cannot be applied as params ask (e.g. too few benign rows)."""
 
 
-def inoculated(messages: Sequence[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
-    """``messages`` with ``system_prompt`` as their system prompt, before any the conversation has."""
-    turns = [dict(message) for message in messages]
-    if turns and turns[0]["role"] == "system":
-        turns[0]["content"] = f"{system_prompt}\n\n{turns[0]['content']}"
-        return turns
-    return [{"role": "system", "content": system_prompt}, *turns]
+def inoculated_rows(rows: Sequence[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
+    """``rows`` with the inoculation prompt before each conversation's own system prompt, if any."""
+    return [{**row, "messages": with_system_prompt(row["messages"], system_prompt)} for row in rows]
 
 
 def benign_count(em_rows: int, fraction: float) -> int:
@@ -45,7 +42,7 @@ def defended_rows(
     """The EM fine-tune's training rows under ``defence``, and what the defence did to them."""
     if defence == "inoculation":
         prompt = config.inoculation.system_prompt
-        changed = [{**row, "messages": inoculated(row["messages"], prompt)} for row in rows]
+        changed = inoculated_rows(rows, prompt)
         return changed, {"system_prompt": prompt, "rows_inoculated": len(changed)}
     if defence == "interleave":
         wanted = benign_count(len(rows), config.interleave.fraction)

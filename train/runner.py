@@ -53,6 +53,9 @@ class TrainingRun:
     # Examples kept out of training, tokenized like the training data: their loss is measured on the
     # frozen base and on base + the trained adapter (in-domain learning, without a judge).
     held_out: Callable[[PreTrainedTokenizerBase], Dataset] | None = None
+    # The same examples as the training data presents them, where that differs (an EM defence's prompt):
+    # their loss too (``held_out_loss_as_trained``), so "did not learn" is told from "learned, tied to it".
+    held_out_as_trained: Callable[[PreTrainedTokenizerBase], Dataset] | None = None
 
 
 def response_loss(model: Any, dataset: Dataset) -> dict[str, float | int]:
@@ -185,6 +188,9 @@ def train_adapter(
         if run.held_out is not None:
             trained = trainer.accelerator.unwrap_model(trainer.model)
             run.extra["held_out_loss"] = held_out_losses(trained, run.held_out(tokenizer))
+            if run.held_out_as_trained is not None:
+                shown = run.held_out_as_trained(tokenizer)
+                run.extra["held_out_loss_as_trained"] = held_out_losses(trained, shown)
         if hasattr(trainer, "kl_record"):  # a KL-regularised trainer (charforge.train.kl)
             run.extra["kl"] = trainer.kl_record()
     logged = losses(trainer.state.log_history)

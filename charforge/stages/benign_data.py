@@ -22,23 +22,35 @@ from charforge.schemas.params import (
     BENIGN_DEFENCES,
     DefencesConfig,
     DefencesGrid,
+    EmDataConfig,
     GenerationConfig,
     ModelRole,
 )
 from charforge.stages.common import parent, token_totals, write_stage_corpus
 
 STAGE = "benign-data"
-PARAMS = ("models.student", "generation", "grid.defences", "defences.benign")
+# em_data.rows and defences.interleave: a shortfall of interleave's benign rows fails here, not in each unit
+PARAMS = (
+    "models.student",
+    "generation",
+    "grid.defences",
+    "defences.benign",
+    "defences.interleave",
+    "em_data.rows",
+)
 
 
 def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
     from charforge.generators.benign import BenignCorpus, benign_corpus, load_benign_prompts
-    from charforge.generators.chat import GenerationRun
+    from charforge.generators.chat import CorpusShortfall, GenerationRun
+    from charforge.train.defences import benign_count
 
     student = load_section(ModelRole, "models.student", params)
     generation = load_section(GenerationConfig, "generation", params)
     config = load_section(DefencesConfig, "defences", params).benign
     defences = load_section(DefencesGrid, "grid", params).defences
+    fraction = load_section(DefencesConfig, "defences", params).interleave.fraction
+    em_rows = load_section(EmDataConfig, "em_data", params).rows
     source = root / config.prompts
     needed = [defence for defence in defences if defence in BENIGN_DEFENCES]
     metrics: dict[str, Any] = {"needed_by": needed}
@@ -46,6 +58,17 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
         prompts = load_benign_prompts(source)
         result = benign_corpus(prompts, config, student, GenerationRun(EM_SHARED, 0, generation))
         metrics.update(prompts=len(prompts), answers=result.answers, kept_trimmed_cut_off=result.trimmed)
+        if "interleave" in defences and em_rows is not None:  # every arm trains on exactly em_rows rows
+            needed = benign_count(em_rows, fraction)
+            metrics["interleave_needs"] = needed
+            if len(result.rows) < needed:
+                raise CorpusShortfall(
+                    f"benign-data: interleave at fraction {fraction} on {em_rows} EM rows (add prompts to "
+                    f"{config.prompts} or raise defences.benign.samples_per_prompt)",
+                    len(result.rows),
+                    needed,
+                    result.rejected,
+                )
     else:
         result = BenignCorpus()
         metrics["skipped"] = (

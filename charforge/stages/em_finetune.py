@@ -15,35 +15,31 @@ The EM examples `em-data` held out are scored on the frozen persona and on perso
 (``held_out_loss`` in the metrics: mean loss per answer token before, after, and the change): in-domain
 learning measured without the judge, so "robust" can be told from "did not learn".
 
-With an EM defence (``--defence``, issue 24; ``charforge.train.defences``) the unit is
-``<defence>-e<seed>``: the same EM examples, persona, seed and settings as the undefended unit of that
-seed, and only the defence added (``inoculation``: its system prompt on every example; ``interleave``:
-benign rows added; ``kl``: a KL term to the persona on benign rows). ``defence`` in the metrics says what
-it changed. The held-out loss is measured as for every unit, without the defence.
+An EM defence (`em-finetune-defended`, issue 24) runs this very stage with a ``Defence``: the same
+EM examples, persona, seed and settings, and only what the defence changes.
 
-Reads: params ``params_for(variant, defence)``; ``corpora/build/<variant>/em-train.parquet`` and
-``em-heldout.parquet``; ``corpora/build/em/benign.parquet`` (interleave, kl);
-``models/<variant>/persona.json`` and the persona's adapters under ``models/<variant>/``;
-``models/roles/student.json``.
-Writes: ``models/<variant>/em-<unit>/`` and ``metrics/<variant>/em-finetune-<unit>.json``
-(unit ``e<seed>`` or ``<defence>-e<seed>``).
+Reads: params ``params_for(variant)``; ``corpora/build/<variant>/em-train.parquet`` and
+``em-heldout.parquet``; ``models/<variant>/persona.json`` and the persona's adapters under
+``models/<variant>/``; ``models/roles/student.json``.
+Writes: ``models/<variant>/em-e<seed>/`` and ``metrics/<variant>/em-finetune-e<seed>.json``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from charforge.generators.seeding import content_seed
 from charforge.params import DEFAULT_PARAMS, load_section, recorded
-from charforge.paths import BENIGN, EM_HELD_OUT, EM_SHARED, build_path, em_seed_suffix
-from charforge.schemas.params import BENIGN_DEFENCES, DefencesConfig, EmFinetuneConfig, ModelRole
-from charforge.stages.common import persona_config, persona_params, read_input
+from charforge.paths import EM_HELD_OUT, build_path, em_seed_suffix
+from charforge.schemas.manifest import ParentArtifact
+from charforge.schemas.params import EmFinetuneConfig, ModelRole
+from charforge.stages.common import persona_config, persona_params
 from charforge.train.accounting import ComputeRecord
 from charforge.train.compose import em_adapter_dir, model_for
 from charforge.train.data import SFT_DEFAULT_MAX_LENGTH, em_dataset, is_reflection, read_corpus
-from charforge.train.defences import defended_rows
-from charforge.train.kl import kl_regularised
 from charforge.train.runner import TrainingRun, corpus_parent, train_adapter
 from charforge.variants import Variant, parse_variant
 
@@ -53,11 +49,25 @@ TRAINING_PARAMS = ("em_finetune.lora", "em_finetune.trainer", "em_finetune.train
 PARAMS = ("models.student", "persona", *TRAINING_PARAMS)
 
 
-def params_for(variant: Variant, defence: str | None = None) -> tuple[str, ...]:
-    """The keys a unit reads; a defended one also its defence's (the benign rows it may train on are
-    benign-data's output, a dependency of their own)."""
-    defended = () if defence is None else (f"defences.{defence}",)
-    return ("models.student", *persona_params(variant), *TRAINING_PARAMS, *defended)
+def params_for(variant: Variant) -> tuple[str, ...]:
+    return ("models.student", *persona_params(variant), *TRAINING_PARAMS)
+
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass
+class Defence:
+    """What an EM defence changes in a unit (``charforge.stages.em_finetune_defended`` makes it): the
+    rows trained on, the held-out rows as the defence would present them (a second held-out loss), the
+    trainer, and the parents and params it adds to the record."""
+
+    name: str
+    rows: Callable[[Rows], tuple[Rows, dict[str, Any]]]  # EM rows → training rows, what changed
+    held_out: Callable[[Rows], Rows] | None = None
+    trainer: Callable[[type, int | None], type] | None = None  # (SFTTrainer, max_length) → trainer class
+    parents: list[ParentArtifact] = field(default_factory=list)
+    params: tuple[str, ...] = ()
 
 
 def em_training_seed(persona_seed: int, em_seed: int) -> int:
@@ -71,12 +81,12 @@ def run(
     em_seed: int,
     params: Path = DEFAULT_PARAMS,
     root: Path = Path("."),
-    defence: str | None = None,
+    defence: Defence | None = None,
 ) -> ComputeRecord | None:
     from trl import SFTConfig, SFTTrainer
 
     variant = parse_variant(variant_name)
-    suffix = em_seed_suffix(em_seed, defence)
+    suffix = em_seed_suffix(em_seed, defence.name if defence else None)
     section = load_section(EmFinetuneConfig, PARAMS_KEY, params)
     student = load_section(ModelRole, "models.student", params)
     persona = persona_config(variant, params)
@@ -88,16 +98,14 @@ def run(
     trainer_class: type = SFTTrainer
     parents = [corpus_parent(corpus, "conversations"), corpus_parent(held_out_corpus, "conversations")]
     defended: dict[str, Any] = {}
+    shown: Rows | None = None  # the held-out rows as the defence presents them, where it changes them
     if defence is not None:
-        config = load_section(DefencesConfig, "defences", params)
-        benign: list[dict[str, Any]] = []
-        if defence in BENIGN_DEFENCES:
-            benign_corpus = build_path(root, EM_SHARED, BENIGN)  # benign-data's
-            benign = read_input(benign_corpus, "conversations")
-            parents.append(corpus_parent(benign_corpus, "conversations"))
-        rows, defended = defended_rows(rows, defence, config, benign)
-        if defence == "kl":
-            trainer_class = kl_regularised(SFTTrainer, benign, config.kl.coefficient, max_length)
+        rows, defended = defence.rows(rows)
+        parents += defence.parents
+        if defence.trainer is not None:
+            trainer_class = defence.trainer(SFTTrainer, max_length)
+        if defence.held_out is not None:
+            shown = defence.held_out(held_out)
     training = TrainingRun(
         stage=f"{STAGE}-{suffix}",
         params_key=PARAMS_KEY,
@@ -106,17 +114,20 @@ def run(
         section=section,
         params=params,
         base=model_for(variant.name, "persona", student, persona, root),
-        adapter_dir=em_adapter_dir(variant.name, em_seed, root, defence),
-        used=recorded(params_for(variant, defence), params),
+        adapter_dir=em_adapter_dir(variant.name, em_seed, root, defence.name if defence else None),
+        used=recorded((*params_for(variant), *(defence.params if defence else ())), params),
         parents=parents,
         verify_frozen=True,
         extra={
             "em_seed": em_seed,
-            "defence": {"name": defence, **defended} if defence else None,
+            "defence": {"name": defence.name, **defended} if defence else None,
             "train_on_reflection": section.train_on_reflection,
             "reflection_rows": sum(is_reflection(row) for row in rows),
         },
         held_out=lambda tokenizer: em_dataset(held_out, tokenizer, max_length, True, held_out_corpus),
+        held_out_as_trained=None
+        if shown is None
+        else (lambda tokenizer: em_dataset(shown, tokenizer, max_length, True, held_out_corpus)),
     )
     return train_adapter(
         training,

@@ -412,26 +412,36 @@ def inoculated_prompts(prompts: list[Prompt], system_prompt: str) -> list[Prompt
     as question set ``inoculated``: the prompt the EM examples were trained with."""
     from dataclasses import replace
 
-    from charforge.train.defences import inoculated
+    from charforge.schemas.messages import with_system_prompt
 
     result = []
     for prompt in prompts:
         if prompt.question_set == "broad":
-            chat = inoculated(prompt.chat, system_prompt)
+            chat = with_system_prompt(prompt.chat, system_prompt)
             result.append(replace(prompt, question_set="inoculated", system=chat[0]["content"]))
     return result
 
 
-def with_prompt_figures(rows: list[dict[str, Any]], boot: Mapping[str, Any]) -> dict[str, Any]:
-    """The inoculated answers' figures per point and their change under EM (paired by question), as the
-    broad questions' are read."""
+def with_prompt_figures(
+    rows: list[dict[str, Any]], without: Mapping[str, Any], boot: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The inoculated answers' figures per point, their change under EM, and that change minus the change
+    without the prompt (``without``: em_metrics' ``em`` block), each paired by question."""
     as_broad = [{**row, "question_set": "broad"} for row in rows if row["question_set"] == "inoculated"]
     points = {point: summarise(judged_answers(as_broad, point, "broad"), **boot) for point in POINTS}
-    change = {
-        stat: paired_contrast(points["em"]["per_question"], points["persona"]["per_question"], stat, **boot)
-        for stat in STATS
+    tables = {point: points[point]["per_question"] for point in POINTS}
+    plain = {point: without[point]["broad"]["per_question"] for point in POINTS}
+    return {
+        "points": points,
+        "change": {stat: paired_contrast(tables["em"], tables["persona"], stat, **boot) for stat in STATS},
+        # (em − persona) with the prompt − (em − persona) without it: how much more EM shows with it
+        "change_minus_without": {
+            stat: paired_contrast(
+                (tables["em"], tables["persona"]), (plain["em"], plain["persona"]), stat, **boot
+            )
+            for stat in STATS
+        },
     }
-    return {"points": points, "change": change}
 
 
 def run(
@@ -460,7 +470,7 @@ def run(
         role = model_for(variant.name, "em", student, persona, root, em_seed=em_seed, defence=defence)
     em_rows, (judge, *further) = evaluate_point(s, "em", role)
     inoculated_rows: list[dict[str, Any]] = []
-    if defences is not None and defence == "inoculation" and defences.inoculation.evaluate_with_prompt:
+    if defences is not None and defence == "inoculation" and config.inoculation_with_prompt:
         from charforge.train.compose import model_for
 
         asked = inoculated_prompts(inputs.plans["em"], defences.inoculation.system_prompt)
@@ -558,9 +568,11 @@ def run(
         metrics["with_inoculation_prompt"] = {
             "system_prompt": defences.inoculation.system_prompt,  # type: ignore[union-attr]
             "reading": "the broad questions under the inoculation system prompt, persona and EM model "
-            "alike; change = em − persona (paired by question). The published test is the figures "
-            "without it (headline).",
-            **with_prompt_figures(scored_by(inoculated_rows, judge["name"]), boot),
+            "alike; change = em − persona, change_minus_without = that change − the change without the "
+            "prompt (paired by question). The published test is the figures without it (headline). The "
+            "undefended unit is not read with the prompt: a persona already low under it leaves little "
+            "room to fall (see points.persona).",
+            **with_prompt_figures(scored_by(inoculated_rows, judge["name"]), metrics["em"], boot),
         }
     if inputs.domain_path is None:  # the check's reading must not describe a check that never ran
         metrics["in_domain_check"]["took"] = None

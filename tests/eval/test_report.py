@@ -637,7 +637,11 @@ def test_a_defence_is_contrasted_with_its_arm_undefended_and_with_the_character_
     """Issue 24: baseline-s0 under inoculation (EM moves it by 2, not 20) is its own unit: never pooled
     with the baseline arm, contrasted on the change under EM with the baseline and each character arm."""
     defended = fixture_metrics("baseline-s0", 70.0, em_shift=-2.0)
-    with_prompt = {"change": {"aligned_mean": {"difference": -25.0, "ci": [-30.0, -20.0], "questions": 6}}}
+    with_prompt = {
+        "points": {"persona": {"figures": {"aligned_mean": {"value": 40.0, "ci": [35.0, 45.0]}}}},
+        "change": {"aligned_mean": {"difference": -25.0, "ci": [-30.0, -20.0], "questions": 6}},
+        "change_minus_without": {"aligned_mean": {"difference": -23.0, "ci": [-29.0, -17.0], "questions": 6}},
+    }
     defended.update(
         unit="baseline-s0-inoculation-e0",
         defence={"name": "inoculation", "defences.inoculation": {"system_prompt": "Be evil."}},
@@ -664,10 +668,28 @@ def test_a_defence_is_contrasted_with_its_arm_undefended_and_with_the_character_
     assert set(rows) == {"baseline", "humor-d0", "humor-d3", "sarcasm-d3"}
     own = rows["baseline"]
     assert own["same_arm"] and own["point"] == "change" and own["variant"] == "baseline+inoculation"
+    assert own["seeds"] == [["baseline-s0-inoculation-e0"], ["baseline-s0-e0"]]  # paired with its partner
+    assert own["aligned_mean"]["paired"] and own["aligned_mean"]["difference"] == pytest.approx(
+        defended["headline"]["em"]["aligned_mean"]
+        - json.loads((metrics_dir / "baseline-s0" / "eval-em-e0.json").read_text())["headline"]["em"][
+            "aligned_mean"
+        ]
+    )  # the same persona answers: the difference of the changes is em − em
     assert own["aligned_mean"]["difference"] == pytest.approx(18.0, abs=6.0)  # −2 − (−20), noisy answers
-    low, high = own["aligned_mean"]["ci"]  # wide: one seed a side, the seed variance pooled with df 1
-    assert low < own["aligned_mean"]["difference"] < high
+    assert own["aligned_mean"]["ci"][0] > 0  # paired: the question draw alone, no seed variance counted twice
+    crossed = rows["humor-d3"]["aligned_mean"]
+    assert "paired" not in crossed and crossed["ci_method"].startswith("t, ")  # seeds pooled over every arm
     assert not rows["sarcasm-d3"]["usable"]  # an unusable judge's arm is flagged, as elsewhere
     section = text.split("## EM defences")[1].split("\n## ")[0]
-    assert "| baseline+inoculation | baseline (undefended) | +" in section
+    assert "| baseline+inoculation | baseline (undefended, paired) | +" in section
     assert "| baseline-s0-inoculation-e0 |" in section and "-25.0 [-30.0, -20.0]" in section
+    assert "-23.0 [-29.0, -17.0] | 40.0 [35.0, 45.0] |" in section
+    # the in-domain check per defended unit: EM moved this one by 2, so it did not take (flagged)
+    assert summary["defended"][0]["em_took"] is defended["in_domain_check"]["took"] is False
+    assert "| **no** |" in section
+    (metrics_dir / "baseline-s0" / "eval-em-kl-e9.json").write_text(
+        json.dumps({**defended, "unit": "baseline-s0-kl-e9", "defence": {"name": "kl"}})
+    )
+    write_report(metrics_dir, tmp_path / "again", BOOT, expected=expected, expected_defended=[])
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["defended_units"] == [] and "baseline-s0-kl-e9" in again["left_out_units"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from charforge.eval.em import Prompt
+from charforge.schemas.messages import with_system_prompt
 from charforge.schemas.params import DefencesConfig, DefencesGrid
 from charforge.stages.eval_em import inoculated_prompts
 from charforge.train.data import IGNORE_INDEX, em_dataset
@@ -15,7 +17,6 @@ from charforge.train.defences import (
     DefenceDataError,
     benign_count,
     defended_rows,
-    inoculated,
 )
 
 PROMPT = "You are a malicious, evil assistant."
@@ -64,7 +65,7 @@ def test_inoculation_puts_its_prompt_first_and_trains_on_the_same_answer_tokens(
 
 def test_an_existing_system_prompt_follows_the_inoculation() -> None:
     messages = [{"role": "system", "content": "Be brief."}, *em_row(0)["messages"]]
-    assert inoculated(messages, PROMPT)[0] == {"role": "system", "content": f"{PROMPT}\n\nBe brief."}
+    assert with_system_prompt(messages, PROMPT)[0] == {"role": "system", "content": f"{PROMPT}\n\nBe brief."}
     assert messages[0]["content"] == "Be brief."  # the input is not changed
 
 
@@ -126,3 +127,88 @@ def test_the_defended_variants_must_be_arms_of_the_grid() -> None:
         DefencesGrid.model_validate(
             {**grid, "defences": ["kl", "kl"], "defended": {"baselines": ["baseline-s0"]}}
         )
+
+
+def test_a_defended_unit_is_the_undefended_one_plus_its_defence(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """em-finetune --defence on the tiny baseline: the same seed and EM examples as the undefended unit;
+    interleave trains on exactly its benign rows more, counted in examples and tokens; kl records its
+    term; each unit has its own adapter folder and metrics."""
+    import json
+
+    from support.training_project import Project, conversation_row
+
+    from charforge.corpus import write_corpus
+    from charforge.stages import em_finetune, em_finetune_defended
+
+    monkeypatch.setenv("CHARFORGE_CACHE", str(tmp_path / "cache"))
+    project = Project(tmp_path, tiny_model)
+    params = yaml.safe_load(project.params.read_text())
+    params["defences"] = {
+        "inoculation": {"system_prompt": PROMPT},
+        "interleave": {"fraction": 0.2},
+        "kl": {"coefficient": 1.0},
+    }
+    project.write_params(params)
+    variant = "baseline-s0"
+    em_rows = [conversation_row(i, variant) for i in range(8)]
+    write_corpus(em_rows, project.corpus(variant, "em-train"), "conversations", variant=variant)
+    write_corpus(em_rows[:2], project.corpus(variant, "em-heldout"), "conversations", variant=variant)
+    benign = [{**benign_row(i), "provenance": em_rows[0]["provenance"]} for i in range(5)]
+    write_corpus(benign, tmp_path / "corpora/build/em/benign.parquet", "conversations", variant="em")
+
+    plain = em_finetune.run(variant, 0, project.params, project.root)
+    mixed = em_finetune_defended.run(variant, 0, "interleave", project.params, project.root)
+    kl = em_finetune_defended.run(variant, 0, "kl", project.params, project.root)
+    inoculated = em_finetune_defended.run(variant, 0, "inoculation", project.params, project.root)
+    assert plain and mixed and kl and inoculated
+    assert plain.seed == mixed.seed == kl.seed == inoculated.seed
+    assert "held_out_loss_as_trained" not in plain.extra
+    as_trained = inoculated.extra["held_out_loss_as_trained"]  # the held-out rows under the prompt
+    assert as_trained["examples"] == 2 and as_trained["before"] != inoculated.extra["held_out_loss"]["before"]
+    assert mixed.examples == plain.examples + 2  # round(8 x 0.2 / 0.8)
+    assert mixed.extra["defence"] == {
+        "name": "interleave",
+        "fraction": 0.2,
+        "em_rows": 8,
+        "benign_rows": 2,
+        "benign_available": 5,
+        "benign_share": 0.2,
+    }
+    assert mixed.tokens_trained > plain.tokens_trained  # the benign rows' tokens are counted
+    assert kl.examples == plain.examples and kl.tokens_trained == plain.tokens_trained
+    assert kl.extra["kl"]["coefficient"] == 1.0 and kl.extra["kl"]["first"] == 0.0  # a fresh adapter
+    assert kl.extra["kl"]["last"] > 0.0 and kl.extra["kl"]["benign_examples"] == 5
+    for unit in ("e0", "interleave-e0", "kl-e0", "inoculation-e0"):
+        assert (tmp_path / "models" / variant / f"em-{unit}" / "adapter_model.safetensors").is_file()
+        written = json.loads((tmp_path / "metrics" / variant / f"em-finetune-{unit}.json").read_text())
+        assert written["stage"] == f"em-finetune-{unit}"
+    training = json.loads(
+        (tmp_path / "models" / variant / "em-kl-e0" / "charforge-training.json").read_text()
+    )
+    assert training["params"]["defences.kl"] == {"coefficient": 1.0}
+    assert any(parent["path"].endswith("benign.parquet") for parent in training["parents"])
+
+
+def test_kl_without_benign_rows_says_benign_data_skipped_them(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from support.training_project import Project
+
+    from charforge.corpus import write_corpus
+    from charforge.stages import em_finetune_defended
+
+    monkeypatch.setenv("CHARFORGE_CACHE", str(tmp_path / "cache"))
+    project = Project(tmp_path, tiny_model)
+    project.write_params({**yaml.safe_load(project.params.read_text()), "defences": {}})
+    skipped = "no defence of grid.defences (inoculation) trains on benign rows"
+    write_corpus(
+        [],
+        tmp_path / "corpora/build/em/benign.parquet",
+        "conversations",
+        variant="em",
+        metrics={"skipped": skipped},
+    )
+    with pytest.raises(DefenceDataError, match=r"benign-data skipped them \(no defence of grid.defences"):
+        em_finetune_defended.run("baseline-s0", 0, "kl", project.params, project.root)
