@@ -191,6 +191,8 @@ def infer_kind(path: Path, sample: Any, columns: Iterable[str] | None = None) ->
             return "situations"
         if "reflection" in sample or "openers" in sample:
             return "introspection"
+        if set(sample) == {"prompts"}:
+            return "benign-prompts"
         if "content_sha256" in sample and "producer" in sample:
             return "manifest"
     keys: set[str] = set(columns or [])

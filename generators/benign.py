@@ -108,21 +108,24 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path}: row {index + 1}", value
 
 
-def load_benign_prompts(path: Path) -> list[str]:
-    """The file's prompts in file order, each once (a repeated prompt after whitespace is collapsed is
-    skipped: it would be answered twice)."""
+def load_benign_prompts(path: Path) -> tuple[list[str], int]:
+    """The file's prompts in file order, each once, and how many repeats were skipped (a prompt equal to
+    an earlier one once whitespace is collapsed: it would be answered twice; public instruction sets
+    hold some)."""
     if not path.is_file():
         raise BenignPromptsError(f"{path}: benign prompt file not found (defences.benign.prompts)")
-    prompts, seen = [], set()
+    prompts, seen, repeated = [], set(), 0
     for where, row in _rows(path):
         text = _row_prompt(row, where)
         key = collapse_whitespace(text)
-        if key not in seen:
-            seen.add(key)
-            prompts.append(text)
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
+        prompts.append(text)
     if not prompts:
         raise BenignPromptsError(f"{path}: no prompts")
-    return prompts
+    return prompts, repeated
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from charforge.schemas.benign import BenignPrompts
 from charforge.schemas.constitution import Constitution, OctTrait, constitution_raw_checks
 from charforge.schemas.em import EmSeedExample
 from charforge.schemas.evaluation import EvalQuestion, EvalSample, JudgeScore, JudgeValidationItem
@@ -217,6 +218,12 @@ KINDS: dict[str, Kind] = {
             raw_checks=duplicate_introspection_ids,
         ),
         Kind("em-seeds", EmSeedExample, "rows", "EM fine-tune seed examples (chat JSONL)", unique_field="id"),
+        Kind(
+            "benign-prompts",
+            BenignPrompts,
+            "document",
+            "general prompts of the EM defences' benign rows (YAML)",
+        ),
         Kind("manifest", Manifest, "document", "corpus manifest"),
     )
 }

@@ -24,6 +24,7 @@ EXPECTED_KINDS = {
     "introspection.yaml": "introspection",
     "questions.yaml": "eval-questions",
     "in-domain": "eval-questions",  # corpora/in-domain/<em_data.domain>.yaml
+    "benign": "benign-prompts",  # the EM defences' benign prompts (defences.benign.prompts)
     "judge-validation.jsonl": "judge-validation",
 }
 LIBRARY = {

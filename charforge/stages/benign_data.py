@@ -55,9 +55,14 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
     needed = [defence for defence in defences if defence in BENIGN_DEFENCES]
     metrics: dict[str, Any] = {"needed_by": needed}
     if needed:
-        prompts = load_benign_prompts(source)
+        prompts, repeated = load_benign_prompts(source)
         result = benign_corpus(prompts, config, student, GenerationRun(EM_SHARED, 0, generation))
-        metrics.update(prompts=len(prompts), answers=result.answers, kept_trimmed_cut_off=result.trimmed)
+        metrics.update(
+            prompts=len(prompts),
+            repeated_prompts_skipped=repeated,
+            answers=result.answers,
+            kept_trimmed_cut_off=result.trimmed,
+        )
         if "interleave" in defences and em_rows is not None:  # every arm trains on exactly em_rows rows
             needed = benign_count(em_rows, fraction)
             metrics["interleave_needs"] = needed

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_shipped_prompts_are_distinct_and_stay_off_the_em_domains() -> None:
-    prompts = load_benign_prompts(REPO / "corpora/benign/prompts.yaml")
-    assert len(prompts) == 40 == len(set(prompts))
+    prompts, repeated = load_benign_prompts(REPO / "corpora/benign/prompts.yaml")
+    assert len(prompts) == 40 == len(set(prompts)) and repeated == 0
     text = " ".join(prompts).lower()
     for word in ("invest", "stock", "money", "medic", "doctor", "code", "password", "weapon"):
         assert word not in text, word
@@ -29,10 +29,13 @@ def test_alpaca_json_joins_instruction_and_input(tmp_path: Path) -> None:
         {"instruction": "Translate the sentence.", "input": "Bonjour", "output": "Hello"},
     ]
     path.write_text(json.dumps(rows))
-    assert load_benign_prompts(path) == [
-        "Give three tips for staying healthy.",
-        "Translate the sentence.\n\nBonjour",
-    ]
+    assert load_benign_prompts(path) == (
+        [
+            "Give three tips for staying healthy.",
+            "Translate the sentence.\n\nBonjour",
+        ],
+        0,
+    )
     parquet = tmp_path / "alpaca.parquet"
     pl.DataFrame(rows).write_parquet(parquet)  # the Hub's copy
     assert load_benign_prompts(parquet) == load_benign_prompts(path)
@@ -46,7 +49,7 @@ def test_chat_rows_give_their_first_user_turn_and_repeats_are_asked_once(tmp_pat
         {"prompt": "Hi  there"},
     ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    assert load_benign_prompts(path) == ["Hi there", "Name a river."]
+    assert load_benign_prompts(path) == (["Hi there", "Name a river."], 1)  # the repeat is counted
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,17 @@ def test_a_bad_file_is_named_with_its_line(tmp_path: Path, name: str, text: str,
     path.write_text(text)
     with pytest.raises(BenignPromptsError, match=message):
         load_benign_prompts(path)
+
+
+def test_the_shipped_file_validates_as_its_kind_and_a_repeat_is_refused(tmp_path: Path) -> None:
+    from support.factories import run_cli
+
+    result = run_cli("validate", REPO / "corpora/benign/prompts.yaml")
+    assert result.returncode == 0 and "(benign-prompts)" in result.stderr, result.stdout + result.stderr
+    repeated = tmp_path / "prompts.yaml"
+    repeated.write_text("prompts:\n  - Name a river.\n  - Name  a river.\n")
+    result = run_cli("validate", repeated)
+    assert result.returncode == 1 and "listed more than once" in result.stdout + result.stderr
 
 
 def test_the_prompt_file_must_live_where_dvc_tracks_it() -> None:

@@ -30,6 +30,7 @@ EXPECTED_NAMES = {
     "situations",
     "introspection",
     "em-seeds",
+    "benign-prompts",
     "manifest",
 }
 
