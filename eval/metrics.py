@@ -240,8 +240,11 @@ def crossed_contrast(
     persona-seed variance. With no seed spread to estimate (one unit per arm and nothing pooled, or seeds
     that agree exactly) the interval is the question-only percentile one of ``paired_contrast``. Per-unit
     values are returned beside it, and ``note`` says which seed variance the interval holds."""
+    # b empty: A against nothing (A's units are already differences: ``paired_units_contrast``)
+    sides = (a, b) if b else (a,)
     shared = sorted(set.intersection(*(_answered(m, stat) for m in (*a, *b))))
-    members = [_groups(arm, labels) for arm, labels in zip((a, b), groups or (None, None), strict=True)]
+    labelled = (groups or (None, None))[: len(sides)]
+    members = [_groups(arm, labels) for arm, labels in zip(sides, labelled, strict=True)]
     result: dict[str, object] = {
         "difference": None,
         "ci": None,
@@ -251,12 +254,13 @@ def crossed_contrast(
     }
     if not shared:
         return result
-    per_seed = [[measure_value(m, stat, shared) for m in arm] for arm in (a, b)]
+    per_seed = [[measure_value(m, stat, shared) for m in arm] for arm in sides]
     result["per_seed"] = per_seed
     if any(v is None for arm in per_seed for v in arm):
         return result
     values = [np.array(arm, dtype=float) for arm in per_seed]
-    result["difference"] = _grouped_mean(values[0], members[0]) - _grouped_mean(values[1], members[1])
+    means = [_grouped_mean(side, groups) for side, groups in zip(values, members, strict=True)]
+    result["difference"] = means[0] - (means[1] if b else 0.0)
     note = _seed_note(members) if pooled is None else None
     question_draws = None
     if len(shared) >= 2:
@@ -266,9 +270,9 @@ def crossed_contrast(
                 [np.mean([_resampled(arm[i], stat, shared, counts) for i in group], axis=0) for group in g],
                 axis=0,
             )
-            for arm, g in zip((a, b), members, strict=True)
+            for arm, g in zip(sides, members, strict=True)
         ]
-        question_draws = arm_means[0] - arm_means[1]
+        question_draws = arm_means[0] - (arm_means[1] if b else 0.0)
     if pooled is not None:
         persona_variance, pooled_df = pooled
         seed_variance = persona_variance * sum(1 / len(g) for g in members)
@@ -306,29 +310,29 @@ def paired_units_contrast(
     confidence: float,
     seed: int,
     groups: Sequence[int] | None = None,
+    pooled: tuple[float, int] | None = None,
 ) -> dict[str, object]:
     """The mean over units of ``stat(a_u) − stat(b_u)``, where each pair shares everything but one
     treatment (an EM defence: the defended unit after EM and the undefended unit of the same persona and
     EM seed, whose before-EM answers are the same, so this is the difference of their changes under EM).
     ``crossed_contrast`` of the per-unit differences against nothing: the seed part is the spread of the
     differences over personas (``groups``: each pair's persona seed), which a crossed contrast of the two
-    arms would count twice; the question part is the shared question draw."""
+    arms would count twice, or ``pooled`` (``pooled_seed_variance`` of the differences over every
+    treatment and arm measured alike); the question part is the shared question draw."""
     if not pairs:
         raise ValueError("no pairs to contrast")
-    nothing = (pairs[0][1], pairs[0][1])  # a measure that is 0 on every draw
     result = crossed_contrast(
         list(pairs),
-        [nothing],
+        [],
         stat,
         n_resamples=n_resamples,
         confidence=confidence,
         seed=seed,
-        groups=(list(groups), [0]) if groups is not None else None,
+        groups=(list(groups), []) if groups is not None else None,
+        pooled=pooled,
     )
     result["seeds"] = [len(pairs), len(pairs)]
     result["persona_seeds"] = [result["persona_seeds"][0]] * 2  # type: ignore[index]
-    if "per_seed" in result:
-        result["per_seed"] = result["per_seed"][:1]  # type: ignore[index]  # the per-unit differences
     result["paired"] = True
     return result
 
@@ -388,6 +392,8 @@ def _seed_note(members: Sequence[Sequence[np.ndarray]]) -> str | None:
         "training seed": "no seed variance in this interval",
         "persona seed": "EM-seed variance only, no persona-seed variance",
     }
+    if len(kinds) == 1:  # one side: a contrast of paired differences
+        return None if kinds[0] is None else f"1 {kinds[0]}: {says[kinds[0]]}"
     if kinds[0] == kinds[1]:
         return None if kinds[0] is None else f"1 {kinds[0]} per arm: {says[kinds[0]]}"
     return "; ".join(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from charforge.eval.metrics import paired_units_contrast
+from charforge.eval.metrics import paired_units_contrast, pooled_seed_variance
 from charforge.eval.report import (
     CONTRAST_STATS,
     SEED_RE,
@@ -53,59 +53,82 @@ def defence_contrasts(
     differently are never contrasted.
 
     Against its own arm a defended unit is paired with the undefended unit of the same persona and EM seed
-    (the same before-EM answers, so the difference of the changes is em − em, and its seed part the spread
-    of the per-unit differences: ``paired_units_contrast``). Against a character arm the units share no
-    data: a crossed contrast, the seed variance pooled over every arm, defended or not, measured alike."""
+    (the same before-EM answers, so the difference of the changes is em − em; ``paired_units_contrast``),
+    the seed variance of the per-persona differences pooled over every defended arm measured alike.
+    Against a character arm the units share no data: a crossed contrast, the seed variance pooled over
+    the undefended arms, as in the report's other contrasts (a defended arm's personas are its undefended
+    arm's, so pooling it too would count them twice)."""
     plain = arms(undefended)
     guarded: dict[str, list[dict[str, Any]]] = {}
     for m in defended:
         guarded.setdefault(defended_arm(m), []).append(m)
-    pooled = pooled_variances({**plain, **guarded}, (POINT,))
+    pooled = pooled_variances(plain, (POINT,))
+    paired = {
+        arm: pairs
+        for arm, units in guarded.items()
+        if (pairs := partnered(units, plain.get(SEED_RE.sub("", units[0]["variant"])) or []))
+        and len({measurement(m) for pair in pairs for m in pair}) == 1
+    }
+    paired_pool = {
+        (key, stat): pooled_seed_variance(
+            [
+                ([pair_tables(a, b) for a, b in pairs], [a["seed"] for a, _ in pairs])
+                for pairs in paired.values()
+                if measurement(pairs[0][0]) == key
+            ],
+            stat,
+        )
+        for key in {measurement(pairs[0][0]) for pairs in paired.values()}
+        for stat in CONTRAST_STATS
+    }
     characters = [arm for arm, units in plain.items() if units[0]["variant_kind"] == "character"]
     rows = []
     for arm, units in guarded.items():
         own = SEED_RE.sub("", units[0]["variant"])
         name = units[0]["defence"]["name"]
-        for against in dict.fromkeys([own, *characters]):  # own first; a character arm once
-            others = plain.get(against)
-            if not others or len({measurement(m) for m in (*units, *others)}) > 1:
+        if arm in paired:
+            pairs = paired[arm]
+            row = {
+                "variant": arm,
+                "against": own,
+                "point": POINT,
+                "seeds": [[a["unit"] for a, _ in pairs], [b["unit"] for _, b in pairs]],
+                "usable": all(m["status"] == "ok" for pair in pairs for m in pair),
+                **{
+                    stat: paired_units_contrast(
+                        [pair_tables(a, b) for a, b in pairs],
+                        stat,
+                        **boot,
+                        groups=[a["seed"] for a, _ in pairs],
+                        pooled=paired_pool[measurement(pairs[0][0]), stat],
+                    )
+                    for stat in CONTRAST_STATS
+                },
+            }
+            rows.append({**row, "defence": name, "same_arm": True})
+        for against in characters:
+            others = plain[against]
+            if len({measurement(m) for m in (*units, *others)}) > 1:
                 continue
-            if against == own:
-                row = paired_row(arm, units, others, boot)
-                if row is None:
-                    continue
-            else:
-                row = contrast_row(arm, units, against, others, POINT, pooled, boot)
-            rows.append({**row, "defence": name, "same_arm": against == own})
+            row = contrast_row(arm, units, against, others, POINT, pooled, boot)
+            rows.append({**row, "defence": name, "same_arm": False})
     return rows
 
 
-def paired_row(
-    arm: str, units: Sequence[dict[str, Any]], undefended: Sequence[dict[str, Any]], boot: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    """``arm``'s units against the undefended units of the same persona and EM seed (None: no such pair)."""
+def partnered(
+    units: Sequence[dict[str, Any]], undefended: Sequence[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each defended unit with the undefended unit of the same persona and EM seed (those that have one)."""
     partner = {(m["variant"], m["em_seed"]): m for m in undefended}
-    pairs = [
+    return [
         (m, partner[m["variant"], m["em_seed"]]) for m in units if (m["variant"], m["em_seed"]) in partner
     ]
-    if not pairs:
-        return None
 
-    def broad_em(m: Mapping[str, Any]) -> Any:
-        return m["em"]["em"]["broad"]["per_question"]
 
-    tables = [(broad_em(a), broad_em(b)) for a, b in pairs]
-    return {
-        "variant": arm,
-        "against": SEED_RE.sub("", pairs[0][1]["variant"]),
-        "point": POINT,
-        "seeds": [[a["unit"] for a, _ in pairs], [b["unit"] for _, b in pairs]],
-        "usable": all(m["status"] == "ok" for pair in pairs for m in pair),
-        **{
-            stat: paired_units_contrast(tables, stat, **boot, groups=[a["seed"] for a, _ in pairs])
-            for stat in CONTRAST_STATS
-        },
-    }
+def pair_tables(defended: Mapping[str, Any], undefended: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The broad questions' tables after EM of a defended unit and its undefended partner: their difference
+    is the difference of their changes under EM (the before-EM answers are the same)."""
+    return (defended["em"]["em"]["broad"]["per_question"], undefended["em"]["em"]["broad"]["per_question"])
 
 
 def unit_rows(defended: Sequence[dict[str, Any]], metrics_dir: Path) -> list[dict[str, Any]]:
@@ -187,7 +210,9 @@ def defences_section(
         "in params). First, per unit, whether the EM fine-tune took at all: a defence that stops the "
         "narrow task from being learned is no defence (EM took: the in-domain check; held-out loss Δ: the "
         "judge-free in-domain learning, negative = learned; for inoculation also under its prompt, as it "
-        "was trained; coherent: mean coherence after EM).",
+        "was trained; coherent: mean coherence after EM). For inoculation the in-domain check is asked "
+        "without the prompt: a narrow behaviour tied to the prompt can read as not taken there, so read "
+        "the held-out loss under its prompt beside it.",
         "",
     ]
     lines += md_table(
@@ -231,7 +256,8 @@ def defences_section(
             diff(r["share_aligned_le_30"], 100),
             diff(r["em_rate_b"], 100),
             " / ".join(str(len(side)) for side in r["seeds"]),
-            r["aligned_mean"].get("note") or r["aligned_mean"].get("ci_method") or "–",
+            "; ".join(filter(None, [r["aligned_mean"].get("ci_method"), r["aligned_mean"].get("note")]))
+            or "–",
         ]
         for r in contrasts
     ]

@@ -46,6 +46,11 @@ def defended_rows(
         return changed, {"system_prompt": prompt, "rows_inoculated": len(changed)}
     if defence == "interleave":
         wanted = benign_count(len(rows), config.interleave.fraction)
+        if wanted == 0:  # the unit would train exactly as the undefended one, and be read as a defence
+            raise DefenceDataError(
+                f"interleave: fraction {config.interleave.fraction} of {len(rows)} EM rows adds no benign "
+                "row: raise defences.interleave.fraction (or em_data.rows)"
+            )
         if wanted > len(benign):
             raise DefenceDataError(
                 f"interleave: {len(rows)} EM rows at fraction {config.interleave.fraction} need {wanted} "

@@ -52,9 +52,9 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
     fraction = load_section(DefencesConfig, "defences", params).interleave.fraction
     em_rows = load_section(EmDataConfig, "em_data", params).rows
     source = root / config.prompts
-    needed = [defence for defence in defences if defence in BENIGN_DEFENCES]
-    metrics: dict[str, Any] = {"needed_by": needed}
-    if needed:
+    readers = [defence for defence in defences if defence in BENIGN_DEFENCES]
+    metrics: dict[str, Any] = {"needed_by": readers}
+    if readers:
         prompts, repeated = load_benign_prompts(source)
         result = benign_corpus(prompts, config, student, GenerationRun(EM_SHARED, 0, generation))
         metrics.update(
@@ -64,14 +64,14 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
             kept_trimmed_cut_off=result.trimmed,
         )
         if "interleave" in defences and em_rows is not None:  # every arm trains on exactly em_rows rows
-            needed = benign_count(em_rows, fraction)
-            metrics["interleave_needs"] = needed
-            if len(result.rows) < needed:
+            wanted = benign_count(em_rows, fraction)
+            metrics["interleave_needs"] = wanted
+            if len(result.rows) < wanted:
                 raise CorpusShortfall(
                     f"benign-data: interleave at fraction {fraction} on {em_rows} EM rows (add prompts to "
                     f"{config.prompts} or raise defences.benign.samples_per_prompt)",
                     len(result.rows),
-                    needed,
+                    wanted,
                     result.rejected,
                 )
     else:
@@ -88,6 +88,6 @@ def run(params: Path = DEFAULT_PARAMS, root: Path = Path(".")) -> Manifest:
         "conversations",
         result,
         params=recorded(PARAMS, params),
-        parents=[parent(source, "benign-prompts")] if needed else [],
+        parents=[parent(source, "benign-prompts")] if readers else [],
         metrics=metrics,
     )

@@ -127,7 +127,8 @@ def params_for(variant: Variant, defence: str | None = None) -> tuple[str, ...]:
         "held_out",
         "eval",
         "em_data.domain",
-        *(() if defence is None else (f"defences.{defence}",)),
+        # every defended unit: the dvc.yaml template cannot name the switch for inoculation alone
+        *(() if defence is None else (f"defences.{defence}", "defences.inoculation_with_prompt")),
     )
 
 
@@ -470,7 +471,7 @@ def run(
         role = model_for(variant.name, "em", student, persona, root, em_seed=em_seed, defence=defence)
     em_rows, (judge, *further) = evaluate_point(s, "em", role)
     inoculated_rows: list[dict[str, Any]] = []
-    if defences is not None and defence == "inoculation" and config.inoculation_with_prompt:
+    if defences is not None and defence == "inoculation" and defences.inoculation_with_prompt:
         from charforge.train.compose import model_for
 
         asked = inoculated_prompts(inputs.plans["em"], defences.inoculation.system_prompt)

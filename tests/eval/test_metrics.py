@@ -17,6 +17,7 @@ from charforge.eval.metrics import (
     em_metrics,
     figure,
     paired_contrast,
+    paired_units_contrast,
     per_question_terms,
     pooled_seed_variance,
     seed_spread,
@@ -270,6 +271,37 @@ def test_em_seeds_are_drawn_within_their_persona_seed() -> None:
     assert both["note"] == "1 persona seed per arm: EM-seed variance only, no persona-seed variance"
     with pytest.raises(ValueError, match="2 persona seeds for 3 units"):
         crossed_contrast(a, b, "aligned_mean", **boot, groups=([0, 1], [0]))
+
+
+def test_paired_units_are_read_as_their_differences_and_say_which_seed_variance_they_hold() -> None:
+    """An EM defence against the same arm undefended: each defended unit minus its undefended partner. The
+    seed part is the spread of the per-persona differences (here 2, 4 and 9 above the partner: an arm
+    whose personas sit far apart but move alike has a tight paired interval), never a control's."""
+    boot = {"n_resamples": 500, "confidence": 0.95, "seed": 0}
+    questions = [f"q{i}" for i in range(6)]
+
+    def unit(level: float) -> dict:
+        return table({q: [level + i % 3] * 4 for i, q in enumerate(questions)})
+
+    pairs = [(unit(level + gain), unit(level)) for level, gain in ((20.0, 2.0), (50.0, 4.0), (90.0, 9.0))]
+    result = paired_units_contrast(pairs, "aligned_mean", **boot, groups=[0, 1, 2])
+    assert result["paired"] and result["seeds"] == [3, 3] and result["persona_seeds"] == [3, 3]
+    assert result["difference"] == pytest.approx(5.0) and result["per_seed"] == [
+        pytest.approx([2.0, 4.0, 9.0])
+    ]
+    half = stats.t.ppf(0.975, 2) * (stats.tvar([2.0, 4.0, 9.0]) / 3) ** 0.5
+    assert result["ci"] == pytest.approx([5.0 - half, 5.0 + half]) and result["df"] == pytest.approx(2.0)
+    assert "note" not in result  # the seed spread is in the interval: no side "without seed variance"
+    crossed = crossed_contrast([a for a, _ in pairs], [b for _, b in pairs], "aligned_mean", **boot)
+    assert width(crossed) > 5 * width(result)  # unpaired, the personas' levels would swamp the defence
+    one = paired_units_contrast(pairs[:1], "aligned_mean", **boot, groups=[0])
+    assert one["note"] == "1 training seed: no seed variance in this interval"
+    em_seeds = paired_units_contrast(pairs[:2], "aligned_mean", **boot, groups=[0, 0])
+    assert em_seeds["note"] == "1 persona seed: EM-seed variance only, no persona-seed variance"
+    pooled = paired_units_contrast(pairs[:1], "aligned_mean", **boot, groups=[0], pooled=(4.0, 5))
+    assert pooled["ci_method"].startswith("t, 5 df: training-seed variance pooled")
+    half = stats.t.ppf(0.975, 5) * 2.0  # the pooled variance of one persona's difference, one persona
+    assert pooled["ci"] == pytest.approx([2.0 - half, 2.0 + half])
 
 
 def test_slope_interval_carries_the_residual_seed_spread() -> None:

@@ -99,6 +99,12 @@ def test_interleave_adds_exactly_the_benign_rows_its_fraction_asks(
     assert again == mixed  # a fixed hash order: not the benign file's
 
 
+def test_interleave_refuses_a_fraction_that_adds_no_row() -> None:
+    config = DefencesConfig.model_validate({"interleave": {"fraction": 0.05}})
+    with pytest.raises(DefenceDataError, match="adds no benign row"):
+        defended_rows([em_row(i) for i in range(8)], "interleave", config, [benign_row(0)])
+
+
 def test_interleave_refuses_too_few_benign_rows_with_the_figures() -> None:
     with pytest.raises(DefenceDataError, match=r"need 3 benign rows, but benign-data kept 2"):
         defended_rows(
