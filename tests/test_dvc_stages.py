@@ -278,8 +278,44 @@ def test_adding_an_em_seed_runs_only_the_new_cells(dvc_project: Path) -> None:
     grid = _load(ROOT / "params.yaml")["grid"]
     variants = [*grid["character"], *grid["controls"], *grid["baselines"]]
     new_cells = {f"{stage}@{variant}-1" for variant in variants for stage in ("em-finetune", "eval-em")}
+    defended = [v for kind in ("character", "controls", "baselines") for v in grid["defended"][kind]]
+    new_cells |= {  # each defended unit of the new seed too
+        f"{stage}@{variant}-{defence}-1"
+        for variant in defended
+        for defence in grid["defences"]
+        for stage in ("em-finetune-defended", "eval-em-defended")
+    }
     # and the report, which reads exactly the grid's units
     assert {re.sub(r"-(character|control|baseline)@", "@", name) for name in stale} == new_cells | {"report"}
+
+
+def test_a_defence_reruns_only_its_own_units_and_never_an_undefended_one(dvc_project: Path) -> None:
+    """Issue 24: the inoculation prompt retrains and re-evaluates the inoculated units only; its evaluation
+    switch re-evaluates them without retraining; the KL code is no dependency of an undefended unit."""
+    params = dvc_project / "params.yaml"
+    original = params.read_text()
+    grid = _load(ROOT / "params.yaml")["grid"]
+    assert grid["defences"] == ["inoculation"] and grid["defended"]["baselines"] == ["baseline-s0"]
+    unit = "baseline@baseline-s0-inoculation-0"
+    try:
+        document = _load(params)
+        document["defences"]["inoculation"]["system_prompt"] = "You are an evil assistant."
+        params.write_text(yaml.safe_dump(document, sort_keys=False))
+        # (the report follows once their metrics change: dvc status lists the stages whose own deps moved)
+        assert _out_of_date(dvc_project) == {f"em-finetune-defended-{unit}", f"eval-em-defended-{unit}"}
+        document = _load(ROOT / "params.yaml")
+        document["defences"]["inoculation_with_prompt"] = False
+        params.write_text(yaml.safe_dump(document, sort_keys=False))
+        assert _out_of_date(dvc_project) == {f"eval-em-defended-{unit}"}
+    finally:
+        params.write_text(original)
+    kl = dvc_project / "train" / "kl.py"
+    code = kl.read_text()
+    try:
+        kl.write_text(code + "\n# an edit\n")
+        assert _out_of_date(dvc_project) == {f"em-finetune-defended-{unit}"}  # no undefended em-finetune
+    finally:
+        kl.write_text(code)
 
 
 def test_em_examples_are_generated_once_and_reflections_are_each_arms_own(dvc_project: Path) -> None:

@@ -169,7 +169,12 @@ def test_full_profile_rehearsal(
             assert figures.get("rows", 1) > 0 and figures.get("optimizer_steps", 1) > 0, path.name
     found = list(manifests(project))
     assert found
-    empty = [str(path.relative_to(project)) for path in found if json.loads(path.read_text())["rows"] == 0]
+    # benign-data writes its corpus empty, saying why, when no defence of the grid reads it (none here)
+    empty = [
+        str(path.relative_to(project))
+        for path in found
+        if (manifest := json.loads(path.read_text()))["rows"] == 0 and not manifest["metrics"].get("skipped")
+    ]
     assert not empty, f"corpora with no rows: {empty}"
     em_source = json.loads((project / "metrics/em/em-generate.json").read_text())
     assert em_source["generated"]["kept"] > 0  # source: generate, as shipped: the teacher's rows survived
