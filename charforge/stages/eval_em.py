@@ -19,6 +19,12 @@ to be that judge's under these settings. ``comparability`` says whether the broa
 compared with published ones. Writes ``corpora/eval/<variant>/persona-samples.parquet`` (eval-persona)
 and ``corpora/eval/<variant>/eval-samples-e<seed>.parquet`` (eval-em: the EM point's answers), every answer
 with its scores and a manifest beside it, and ``metrics/<variant>/eval-em-e<seed>.json``.
+
+With ``--defence`` (issue 24) it evaluates the defended unit ``<defence>-e<seed>`` against the same
+persona answers (``eval-em-<defence>-e<seed>.json``, ``defence`` in the metrics); the contamination check
+adds the benign rows where the defence trains on them; an inoculated unit is also read on the broad
+questions under its prompt, persona and EM model alike (``with_inoculation_prompt``, switched by
+``defences.inoculation_with_prompt``).
 """
 
 from __future__ import annotations
