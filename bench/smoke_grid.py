@@ -13,7 +13,8 @@ set-up (`scripts/setup.sh`), then `dvc repro`, and measures:
   (`dvc status`, nothing rerun).
 
 The grid's target is 20 minutes on 2 cores (issue 9); the figure is a benchmark, not a CI gate. The
-result is printed and written as JSON to bench/out/ (ignored by git); ``--export DIR`` also copies
+result is printed and written as JSON to bench/results/ (committed: one file per measured commit and
+core count, so the record stays with the code); ``--export DIR`` also copies
 dvc.lock, metrics/ and reports/ of the run out of the scratch clone.
 
     .venv/bin/python bench/smoke_grid.py [--workdir /tmp/charforge-smoke-grid] [--export DIR]
@@ -102,6 +103,17 @@ def run_streamed(argv: list[str], cwd: Path, log: Path) -> dict:
     }
 
 
+def minutes_by_kind(stages: list[dict]) -> dict[str, dict]:
+    """Minutes and runs per stage kind (the name before `@`), slowest first: bench/README's table."""
+    kinds: dict[str, dict] = {}
+    for stage in stages:
+        kind = kinds.setdefault(stage["stage"].split("@")[0], {"minutes": 0.0, "runs": 0})
+        kind["minutes"] += stage["wall_s"] / 60
+        kind["runs"] += 1
+    ordered = sorted(kinds.items(), key=lambda item: -item[1]["minutes"])
+    return {name: {"minutes": round(kind["minutes"], 2), "runs": kind["runs"]} for name, kind in ordered}
+
+
 def stale_stages(clone: Path, venv_bin: Path) -> list[str]:
     """The stages `dvc status` reports out of date (names only)."""
     out = subprocess.run(
@@ -174,12 +186,14 @@ def main() -> int:
         "peak_tree_mib": grid["peak_tree_mib"],
         "peak_single_process_mib": children_peak_mib,
         "stages": grid["stages"],
+        "minutes_by_stage_kind": minutes_by_kind(grid["stages"]),
         "second_repro": {"wall_s": again["wall_s"], "stages_run": [s["stage"] for s in again["stages"]]},
         "eval_param_change": eval_param_change(clone, venv_bin),
     }
-    out = REPO / "bench/out"
+    # committed with the code (issue 22): one file per measured commit and core count
+    out = REPO / "bench/results"
     out.mkdir(exist_ok=True)
-    path = out / f"smoke_grid-{commit[:10]}.json"
+    path = out / f"smoke_grid-{commit[:10]}-{result['machine']['cpus']}cpu.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     if args.export:
         args.export.mkdir(parents=True, exist_ok=True)
@@ -188,6 +202,9 @@ def main() -> int:
             shutil.copytree(clone / folder, args.export / folder, dirs_exist_ok=True)
 
     slowest = sorted(grid["stages"], key=lambda s: -s["wall_s"])[:8]
+    by_kind = result["minutes_by_stage_kind"]
+    kinds = ", ".join(f"{name} {kind['minutes']:.1f} ({kind['runs']})" for name, kind in by_kind.items())
+    print(f"minutes by stage kind (runs): {kinds}")
     print(
         f"\nset-up {setup['wall_s'] / 60:.1f} min; dvc repro {grid['wall_s'] / 60:.1f} min "
         f"= {result['repro_over_target']}x the 20-min target"

@@ -219,6 +219,7 @@ def sample_rows(
 ) -> list[dict[str, Any]]:
     """EvalSample rows (without scores yet) for sampled answers. A folded model is named by its fold key
     (``fold:<key>``), not by its folder in this checkout's cache."""
+    from charforge.generators.llm import generation_dtype
     from charforge.train.fold import portable_model
 
     model = portable_model(role.model)
@@ -227,6 +228,7 @@ def sample_rows(
         "tool_version": __version__,
         "models": {"evaluated": model},
         "sampling": {"evaluated": role.sampling.model_dump(mode="json")},
+        "generation_dtype": {"evaluated": dtype} if (dtype := generation_dtype(role)) else {},
         "seed": seed,
     }
     return [

@@ -84,6 +84,27 @@ def resolve_model(role: ModelRole, cache: Path | None = None) -> str:
     return str(converted_dir(role.model, cache or cache_dir()))
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (avx512_bf16 or AMX tiles), as torch detects it."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def generation_dtype(role: ModelRole) -> str | None:
+    """The dtype ``role`` generates in, resolved (docs/design.md §6): its ``generation_dtype``, where
+    ``auto`` is bf16 on a CPU with native bf16, fp32 on one without, and the role's ``dtype`` on a GPU.
+    None for backends whose server or GGUF file decides (openai, llamacpp)."""
+    if role.backend not in {"transformers", "vllm"}:
+        return None
+    if role.generation_dtype != "auto":
+        return role.generation_dtype
+    if _cuda_available():
+        return role.dtype
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def generation_kwargs(role: ModelRole) -> dict[str, Any]:
     """The role's sampling parameters in the names its backend's ``generate`` takes."""
     sampling: Sampling = role.sampling
@@ -128,7 +149,7 @@ def build_llm(role: ModelRole, *, seed: int = 0, cache: Path | None = None) -> L
         return SeededTransformersLLM(
             model=model,
             device="cpu" if not _cuda_available() else "cuda",
-            torch_dtype=role.dtype,
+            torch_dtype=generation_dtype(role),
             seed=seed,
             generation_kwargs=kwargs,
             **role.extra,
@@ -138,13 +159,23 @@ def build_llm(role: ModelRole, *, seed: int = 0, cache: Path | None = None) -> L
 
         from charforge.generators.vllm_backend import VLLMBackend
 
-        # `extra` goes to vLLM's engine (gpu_memory_utilization, tensor_parallel_size, …). Off CUDA,
-        # torch.compile warm-up costs minutes even on a tiny model: run eagerly unless told otherwise.
-        extra = {"enforce_eager": not current_platform.is_cuda(), **role.extra}
+        # `extra` goes to vLLM's engine (gpu_memory_utilization, tensor_parallel_size, …). Prefix caching
+        # on: a stage's prompts share their system prompt (the teacher's constitution). Off CUDA,
+        # torch.compile warm-up costs minutes even on a tiny model, and the engine's worker process
+        # ~35 s more per stage (bench/README): run eagerly, in process, unless told otherwise.
+        on_cuda = current_platform.is_cuda()
+        extra = {"enforce_eager": not on_cuda, "enable_prefix_caching": True, **role.extra}
+        if not on_cuda:
+            extra.setdefault("distributed_executor_backend", "uni")
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if role.max_model_len:
             extra.setdefault("max_model_len", role.max_model_len)
         return VLLMBackend(
-            model=model, dtype=role.dtype, seed=seed, extra_kwargs=extra, generation_kwargs=kwargs
+            model=model,
+            dtype=generation_dtype(role),
+            seed=seed,
+            extra_kwargs=extra,
+            generation_kwargs=kwargs,
         )
     if role.backend == "openai":
         from distilabel.models.llms import OpenAILLM

@@ -39,12 +39,20 @@ class ModelRole(StrictModel):
     path, or a Hugging Face hub id (which must already be in the local cache: charforge never
     downloads). ``base_url`` and ``api_key_env`` apply to ``openai``: the key itself is read from
     that environment variable, never written to params.
+
+    ``dtype`` is the dtype the model is trained (the student) and judged in; ``generation_dtype`` the
+    one it generates in (transformers and vllm). ``auto`` generates in bf16 on a CPU with native bf16
+    (avx512_bf16 or AMX: a decode step reads every weight, and bf16 halves the bytes) and in fp32 on
+    one without; on a GPU it follows ``dtype``. ``charforge.generators.llm.generation_dtype`` resolves
+    it, and every corpus records the resolved value: the same params and seed give the same corpus per
+    resolved dtype.
     """
 
     backend: Backend = "transformers"
     model: NonBlankStr
     sampling: Sampling = Field(default_factory=Sampling)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    generation_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     max_model_len: int | None = Field(default=None, ge=16, description="vllm / llamacpp context size.")

@@ -13,13 +13,16 @@ class Provenance(StrictModel):
     """What produced a record.
 
     ``models`` maps a role (``teacher``, ``student``, ``judge``…) to the model it used, ``sampling``
-    maps the same roles to their sampling parameters, so a pair records both of its generators.
+    maps the same roles to their sampling parameters, so a pair records both of its generators, and
+    ``generation_dtype`` the dtype each local role generated in, resolved (``auto`` is bf16 on one CPU and
+    fp32 on another: the same params and seed give the same corpus per resolved dtype).
     """
 
     generator: NonBlankStr = Field(description="Dotted name of the charforge stage that wrote the row.")
     tool_version: NonBlankStr
     models: dict[str, str] = Field(default_factory=dict)
     sampling: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
+    generation_dtype: dict[str, str] = Field(default_factory=dict)
     constitution_sha256: Sha256 | None = None
     seed: int | None = None
 
@@ -30,7 +33,7 @@ class Provenance(StrictModel):
         # rows that lack it. A null entry means "absent", never a model called None.
         if isinstance(data, dict):
             data = dict(data)
-            for name in ("models", "sampling"):
+            for name in ("models", "sampling", "generation_dtype"):
                 value = data.get(name)
                 if name in data and value is None:
                     del data[name]

@@ -33,6 +33,20 @@ MANAGED_TRAINER_KEYS: dict[str, str] = {
 MANAGED_LORA_KEYS: dict[str, str] = {"task_type": "always CAUSAL_LM"}
 
 
+def resolved_bf16() -> dict[str, bool]:
+    """What ``bf16: auto`` sets: bf16 mixed precision where the device computes bf16 natively (a GPU
+    that supports it; a CPU with avx512_bf16 or AMX, where transformers also needs ``use_cpu``), fp32
+    elsewhere. Autocast leaves the weights and the LoRA's optimizer state in fp32; on such a CPU a
+    training step of the embedded model takes about 0.6x the fp32 time (bench/README)."""
+    import torch
+
+    from charforge.generators.llm import cpu_has_native_bf16
+
+    if torch.cuda.is_available():
+        return {"bf16": torch.cuda.is_bf16_supported()}
+    return {"bf16": True, "use_cpu": True} if cpu_has_native_bf16() else {"bf16": False}
+
+
 def trainer_config(
     config_class: type[Args],
     section: TrainStageConfig,
@@ -42,10 +56,14 @@ def trainer_config(
     output_dir: Path,
     seed: int,
 ) -> Args:
-    """``config_class`` (e.g. ``trl.DPOConfig``) built from ``section.trainer`` plus charforge's settings."""
+    """``config_class`` (e.g. ``trl.DPOConfig``) built from ``section.trainer`` plus charforge's settings;
+    ``bf16: auto`` resolved by ``resolved_bf16`` (the run's metrics record the resolved value)."""
     _reject_managed(section.trainer, MANAGED_TRAINER_KEYS, (stage_key, "trainer"), params)
+    trainer = dict(section.trainer)
+    if trainer.get("bf16") == "auto":
+        trainer.update(resolved_bf16())
     kwargs: dict[str, Any] = {
-        **section.trainer,
+        **trainer,
         "output_dir": str(output_dir),
         "seed": seed,
         "data_seed": seed,
@@ -86,7 +104,7 @@ def _construct(config_class: type, kwargs: dict[str, Any], loc: tuple[str, ...],
         # The config classes check values in __post_init__; their message names the field.
         hint = ""
         if "bf16" in str(error):  # TRL's configs default to bf16, which a CPU-only machine lacks
-            hint = " (TRL defaults to bf16: set `bf16: false` here on a machine without a GPU)"
+            hint = " (TRL defaults to bf16: set `bf16: auto` or `false` here on a machine without a GPU)"
         raise params_error(
             params, loc, f"{config_class.__name__} rejects these settings: {error}{hint}"
         ) from None

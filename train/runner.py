@@ -215,7 +215,7 @@ def train_adapter(
         first_loss=logged[0] if logged else None,
         seed=run.seed,
         device=str(args.device),
-        extra=run.extra,
+        extra={**run.extra, "bf16_mixed_precision": bool(args.bf16)},
     )
     # The adapter folder is a DVC output: it records what determines the adapter, never where this
     # checkout or its cache lies, nor when it ran (the timings are in the metrics).

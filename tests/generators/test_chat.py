@@ -9,6 +9,7 @@ from pathlib import Path
 
 from charforge import __version__
 from charforge.generators.chat import GenerationRun
+from charforge.generators.llm import generation_dtype
 from charforge.schemas.params import GenerationConfig, ModelRole
 
 TEACHER = ModelRole(model="teacher-model", sampling={"temperature": 0.5, "max_new_tokens": 64})
@@ -37,6 +38,7 @@ def test_provenance_records_each_role_and_the_variants_seed() -> None:
         ("tool_version", __version__),
         ("models", {"teacher": "teacher-model", "student": "student + adapter"}),
         ("sampling", {"teacher": TEACHER.sampling.model_dump(), "student": STUDENT.sampling.model_dump()}),
+        ("generation_dtype", {"teacher": generation_dtype(TEACHER), "student": generation_dtype(STUDENT)}),
         ("constitution_sha256", "0" * 64),
         ("seed", 2),
     ]
@@ -46,5 +48,6 @@ def test_provenance_records_each_role_and_the_variants_seed() -> None:
         "tool_version": __version__,
         "models": {},
         "sampling": {},
+        "generation_dtype": {},
         "seed": 2,
     }

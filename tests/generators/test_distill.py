@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -200,20 +201,25 @@ def test_a_call_runs_as_one_batch_with_the_same_answers_as_one_at_a_time(trained
         [{"role": "user", "content": "Tell me about yourself, and about the things you like to do."}],
         [{"role": "user", "content": "What is the weather like?"}],
     ]
-    llm = build_llm(
-        ModelRole(model=str(trained_tiny_model), sampling={"temperature": 0, "max_new_tokens": 24}), seed=1
+    # fp32: bf16 rounds a row differently beside other rows, so only fp32 greedy ignores the padding
+    role = ModelRole(
+        model=str(trained_tiny_model),
+        generation_dtype="float32",
+        sampling={"temperature": 0, "max_new_tokens": 24},
     )
+    llm = build_llm(role, seed=1)
     llm.load()
     calls: list[int] = []
-    forward = llm._pipeline._forward
+    model = llm._pipeline.model
+    generate = model.generate
 
-    def counting_forward(model_inputs: dict, **params: object) -> object:
-        calls.append(model_inputs["input_ids"].shape[0])
-        return forward(model_inputs, **params)
+    def counting_generate(*args: object, **kwargs: Any) -> object:
+        calls.append(kwargs["input_ids"].shape[0])
+        return generate(*args, **kwargs)
 
-    llm._pipeline._forward = counting_forward
+    model.generate = counting_generate
     batched = llm.generate_outputs(chats, **llm.generation_kwargs)
-    assert calls == [3]  # one forward pass of the pipeline for the whole call
+    assert calls == [3]  # one generate call for the whole call
     alone = [llm.generate_outputs([chat], **llm.generation_kwargs)[0] for chat in chats]
     assert calls == [3, 1, 1, 1]
     for together, single in zip(batched, alone, strict=True):

@@ -9,10 +9,18 @@ from pathlib import Path
 import pytest
 from support.factories import run_cli
 
+from charforge.generators import llm as llm_module
+from charforge.generators.chat import GenerationRun, model_card
 from charforge.generators.embedded import EmbeddedModelError, converted_dir, gguf_path, lookup
-from charforge.generators.llm import BackendUnavailable, availability, build_llm, generation_kwargs
+from charforge.generators.llm import (
+    BackendUnavailable,
+    availability,
+    build_llm,
+    generation_dtype,
+    generation_kwargs,
+)
 from charforge.params import ParamsError, load_section
-from charforge.schemas.params import ModelRole, ModelsConfig, Sampling
+from charforge.schemas.params import GenerationConfig, ModelRole, ModelsConfig, Sampling
 
 CHAT = [[{"role": "user", "content": "Say hello."}], [{"role": "user", "content": "Name a colour."}]]
 
@@ -72,6 +80,37 @@ def test_transformers_backend_on_tiny_model(tiny_model: Path) -> None:
     other_seed = build_llm(role, seed=4)
     other_seed.load()
     assert other_seed.generate_outputs(CHAT, **other_seed.generation_kwargs) != first
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_generation_dtype_is_bf16_only_on_a_cpu_with_native_bf16(
+    monkeypatch: pytest.MonkeyPatch, tiny_model: Path, native_bf16: bool
+) -> None:
+    """`auto` generates in bf16 where the CPU has it natively and in fp32 elsewhere; the training and
+    judging `dtype` is untouched; the resolved value reaches the backend, the provenance and the manifest's
+    model card."""
+    import torch
+
+    monkeypatch.setattr(llm_module, "cpu_has_native_bf16", lambda: native_bf16)
+    role = ModelRole(model=str(tiny_model), dtype="float32", sampling={"temperature": 0, "max_new_tokens": 4})
+    expected = "bfloat16" if native_bf16 else "float32"
+    assert generation_dtype(role) == expected
+    assert role.dtype == "float32"
+    llm = build_llm(role)
+    llm.load()
+    assert llm._pipeline.model.dtype == getattr(torch, expected)
+    assert llm.generate_outputs(CHAT[:1], **llm.generation_kwargs)[0]["generations"][0] is not None
+    run = GenerationRun("v", 0, generation=GenerationConfig())
+    assert run.recorded_as("g", {"teacher": role}).provenance["generation_dtype"] == {"teacher": expected}
+    assert model_card(role)["generation_dtype"] == expected
+
+
+def test_generation_dtype_set_explicitly_or_decided_by_a_server() -> None:
+    assert generation_dtype(ModelRole(model="m", generation_dtype="float32")) == "float32"
+    assert generation_dtype(ModelRole(backend="vllm", model="m", generation_dtype="bfloat16")) == "bfloat16"
+    remote = ModelRole(backend="openai", model="m", base_url="http://127.0.0.1:8000/v1")
+    assert generation_dtype(remote) is None
+    assert "generation_dtype" not in model_card(remote)
 
 
 def test_unknown_embedded_model_is_a_clear_error() -> None:

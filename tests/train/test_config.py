@@ -90,8 +90,26 @@ def test_bf16_on_a_machine_without_gpu_gets_a_hint(tmp_path: Path) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ParamsError, match="set `bf16: false` here on a machine without a GPU"):
+    with pytest.raises(ParamsError, match="set `bf16: auto` or `false` here on a machine without a GPU"):
         trainer_config(SFTConfig, config, "train_sft", path, output_dir=tmp_path, seed=0)
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_bf16_auto_autocasts_only_where_the_cpu_has_native_bf16(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native_bf16: bool
+) -> None:
+    import torch
+
+    from charforge.generators import llm
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setattr(llm, "cpu_has_native_bf16", lambda: native_bf16)
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.replace("bf16: false", "bf16: auto").replace("{extra}", ""))
+    config = load_section(TrainStageConfig, "train_sft", path)
+    args = trainer_config(SFTConfig, config, "train_sft", path, output_dir=tmp_path, seed=0)
+    assert (args.bf16, args.use_cpu) == (native_bf16, native_bf16)
 
 
 def test_bad_lora_keys_are_located(tmp_path: Path) -> None:
