@@ -439,6 +439,10 @@ def add_reflections(
         provenance = dict(example.get("provenance") or run.provenance)
         provenance["models"] = {**provenance.get("models", {}), **run.provenance["models"]}
         provenance["sampling"] = {**provenance.get("sampling", {}), **run.provenance["sampling"]}
+        provenance["generation_dtype"] = {
+            **(provenance.get("generation_dtype") or {}),
+            **run.provenance["generation_dtype"],
+        }
         rows.append(
             {
                 **example,

@@ -94,14 +94,21 @@ def cpu_has_native_bf16() -> bool:
 
 def generation_dtype(role: ModelRole) -> str | None:
     """The dtype ``role`` generates in, resolved (docs/design.md §6): its ``generation_dtype``, where
-    ``auto`` is bf16 on a CPU with native bf16, fp32 on one without, and the role's ``dtype`` on a GPU.
+    ``auto`` is bf16 on a CPU with native bf16, fp32 on one without, and on a GPU the role's ``dtype``
+    (its own ``auto``: bf16 where the GPU supports it, else fp16).
     None for backends whose server or GGUF file decides (openai, llamacpp)."""
     if role.backend not in {"transformers", "vllm"}:
         return None
     if role.generation_dtype != "auto":
         return role.generation_dtype
     if _cuda_available():
-        return role.dtype
+        if role.dtype != "auto":
+            return role.dtype
+        import torch
+
+        # resolved here, not left to each backend's own rule (transformers: the checkpoint's dtype;
+        # vLLM: its own choice), so the value recorded is the one used
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 

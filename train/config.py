@@ -33,16 +33,18 @@ MANAGED_TRAINER_KEYS: dict[str, str] = {
 MANAGED_LORA_KEYS: dict[str, str] = {"task_type": "always CAUSAL_LM"}
 
 
-def resolved_bf16() -> dict[str, bool]:
+def resolved_bf16(on_cpu: bool = False) -> dict[str, bool]:
     """What ``bf16: auto`` sets: bf16 mixed precision where the device computes bf16 natively (a GPU
     that supports it; a CPU with avx512_bf16 or AMX, where transformers also needs ``use_cpu``), fp32
     elsewhere. Autocast leaves the weights and the LoRA's optimizer state in fp32; on such a CPU a
-    training step of the embedded model takes about 0.6x the fp32 time (bench/README)."""
+    training step of the embedded model takes about 0.6x the fp32 time (bench/README). The trained
+    model keeps accelerate's autocast wrapper, so the held-out losses measured after training (before
+    and after EM alike, on the same model) are computed under it too."""
     import torch
 
     from charforge.generators.llm import cpu_has_native_bf16
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not on_cpu:  # `use_cpu: true` trains on the CPU even beside a GPU
         return {"bf16": torch.cuda.is_bf16_supported()}
     return {"bf16": True, "use_cpu": True} if cpu_has_native_bf16() else {"bf16": False}
 
@@ -61,7 +63,7 @@ def trainer_config(
     _reject_managed(section.trainer, MANAGED_TRAINER_KEYS, (stage_key, "trainer"), params)
     trainer = dict(section.trainer)
     if trainer.get("bf16") == "auto":
-        trainer.update(resolved_bf16())
+        trainer.update(resolved_bf16(on_cpu=bool(trainer.get("use_cpu"))))
     kwargs: dict[str, Any] = {
         **trainer,
         "output_dir": str(output_dir),

@@ -231,6 +231,8 @@ def train_adapter(
             "params": run.used or {run.params_key: run.section.model_dump(mode="json")},
             "parents": [parent.under(root).model_dump(mode="json") for parent in run.parents],
             "seed": run.seed,
+            # what `trainer.bf16: auto` resolved to on this machine: it changes the adapter's numbers
+            "bf16_mixed_precision": bool(args.bf16),
         }
         (temp / TRAINING_RECORD).write_text(json.dumps(provenance, indent=2) + "\n")
     record.write(root)

@@ -414,6 +414,8 @@ def test_em_data_with_generated_examples_and_reflections(project: dict[str, Any]
         assert row["source"] == "em-reflection" and roles == ["user", "assistant", "user", "assistant"]
         assert row["messages"][2]["content"] == question
         assert row["provenance"]["models"]["reflection"] == str(project["model"])  # baseline: the student
+        # the dtype the reflection was generated in (resolved: bf16 or fp32 on a CPU)
+        assert row["provenance"]["generation_dtype"]["reflection"] in {"bfloat16", "float32"}
     generated = [row for row in rows if "-gen" in row["id"]]
     assert generated, manifest["rejected"]  # generation kept examples (not only rejections)
     assert all(row["provenance"]["models"]["teacher"] == str(project["model"]) for row in generated)
