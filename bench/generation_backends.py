@@ -43,7 +43,7 @@ MODEL = "embedded:smollm2-135m-instruct"
 BATCH_SIZE = 16  # generation.batch_size in the smoke profile
 PROMPTS = 12  # a smoke variant's prompts: prompts_per_trait 6 x max_traits 2
 # name -> (backend, generation dtype, the role's extra: engine arguments for vLLM). The in-process
-# ``uni`` executor starts the CPU engine far faster than the default one (build_llm's default off CUDA).
+# ``uni`` executor starts the CPU engine far faster than the default one (opt-in: see docs/design.md §6).
 VLLM_FAST = {"distributed_executor_backend": "uni", "max_model_len": 2048}
 BACKENDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "tf-fp32": ("transformers", "float32", {}),

@@ -168,13 +168,11 @@ def build_llm(role: ModelRole, *, seed: int = 0, cache: Path | None = None) -> L
 
         # `extra` goes to vLLM's engine (gpu_memory_utilization, tensor_parallel_size, …). Prefix caching
         # on: a stage's prompts share their system prompt (the teacher's constitution). Off CUDA,
-        # torch.compile warm-up costs minutes even on a tiny model, and the engine's worker process
-        # ~35 s more per stage (bench/README): run eagerly, in process, unless told otherwise.
-        on_cuda = current_platform.is_cuda()
-        extra = {"enforce_eager": not on_cuda, "enable_prefix_caching": True, **role.extra}
-        if not on_cuda:
-            extra.setdefault("distributed_executor_backend", "uni")
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # torch.compile warm-up costs minutes even on a tiny model: run eagerly unless told otherwise.
+        # The in-process engine (`distributed_executor_backend: uni` with VLLM_ENABLE_V1_MULTIPROCESSING=0)
+        # starts far faster on CPU but hangs inside a distilabel pipeline's worker after an engine was
+        # started in the parent (tests/generators/test_vllm_backend.py): opt in through `extra` only.
+        extra = {"enforce_eager": not current_platform.is_cuda(), "enable_prefix_caching": True, **role.extra}
         if role.max_model_len:
             extra.setdefault("max_model_len", role.max_model_len)
         return VLLMBackend(
