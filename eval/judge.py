@@ -177,7 +177,7 @@ class ExactJudge:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, **load)
         torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
         if self.device == "cpu" and dtype == "auto":
-            torch_dtype = torch.float32  # half precision on CPU is slow and changes the figures
+            torch_dtype = torch.float32  # build_judge passes bf16 only where the CPU computes it natively
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, **load)
         self.model.to(self.device).eval()
         vocab = self.model.get_output_embeddings().weight.shape[0]
@@ -186,7 +186,14 @@ class ExactJudge:
         sequences = [self.tokenizer.encode(text, add_special_tokens=False) for text in CANDIDATES]
         self.trie = CandidateTrie.build(sequences)
         self._ancestors = torch.tensor(self.trie.ancestors(), device=self.device)
-        self.identity = {"name": name, "method": self.method, **model_identity(model_path)}
+        # the dtype scores are computed in: a validation holds for the judge in the dtype it ran in only
+        self.dtype = str(self.model.dtype).removeprefix("torch.")
+        self.identity = {
+            "name": name,
+            "method": self.method,
+            **model_identity(model_path),
+            "dtype": self.dtype,
+        }
 
     def render(self, chat: Chat) -> str:
         """The judge's prompt text after its chat template (what the forward pass sees)."""
@@ -195,10 +202,15 @@ class ExactJudge:
         return "\n\n".join(message["content"] for message in chat) + "\n"
 
     def candidate_probabilities(self, chats: Sequence[Chat]) -> list[list[float]]:
-        """For each chat, the probability of every candidate in ``CANDIDATES`` order."""
-        result: list[list[float]] = []
-        for start in range(0, len(chats), self.batch_size):
-            result.extend(self._batch([self.render(chat) for chat in chats[start : start + self.batch_size]]))
+        """For each chat, the probability of every candidate in ``CANDIDATES`` order. Batches are formed
+        in order of prompt length (less left padding), and the results returned in the chats' order."""
+        encoded = [self.tokenizer.encode(self.render(chat), add_special_tokens=False) for chat in chats]
+        by_length = sorted(range(len(encoded)), key=lambda index: len(encoded[index]))
+        result: list[list[float]] = [[] for _ in chats]
+        for start in range(0, len(by_length), self.batch_size):
+            batch = by_length[start : start + self.batch_size]
+            for index, probs in zip(batch, self._batch([encoded[i] for i in batch]), strict=True):
+                result[index] = probs
         return result
 
     def judge(self, chats: Sequence[Chat]) -> list[Verdict]:
@@ -211,10 +223,9 @@ class ExactJudge:
     def close(self) -> None:
         del self.model
 
-    def _batch(self, prompts: Sequence[str]) -> list[list[float]]:
+    def _batch(self, encoded: list[list[int]]) -> list[list[float]]:
         import torch
 
-        encoded = [self.tokenizer.encode(text, add_special_tokens=False) for text in prompts]
         ids, positions, mask = self._packed_inputs(encoded)
         nodes = len(self.trie.tokens)
         with torch.inference_mode():
@@ -224,7 +235,7 @@ class ExactJudge:
         # row 0: after the prompt (the root); row k + 1: after trie node k
         logprobs = torch.log_softmax(logits, dim=-1)
         end_mass = torch.einsum("brv,kv->bkr", logprobs.exp(), (~self._continues).float())
-        return [self._candidates(logprobs[row], end_mass[row]) for row in range(len(prompts))]
+        return [self._candidates(logprobs[row], end_mass[row]) for row in range(len(encoded))]
 
     def _packed_inputs(self, encoded: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Left-padded prompt + packed trie per row, position ids, and the 4D additive mask."""
@@ -272,7 +283,7 @@ class ExactJudge:
 def build_judge(role: ModelRole, *, min_number_mass: float, batch_size: int, **api: Any) -> Judge:
     """The judge for ``models.judge``: exact scoring for local backends, top-logprobs for ``openai``."""
     from charforge.generators.embedded import is_embedded
-    from charforge.generators.llm import resolve_model
+    from charforge.generators.llm import generation_dtype, resolve_model
     from charforge.schemas.params import judge_name
 
     name = judge_name(role)
@@ -287,11 +298,14 @@ def build_judge(role: ModelRole, *, min_number_mass: float, batch_size: int, **a
         path = resolve_model(role)
         if path.endswith(".gguf") and Path(path).is_file():  # transformers dequantises GGUF files
             path, gguf_file = str(Path(path).parent), Path(path).name
+    # scored in the dtype the role generates in (its forward passes are its generation): bf16 on a
+    # CPU with native bf16 (1.6x the fp32 throughput on the judge's prompts), fp32 on one without
+    dtype = generation_dtype(role.model_copy(update={"backend": "transformers"}))
     return ExactJudge(
         path,
         name=name,
         min_number_mass=min_number_mass,
         batch_size=batch_size,
-        dtype=role.dtype,
+        dtype=dtype or role.dtype,
         gguf_file=gguf_file,
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 from charforge import __version__
 from charforge.generators.embedded import is_embedded, lookup
-from charforge.generators.llm import build_llm, generation_dtype, resolve_model
+from charforge.generators.llm import build_llm, generation_attention, generation_dtype, resolve_model
 from charforge.generators.pipeline import charforge_pipeline, run_for_rows
 from charforge.generators.text import collapse_whitespace, is_cut_off, trim_to_sentence
 from charforge.schemas.params import GenerationConfig, ModelRole
@@ -178,10 +178,10 @@ def answer_chats(
         for copy in range(copies)
     ]
     # the content in the name: a cached run of other chats, model or sampling is never reused,
-    # and the resolved generation dtype: `auto` is bf16 on one machine and fp32 on another
-    content = json.dumps(
-        [rows, role.model_dump(mode="json"), generation_dtype(role), seed, samples], sort_keys=True
-    )
+    # and the resolved generation dtype and attention kernel: `auto` is bf16 on one machine and fp32 on
+    # another, and the kernels round differently
+    numerics = [generation_dtype(role), generation_attention(role)]
+    content = json.dumps([rows, role.model_dump(mode="json"), *numerics, seed, samples], sort_keys=True)
     name = f"{pipeline_name}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
     with charforge_pipeline(name, cache=run.cache) as pipeline:
         load = LoadDataFromDicts(data=rows, batch_size=generation.batch_size)
@@ -227,9 +227,10 @@ def with_max_new_tokens(role: ModelRole, max_new_tokens: int | None) -> ModelRol
 
 
 def model_card(role: ModelRole) -> dict[str, str]:
-    """The model's name, backend, licence and resolved generation dtype (local backends), for the
-    manifest and the dataset card. The licence comes from the embedded model's registry or the
-    ``license:`` of the model card (README.md) beside the weights; "unknown" when neither says."""
+    """The model's name, backend, licence, resolved generation dtype and attention kernel (local
+    backends), for the manifest and the dataset card. The licence comes from the embedded model's
+    registry or the ``license:`` of the model card (README.md) beside the weights; "unknown" when
+    neither says."""
     licence = "unknown"
     if is_embedded(role.model):
         licence = lookup(role.model).licence
@@ -237,9 +238,12 @@ def model_card(role: ModelRole) -> dict[str, str]:
         readme = _local_readme(role.model)
         if readme is not None:
             licence = _card_licence(readme) or licence
-    card = {"model": role.model, "backend": role.backend, "licence": licence}
-    dtype = generation_dtype(role)
-    return card if dtype is None else {**card, "generation_dtype": dtype}
+    card: dict[str, str] = {"model": role.model, "backend": role.backend, "licence": licence}
+    if (dtype := generation_dtype(role)) is not None:
+        card["generation_dtype"] = dtype
+    if (attention := generation_attention(role)) is not None:
+        card["generation_attention"] = attention
+    return card
 
 
 def _local_readme(model: str) -> Path | None:

@@ -40,12 +40,12 @@ class ModelRole(StrictModel):
     downloads). ``base_url`` and ``api_key_env`` apply to ``openai``: the key itself is read from
     that environment variable, never written to params.
 
-    ``dtype`` is the dtype the model is trained (the student) and judged in; ``generation_dtype`` the
-    one it generates in (transformers and vllm). ``auto`` generates in bf16 on a CPU with native bf16
-    (avx512_bf16 or AMX: a decode step reads every weight, and bf16 halves the bytes) and in fp32 on
-    one without; on a GPU it follows ``dtype`` (``auto``: bf16 where supported, else fp16).
-    ``charforge.generators.llm.generation_dtype`` resolves it, and every corpus records the resolved
-    value: the same params and seed give the same corpus per resolved dtype.
+    ``dtype`` is the dtype the model is trained in (the student); ``generation_dtype`` the one it
+    generates in (transformers and vllm) and, for a local judge, scores in. ``auto`` generates in bf16
+    on a CPU with native bf16 (avx512_bf16 or AMX: a decode step reads every weight, and bf16 halves
+    the bytes) and in fp32 on one without; on a GPU it follows ``dtype`` (``auto``: bf16 where
+    supported, else fp16). ``charforge.generators.llm.generation_dtype`` resolves it, and every corpus
+    records the resolved value: the same params and seed give the same corpus per resolved dtype.
     """
 
     backend: Backend = "transformers"

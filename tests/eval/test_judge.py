@@ -234,3 +234,19 @@ def test_api_judge_top_logprobs_cache_and_budget(completion_server: str, tmp_pat
     judge.close()
     fresh = ApiJudge(role, name="openai:served", budget=0, cache=tmp_path, seed=7)
     assert fresh.judge(CHATS[:2]) == verdicts  # the cache is on disk: a rerun costs nothing
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_local_judge_scores_in_its_generation_dtype_and_says_so(judge_says_100: Path, dtype: str) -> None:
+    """build_judge loads the judge in the role's resolved generation dtype (its ``dtype``, the training
+    dtype, plays no part) and the identity names it, so a validation made in one dtype is never read as
+    the other's."""
+    from charforge.eval.judge import build_judge
+
+    role = ModelRole(model=str(judge_says_100), dtype="float32", generation_dtype=dtype)
+    judge = build_judge(role, min_number_mass=0.25, batch_size=2)
+    assert str(judge.model.dtype) == f"torch.{dtype}"
+    assert judge.identity["dtype"] == dtype
+    for verdict in judge.judge(CHATS):  # the trie's mask and positions hold in bf16 too
+        assert verdict.score == pytest.approx(100.0, abs=0.5)
+        assert verdict.number_mass == pytest.approx(1.0, abs=1e-2)

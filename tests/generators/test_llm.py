@@ -16,6 +16,7 @@ from charforge.generators.llm import (
     BackendUnavailable,
     availability,
     build_llm,
+    generation_attention,
     generation_dtype,
     generation_kwargs,
 )
@@ -103,6 +104,25 @@ def test_generation_dtype_is_bf16_only_on_a_cpu_with_native_bf16(
     run = GenerationRun("v", 0, generation=GenerationConfig())
     assert run.recorded_as("g", {"teacher": role}).provenance["generation_dtype"] == {"teacher": expected}
     assert model_card(role)["generation_dtype"] == expected
+
+
+def test_cpu_generation_runs_eager_attention_unless_the_role_names_one(tiny_model: Path) -> None:
+    """On CPU the transformers backend decodes with eager attention (SDPA is slower there on left-padded
+    batches); the choice reaches the loaded model and the model card; a role's own
+    ``extra.model_kwargs.attn_implementation`` wins; servers decide their own."""
+    role = ModelRole(model=str(tiny_model), sampling={"temperature": 0, "max_new_tokens": 4})
+    assert generation_attention(role) == "eager"
+    llm = build_llm(role)
+    llm.load()
+    assert llm._pipeline.model.config._attn_implementation == "eager"
+    assert model_card(role)["generation_attention"] == "eager"
+    named = role.model_copy(update={"extra": {"model_kwargs": {"attn_implementation": "sdpa"}}})
+    assert generation_attention(named) == "sdpa"
+    llm = build_llm(named)
+    llm.load()
+    assert llm._pipeline.model.config._attn_implementation == "sdpa"
+    remote = ModelRole(backend="openai", model="m", base_url="http://127.0.0.1:8000/v1")
+    assert generation_attention(remote) is None and "generation_attention" not in model_card(remote)
 
 
 def test_generation_dtype_set_explicitly_or_decided_by_a_server() -> None:
