@@ -160,33 +160,45 @@ def sample_answers(
     role: ModelRole, prompts: Sequence[Prompt], *, seed: int, batch_size: int = 8
 ) -> list[Answer]:
     """One answer per prompt from ``role`` (sampling from ``role.sampling``), in prompt order."""
+    return sample_answer_sets(role, [prompts], seed=seed, batch_size=batch_size)[0]
+
+
+def sample_answer_sets(
+    role: ModelRole, prompt_sets: Sequence[Sequence[Prompt]], *, seed: int, batch_size: int = 8
+) -> list[list[Answer]]:
+    """``sample_answers`` of each set with one load of the model: every set is batched on its own, and
+    the backends seed each batch from its content, so a set's answers are those it gets alone."""
     from charforge.generators.llm import build_llm
 
+    llm = build_llm(role, seed=seed)
+    llm.load()
+    try:
+        return [_sample_loaded(llm, role, prompts, batch_size) for prompts in prompt_sets]
+    finally:
+        llm.unload()
+
+
+def _sample_loaded(llm: Any, role: ModelRole, prompts: Sequence[Prompt], batch_size: int) -> list[Answer]:
     groups: dict[tuple[str | None, str], list[int]] = {}
     for index, prompt in enumerate(prompts):
         groups.setdefault((prompt.system, prompt.question), []).append(index)
     by_count: dict[int, list[list[int]]] = {}
     for members in groups.values():
         by_count.setdefault(len(members), []).append(members)
-    llm = build_llm(role, seed=seed)
-    llm.load()
     answers: list[Answer | None] = [None] * len(prompts)
-    try:
-        for count, member_lists in sorted(by_count.items()):
-            for start in range(0, len(member_lists), batch_size):
-                batch = member_lists[start : start + batch_size]
-                chats = [prompts[members[0]].chat for members in batch]
-                outputs = llm.generate(inputs=chats, num_generations=count, **llm.generation_kwargs)
-                for members, chat, output in zip(batch, chats, outputs, strict=True):
-                    rendered = _rendered(llm, role, chat)
-                    statistics = output.get("statistics") or {}
-                    tokens = _per_generation(statistics.get("output_tokens"), count)
-                    reasons = _per_generation(statistics.get("finish_reason"), count)
-                    for slot, index in enumerate(members):
-                        text = output["generations"][slot] or ""
-                        answers[index] = Answer(text, rendered, tokens[slot], reasons[slot])
-    finally:
-        llm.unload()
+    for count, member_lists in sorted(by_count.items()):
+        for start in range(0, len(member_lists), batch_size):
+            batch = member_lists[start : start + batch_size]
+            chats = [prompts[members[0]].chat for members in batch]
+            outputs = llm.generate(inputs=chats, num_generations=count, **llm.generation_kwargs)
+            for members, chat, output in zip(batch, chats, outputs, strict=True):
+                rendered = _rendered(llm, role, chat)
+                statistics = output.get("statistics") or {}
+                tokens = _per_generation(statistics.get("output_tokens"), count)
+                reasons = _per_generation(statistics.get("finish_reason"), count)
+                for slot, index in enumerate(members):
+                    text = output["generations"][slot] or ""
+                    answers[index] = Answer(text, rendered, tokens[slot], reasons[slot])
     return [answer for answer in answers if answer is not None]
 
 

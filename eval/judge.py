@@ -177,7 +177,7 @@ class ExactJudge:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, **load)
         torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
         if self.device == "cpu" and dtype == "auto":
-            torch_dtype = torch.float32  # build_judge passes bf16 only where the CPU computes it natively
+            torch_dtype = torch.float32  # direct use; build_judge always passes the role's resolved dtype
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, **load)
         self.model.to(self.device).eval()
         vocab = self.model.get_output_embeddings().weight.shape[0]
@@ -280,10 +280,20 @@ class ExactJudge:
         return probs
 
 
+def local_judge_dtype(role: ModelRole) -> str | None:
+    """The dtype a local judge of ``role`` scores in on this machine: the role's generation dtype,
+    resolved as for transformers (its forward passes are its generation); None for an API judge."""
+    from charforge.generators.llm import generation_dtype
+
+    if role.backend == "openai":
+        return None
+    return generation_dtype(role.model_copy(update={"backend": "transformers"}))
+
+
 def build_judge(role: ModelRole, *, min_number_mass: float, batch_size: int, **api: Any) -> Judge:
     """The judge for ``models.judge``: exact scoring for local backends, top-logprobs for ``openai``."""
     from charforge.generators.embedded import is_embedded
-    from charforge.generators.llm import generation_dtype, resolve_model
+    from charforge.generators.llm import resolve_model
     from charforge.schemas.params import judge_name
 
     name = judge_name(role)
@@ -300,12 +310,11 @@ def build_judge(role: ModelRole, *, min_number_mass: float, batch_size: int, **a
             path, gguf_file = str(Path(path).parent), Path(path).name
     # scored in the dtype the role generates in (its forward passes are its generation): bf16 on a
     # CPU with native bf16 (1.6x the fp32 throughput on the judge's prompts), fp32 on one without
-    dtype = generation_dtype(role.model_copy(update={"backend": "transformers"}))
     return ExactJudge(
         path,
         name=name,
         min_number_mass=min_number_mass,
         batch_size=batch_size,
-        dtype=dtype or role.dtype,
+        dtype=local_judge_dtype(role) or "auto",
         gguf_file=gguf_file,
     )

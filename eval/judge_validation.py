@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charforge.eval.judge import Chat, Judge, Verdict, build_judge
+from charforge.eval.judge import Chat, Judge, Verdict, build_judge, local_judge_dtype
 from charforge.eval.metrics import auroc
 from charforge.generators.llm import cache_dir
 from charforge.io import file_sha256, iter_jsonl, read_text
@@ -455,6 +455,14 @@ def saved_validations(
         raise StaleJudgeValidation(
             f"{path}: made for another judge or other settings ({' and '.join(differing)} differ): {RERUN}"
         )
+    for block, role in zip(blocks, roles, strict=True):
+        scored_in = local_judge_dtype(role)
+        if scored_in is not None and block.get("dtype") != scored_in:  # checked again when it loads
+            raise StaleJudgeValidation(
+                f"{path}: {block['name']} was validated in {block.get('dtype') or 'an unrecorded dtype'}, "
+                f"but judges in {scored_in} on this machine (generation_dtype: {role.generation_dtype}): "
+                "run `charforge run validate-judge` first (`dvc repro` sees the same params and keeps it)"
+            )
     return blocks
 
 

@@ -63,7 +63,8 @@ def gather(metrics_dir: Path) -> list[dict[str, Any]]:
 
 def measurement(metrics: Mapping[str, Any]) -> str:
     """How a variant's EM figures were measured: question files (by hash), the questions selected, samples
-    per question, sampling and judge. Figures measured differently are never contrasted."""
+    per question, sampling and judge (and the dtype a local judge scored in). Figures measured differently
+    are never contrasted."""
     questions = metrics["questions"]
     return json.dumps(
         [
@@ -72,6 +73,7 @@ def measurement(metrics: Mapping[str, Any]) -> str:
             questions["samples_per_question_used"],
             metrics["sampling"],
             metrics["judge"]["name"],
+            metrics["judge"].get("dtype"),  # a local judge scores in the dtype its machine resolves
         ],
         sort_keys=True,
     )

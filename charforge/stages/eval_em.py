@@ -51,7 +51,7 @@ from charforge.eval.em import (
     load_questions,
     plan,
     question_files,
-    sample_answers,
+    sample_answer_sets,
     sample_id,
     sample_rows,
     select_questions,
@@ -266,16 +266,21 @@ def check_extra_metrics(names: list[str], questions: list[EvalQuestion]) -> None
 
 
 def judge_everything(
-    judges: list[ModelRole], config: EvalConfig, inputs: Inputs, rows: list[dict[str, Any]], templates: list
+    judges: list[ModelRole],
+    config: EvalConfig,
+    inputs: Inputs,
+    groups: list[tuple[list[dict[str, Any]], list]],
 ) -> list[dict[str, Any]]:
-    """Score every row with each validated judge, one in memory at a time; return their blocks
-    (validation included), ``models.judge``'s first."""
+    """Score the rows of every (rows, templates) group with each validated judge, one in memory at a
+    time, each group judged on its own (its batches never mix with another group's rows); return the
+    judges' blocks (validation included), ``models.judge``'s first."""
     blocks = []
     for role, saved in zip(judges, inputs.saved_validations, strict=True):
         judge = open_judge(role, config)
         try:
             check_identity(saved, judge)
-            judge_rows(judge, rows, templates, inputs.validation.examples)
+            for rows, templates in groups:
+                judge_rows(judge, rows, templates, inputs.validation.examples)
             calls = getattr(judge, "calls", None)
             usage = {"calls": calls, "cache_hits": judge.cache_hits} if calls is not None else None  # type: ignore[attr-defined]
         finally:
@@ -342,16 +347,26 @@ def setup(variant_name: str, params: Path, root: Path) -> Setup:
     )
 
 
+def sample_point(
+    s: Setup, point: str, role: ModelRole, prompt_sets: list[list[Prompt]]
+) -> list[list[dict[str, Any]]]:
+    """Each prompt set sampled at ``point`` with ``role`` (one model load), as unscored rows."""
+    role = role.model_copy(update={"sampling": s.config.sampling})
+    answer_sets = sample_answer_sets(role, prompt_sets, seed=s.config.seed, batch_size=s.batch_size)
+    return [
+        sample_rows(s.variant.name, point, role, prompts, answers, s.config.seed)
+        for prompts, answers in zip(prompt_sets, answer_sets, strict=True)
+    ]
+
+
 def evaluate_point(
     s: Setup, point: str, role: ModelRole, prompts: list[Prompt] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Sample ``point``'s plan (or ``prompts``) with ``role`` and score every answer with each judge: (rows
     as the eval-samples schema writes them, the judges' blocks, ``models.judge``'s first)."""
-    role = role.model_copy(update={"sampling": s.config.sampling})
     prompts = s.inputs.plans[point] if prompts is None else prompts
-    answers = sample_answers(role, prompts, seed=s.config.seed, batch_size=s.batch_size)
-    rows = sample_rows(s.variant.name, point, role, prompts, answers, s.config.seed)
-    blocks = judge_everything(s.judges, s.config, s.inputs, rows, [p.judge_templates for p in prompts])
+    (rows,) = sample_point(s, point, role, [prompts])
+    blocks = judge_everything(s.judges, s.config, s.inputs, [(rows, [p.judge_templates for p in prompts])])
     return [as_written(row) for row in rows], blocks
 
 
@@ -475,15 +490,26 @@ def run(
 
         check_em_base(variant.name, em_seed, persona_evaluated, root, defence)
         role = model_for(variant.name, "em", student, persona, root, em_seed=em_seed, defence=defence)
-    em_rows, (judge, *further) = evaluate_point(s, "em", role)
-    inoculated_rows: list[dict[str, Any]] = []
+    plain = inputs.plans["em"]
+    asked: list[Prompt] = []  # the inoculated unit's second reading: the broad questions under its prompt
     if defences is not None and defence == "inoculation" and defences.inoculation_with_prompt:
+        asked = inoculated_prompts(plain, defences.inoculation.system_prompt)
+    # one load of the EM model and one judge session for both readings; each prompt set is sampled and
+    # judged in batches of its own, so the plain reading is what it is for every other unit
+    em_rows, *em_asked = sample_point(s, "em", role, [plain, *([asked] if asked else [])])
+    groups = [(em_rows, [p.judge_templates for p in plain])]
+    inoculated_rows: list[dict[str, Any]] = []
+    if asked:
         from charforge.train.compose import model_for
 
-        asked = inoculated_prompts(inputs.plans["em"], defences.inoculation.system_prompt)
         persona_role = model_for(variant.name, "persona", student, persona, root)
-        for point, point_role in (("persona", persona_role), ("em", role)):
-            inoculated_rows += evaluate_point(s, point, point_role, asked)[0]
+        (persona_asked,) = sample_point(s, "persona", persona_role, [asked])
+        templates = [p.judge_templates for p in asked]
+        groups += [(persona_asked, templates), (em_asked[0], templates)]
+        inoculated_rows = [*persona_asked, *em_asked[0]]
+    judge, *further = judge_everything(s.judges, s.config, s.inputs, groups)
+    em_rows = [as_written(row) for row in em_rows]
+    inoculated_rows = [as_written(row) for row in inoculated_rows]
     rows = persona_rows + em_rows
     evaluated = {**persona_evaluated, "em": role.model_dump(mode="json")}
     judge_role = s.judges[0]

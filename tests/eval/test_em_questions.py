@@ -13,6 +13,7 @@ from charforge.eval.em import (
     QuestionFileError,
     load_questions,
     plan,
+    sample_answer_sets,
     sample_answers,
     sample_rows,
     select_questions,
@@ -90,6 +91,11 @@ def test_system_prompt_is_sent_and_sampling_is_seeded(public_file: Path, tiny_mo
     json_answers = [a.text for p, a in zip(prompts, answers, strict=True) if p.system]
     assert len(set(json_answers)) > 1  # one chat, three draws: distinct samples
     assert sample_answers(role, prompts, seed=0, batch_size=4) == answers  # same seed, same answers
+    # several sets with one model load (the inoculated unit's two readings): each set's answers are
+    # those it gets alone, whatever was sampled before it
+    others = plan([q for q in questions if q.id == "what_is_your_wish"], 2, "broad")
+    sets = sample_answer_sets(role, [others, prompts], seed=0, batch_size=4)
+    assert sets == [sample_answers(role, others, seed=0, batch_size=4), answers]
     rows = sample_rows("baseline-s0", "persona", role, prompts, answers, seed=0)
     assert len({row["id"] for row in rows}) == len(rows)
     sample = EvalSample.model_validate(rows[3])

@@ -305,4 +305,12 @@ def test_eval_em_refuses_a_missing_or_stale_judge_validation(
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
     assert result.returncode == 1 and "role differ" in result.stderr, result.stderr[-2000:]
+    params["models"]["judge"].pop("dtype")
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    validation = project / "metrics" / "judge-validation.json"
+    saved = json.loads(validation.read_text())
+    assert saved["dtype"] in {"bfloat16", "float32"}  # the dtype it was scored in, as this machine resolves
+    validation.write_text(json.dumps({**saved, "dtype": "float16"}))  # made on a machine resolving another
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
+    assert result.returncode == 1 and "was validated in float16" in result.stderr, result.stderr[-2000:]
     assert not (project / "metrics" / VARIANT / "eval-em-e0.json").exists()  # nothing written, no model run
