@@ -167,7 +167,9 @@ def sample_answer_sets(
     role: ModelRole, prompt_sets: Sequence[Sequence[Prompt]], *, seed: int, batch_size: int = 8
 ) -> list[list[Answer]]:
     """``sample_answers`` of each set with one load of the model: every set is batched on its own, and
-    the backends seed each batch from its content, so a set's answers are those it gets alone."""
+    the local backends seed each batch from its content, so on transformers a set's answers are those it
+    gets alone (its prefix cache reuses an exact prefix only, computed alike either way). vLLM's prefix
+    cache may serve a later set blocks computed in an earlier one: the same text up to rounding."""
     from charforge.generators.llm import build_llm
 
     llm = build_llm(role, seed=seed)

@@ -415,8 +415,9 @@ def write_report(
         groups = "; ".join(", ".join(names) for names in measured.values())
         lines += [
             f"> **⚠ MEASURED DIFFERENTLY**: {len(measured)} groups of variants used other question files, "
-            f"questions, samples, sampling or judges ({groups}). Contrasts pair only variants measured "
-            "alike; seed spreads and slopes across groups mix measurements. Re-run eval-em with one setting.",
+            f"questions, samples, sampling, judges or judge dtypes ({groups}). Contrasts pair only variants "
+            "measured alike; seed spreads and slopes across groups mix measurements. Re-run eval-em with one "
+            "setting.",
             "",
         ]
     for line in md.no_in_domain_questions(variants):
