@@ -400,6 +400,17 @@ def read_persona_samples(s: Setup, root: Path) -> tuple[list[dict[str, Any]], di
     missing_judges = sorted({saved["name"] for saved in s.inputs.saved_validations} - judged)
     if missing_judges:
         raise ValueError(f"{path}: not scored by {', '.join(missing_judges)}: run {command} again")
+    scored_in = (manifest.get("metrics") or {}).get("judge_dtypes") or {}
+    other_dtype = sorted(
+        saved["name"]
+        for saved in s.inputs.saved_validations
+        if scored_in.get(saved["name"]) != saved.get("dtype")
+    )
+    if other_dtype:  # a before point judged in another dtype than the after point would be
+        raise ValueError(
+            f"{path}: scored by {', '.join(other_dtype)} in another dtype than its validation's: "
+            f"run {command} again"
+        )
     asked = {row["id"]: (row["question"], row.get("system")) for row in rows}
     if asked != expected:  # ids, and the very texts: an edited question file keeps its ids
         raise ValueError(f"{path}: not the prompts this evaluation asks: run {command} again")

@@ -33,7 +33,12 @@ def run(
 
         role = model_for(s.variant.name, "persona", s.student, persona_config(s.variant, params), root)
     rows, blocks = evaluate_point(s, "persona", role)
-    summary = {"answers": len(rows), "judges": [block["name"] for block in blocks]}
+    summary = {
+        "answers": len(rows),
+        "judges": [block["name"] for block in blocks],
+        # what eval-em checks before setting these scores beside its own: a local judge's dtype
+        "judge_dtypes": {block["name"]: block.get("dtype") for block in blocks},
+    }
     write_corpus(
         rows,
         persona_samples_path(root, s.variant.name),

@@ -250,6 +250,16 @@ def test_eval_em_errors_are_clear(project: Path) -> None:
     )
     params["eval"]["samples_per_question"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    manifest = project / "corpora/eval" / VARIANT / "persona-samples.manifest.json"
+    saved = json.loads(manifest.read_text())
+    assert set(saved["metrics"]["judge_dtypes"].values()) <= {"bfloat16", "float32"}
+    judge = next(iter(saved["metrics"]["judge_dtypes"]))
+    manifest.write_text(
+        json.dumps({**saved, "metrics": {**saved["metrics"], "judge_dtypes": {judge: "float16"}}})
+    )
+    result = run_cli("run", "eval-em", "--variant", VARIANT, "--em-seed", "0", cwd=project)
+    assert result.returncode == 1 and "in another dtype than its validation's" in result.stderr, result.stderr
+    manifest.write_text(json.dumps(saved))
     adapter = project / "models" / VARIANT / "em-e0"  # an EM adapter trained on another persona
     adapter.mkdir(parents=True)
     (adapter / "charforge-training.json").write_text(json.dumps({"base_model": "fold:0123456789abcdef"}))
